@@ -1,0 +1,33 @@
+"""jaxopt_rules: optimizer rules for JAX, written once per leaf, checked, verified.
+
+Every rule is an ``optax.GradientTransformationExtraArgs``. Write your own with
+:func:`rule`; check any rule with :mod:`jaxopt_rules.testing`; pick from the
+catalog (:data:`REGISTRY`).
+"""
+
+import importlib.metadata
+
+from jaxopt_rules import rules as rules
+from jaxopt_rules._core import (
+    Array as Array,
+    RuleFactory as RuleFactory,
+    Scalar as Scalar,
+    Slot as Slot,
+    rule as rule,
+)
+from jaxopt_rules._inject import inject_hyperparams as inject_hyperparams
+from jaxopt_rules.rules import (
+    REGISTRY as REGISTRY,
+    RuleSpec as RuleSpec,
+    adagrad as adagrad,
+    adam as adam,
+    adamw as adamw,
+    lamb as lamb,
+    lion as lion,
+    normalized_sgd as normalized_sgd,
+    rmsprop as rmsprop,
+    sgd as sgd,
+)
+
+
+__version__ = importlib.metadata.version("jaxopt_rules")

@@ -1,0 +1,22 @@
+"""The rule-authoring core (private; the public names are re-exported at top level)."""
+
+from jaxopt_rules._core._config import RuleConfig as RuleConfig
+from jaxopt_rules._core._constraints import (
+    Constraint as Constraint,
+    parse_constraint as parse_constraint,
+)
+from jaxopt_rules._core._definition import (
+    RESERVED as RESERVED,
+    RuleDefinition as RuleDefinition,
+    Slot as Slot,
+)
+from jaxopt_rules._core._rule import (
+    RuleFactory as RuleFactory,
+    build_transform as build_transform,
+    rule as rule,
+)
+from jaxopt_rules._core._types import Array as Array, Scalar as Scalar
+from jaxopt_rules._core._state import (
+    safe_increment as safe_increment,
+    state_class as state_class,
+)

@@ -1,0 +1,221 @@
+"""Reading a per-leaf rule function into a :class:`RuleDefinition`.
+
+The function's signature says everything the core needs:
+
+* the first parameter is the gradient of one leaf;
+* the other positional parameters are the rule's state slots, except the
+  reserved names ``param`` (the parameter leaf), ``step`` (1 for the first
+  update) and ``stats`` (global sums from ``global_stats``);
+* keyword-only parameters are the hyperparameters, with their defaults.
+"""
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jaxopt_rules._core._constraints import Constraint
+
+
+RESERVED = ("param", "step", "stats")
+"""Positional names with a fixed meaning in a rule function."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Options for one state slot of a rule.
+
+    Attributes:
+        init: initial value of every element: a number, the name of a
+            hyperparameter holding it, or a function of the parameter leaf
+            (for instance ``lambda p: p`` to start from a copy of it).
+        dtype_arg: name of the factory argument that picks the slot's storage
+            dtype (default ``"<slot>_dtype"``). With ``None`` passed to it, the
+            slot is stored in the parameter's dtype.
+        when: the slot exists only when this holds: the name of a static
+            hyperparameter whose value is neither ``None`` nor ``False``, or a
+            predicate of the hyperparameter mapping that looks only at static
+            properties (``is None``, booleans). Absent slots reach the rule
+            function as ``None`` and it must return ``None`` for them.
+        shape: the slot's shape as a function of the parameter's shape, for
+            factored or matrix-valued state (default: the parameter's shape).
+    """
+
+    init: float | str | Callable[[Any], Any] = 0.0
+    dtype_arg: str | None = None
+    when: str | Callable[[Mapping[str, Any]], bool] | None = None
+    shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleDefinition:
+    """Everything the core knows about a rule, read once at decoration time."""
+
+    name: str
+    fn: Callable[..., Any]
+    slots: tuple[tuple[str, Slot], ...]
+    reserved: frozenset[str]
+    hyperparams: tuple[inspect.Parameter, ...]
+    static: frozenset[str]
+    per_leaf: Mapping[str, Any]
+    constraints: Mapping[str, Constraint]
+    global_stats: Callable[..., Mapping[str, Any]] | None
+    stats_inputs: frozenset[str]
+    stats_hyperparams: tuple[str, ...]
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        """Names of all declared slots, in signature order."""
+        return tuple(name for name, _ in self.slots)
+
+    @property
+    def hyperparam_names(self) -> tuple[str, ...]:
+        """Names of the keyword-only hyperparameters, in signature order."""
+        return tuple(p.name for p in self.hyperparams)
+
+    @property
+    def dtype_args(self) -> dict[str, str]:
+        """Maps each slot to the name of its dtype argument."""
+        return {name: slot.dtype_arg or f"{name}_dtype" for name, slot in self.slots}
+
+    @property
+    def needs_params(self) -> bool:
+        """Whether ``update`` must be given the parameters."""
+        return "param" in self.reserved or "param" in self.stats_inputs
+
+
+def _split_signature(
+    fn: Callable[..., Any], what: str
+) -> tuple[str, list[str], list[inspect.Parameter]]:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"cannot read the signature of {what} {fn!r}") from error
+    positional: list[str] = []
+    keyword: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(
+                f"{what} {fn.__name__!r} may not take *args or **kwargs: the core "
+                "reads slots and hyperparameters from named parameters"
+            )
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            keyword.append(parameter)
+        else:
+            if parameter.default is not parameter.empty:
+                raise TypeError(
+                    f"{what} {fn.__name__!r}: positional parameter "
+                    f"{parameter.name!r} has a default; hyperparameters must be "
+                    "keyword-only (after a bare '*')"
+                )
+            positional.append(parameter.name)
+    if not positional:
+        raise TypeError(
+            f"{what} {fn.__name__!r} must take the gradient leaf as its first "
+            "positional parameter"
+        )
+    return positional[0], positional[1:], keyword
+
+
+def read_definition(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    slots: Mapping[str, Slot],
+    static: tuple[str, ...],
+    per_leaf: Mapping[str, Any],
+    constraints: Mapping[str, Constraint],
+    global_stats: Callable[..., Mapping[str, Any]] | None,
+) -> RuleDefinition:
+    """Validates a rule function and its options; raises TypeError on misuse."""
+    rule_name = name or fn.__name__
+    _, positional, keyword = _split_signature(fn, "rule function")
+    slot_names = [p for p in positional if p not in RESERVED]
+    reserved = frozenset(p for p in positional if p in RESERVED)
+    hyper_names = [p.name for p in keyword]
+
+    unknown_slots = set(slots) - set(slot_names)
+    if unknown_slots:
+        raise TypeError(
+            f"rule {rule_name!r}: slots {sorted(unknown_slots)} are configured but "
+            f"are not positional parameters of the rule function (its slots: "
+            f"{slot_names})"
+        )
+    clash = {"count", *hyper_names} & set(slot_names)
+    if clash:
+        raise TypeError(
+            f"rule {rule_name!r}: slot names {sorted(clash)} clash with 'count' "
+            "or a hyperparameter"
+        )
+    if "stats" in reserved and global_stats is None:
+        raise TypeError(
+            f"rule {rule_name!r} takes 'stats' but no global_stats function was given"
+        )
+    slot_options = tuple((s, slots.get(s, Slot())) for s in slot_names)
+    for slot_name, option in slot_options:
+        if isinstance(option.init, str) and option.init not in hyper_names:
+            raise TypeError(
+                f"rule {rule_name!r}: slot {slot_name!r} is initialised from "
+                f"{option.init!r}, which is not a hyperparameter"
+            )
+        if isinstance(option.when, str) and option.when not in hyper_names:
+            raise TypeError(
+                f"rule {rule_name!r}: slot {slot_name!r} depends on "
+                f"{option.when!r}, which is not a hyperparameter"
+            )
+    dtype_names = [o.dtype_arg or f"{s}_dtype" for s, o in slot_options]
+    taken = set(hyper_names)
+    for dtype_name in dtype_names:
+        if dtype_name in taken:
+            raise TypeError(
+                f"rule {rule_name!r}: dtype argument {dtype_name!r} is used twice "
+                "or clashes with a hyperparameter"
+            )
+        taken.add(dtype_name)
+    for names, label in (
+        (static, "static"),
+        (per_leaf, "per_leaf"),
+        (constraints, "constraints"),
+    ):
+        missing = set(names) - set(hyper_names)
+        if missing:
+            raise TypeError(
+                f"rule {rule_name!r}: {label} names {sorted(missing)} that are not "
+                f"hyperparameters (keyword-only parameters: {hyper_names})"
+            )
+
+    stats_inputs: frozenset[str] = frozenset()
+    stats_hyperparams: tuple[str, ...] = ()
+    if global_stats is not None:
+        _, stats_positional, stats_keyword = _split_signature(
+            global_stats, "global_stats function"
+        )
+        allowed = {"param", *slot_names}
+        bad = set(stats_positional) - allowed
+        if bad:
+            raise TypeError(
+                f"rule {rule_name!r}: global_stats takes {sorted(bad)}; it may take "
+                f"the gradient, 'param' and the slots {slot_names}"
+            )
+        stats_inputs = frozenset(stats_positional)
+        stats_hyperparams = tuple(p.name for p in stats_keyword)
+        unknown = set(stats_hyperparams) - set(hyper_names)
+        if unknown:
+            raise TypeError(
+                f"rule {rule_name!r}: global_stats takes {sorted(unknown)}, which "
+                "are not hyperparameters of the rule"
+            )
+
+    return RuleDefinition(
+        name=rule_name,
+        fn=fn,
+        slots=slot_options,
+        reserved=reserved,
+        hyperparams=tuple(keyword),
+        static=frozenset(static),
+        per_leaf=dict(per_leaf),
+        constraints=dict(constraints),
+        global_stats=global_stats,
+        stats_inputs=stats_inputs,
+        stats_hyperparams=stats_hyperparams,
+    )

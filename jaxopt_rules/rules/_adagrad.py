@@ -1,0 +1,81 @@
+"""Adagrad: steps scaled by the root of the summed squared gradients."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._catalog import catalog_entry
+
+
+@rule(
+    name="adagrad",
+    slots={"sum_of_squares": Slot(init="initial_accumulator_value")},
+    constraints={
+        "learning_rate": ">= 0",
+        "initial_accumulator_value": ">= 0",
+        "eps": ">= 0",
+    },
+)
+def _adagrad_rule(
+    grad: Array,
+    sum_of_squares: Array,
+    *,
+    learning_rate: Scalar,
+    initial_accumulator_value: Scalar = 0.1,
+    eps: Scalar = 1e-7,
+) -> tuple[Array, Array]:
+    """Per-leaf Adagrad step."""
+    sum_of_squares = grad**2 + sum_of_squares
+    scale = jnp.where(sum_of_squares > 0, jax.lax.rsqrt(sum_of_squares + eps), 0.0)
+    return -learning_rate * (scale * grad), sum_of_squares
+
+
+@catalog_entry(_adagrad_rule)
+def adagrad(
+    learning_rate: optax.ScalarOrSchedule,
+    initial_accumulator_value: jax.typing.ArrayLike = 0.1,
+    eps: jax.typing.ArrayLike = 1e-7,
+    *,
+    sum_of_squares_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adagrad: per-coordinate steps shrinking with the gradients seen so far.
+
+    A drop-in for ``optax.adagrad`` (same arguments, defaults and numbers),
+    plus ``sum_of_squares_dtype``. Note optax's conventions, which differ from
+    torch's: the accumulator starts at 0.1 and ``eps`` sits inside the root.
+
+    Update::
+
+        G_t = G_{t-1} + g_t**2,                      G_0 = initial_accumulator_value
+        u_t = -lr_t * g_t / sqrt(G_t + eps)          (0 where G_t == 0)
+
+    Args:
+        learning_rate: step size, a number or a schedule of the step count.
+        initial_accumulator_value: starting value of the sum of squares.
+        eps: added inside the square root.
+        sum_of_squares_dtype: storage dtype of the accumulator.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jaxopt_rules as jr
+        >>> tx = jr.adagrad(1.0, initial_accumulator_value=0.0, eps=0.0)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, _ = tx.update({"w": jnp.array([2.0, 0.0])}, tx.init(params))
+        >>> updates["w"]
+        Array([-1., -0.], dtype=float32)
+
+    References:
+        Duchi, Hazan and Singer, "Adaptive Subgradient Methods for Online
+        Learning and Stochastic Optimization", JMLR 2011. Verified against
+        ``optax.adagrad``.
+    """
+    return _adagrad_rule(
+        learning_rate, initial_accumulator_value, eps,
+        sum_of_squares_dtype=sum_of_squares_dtype,
+    )

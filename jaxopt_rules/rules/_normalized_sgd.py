@@ -1,0 +1,64 @@
+"""Normalized gradient descent: steps of fixed length along the global gradient."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_rules._core import Array, Scalar, rule
+from jaxopt_rules.rules._catalog import catalog_entry
+
+
+def _squared_norm(grad: Array) -> dict[str, Array]:
+    return {"grad_sq_norm": jnp.sum(grad * grad)}
+
+
+@rule(
+    name="normalized_sgd",
+    global_stats=_squared_norm,
+    constraints={"learning_rate": ">= 0", "eps": ">= 0"},
+)
+def _normalized_sgd_rule(
+    grad: Array, stats: dict[str, Array], *, learning_rate: Scalar, eps: Scalar = 1e-6
+) -> Array:
+    """Per-leaf step; ``stats`` holds the squared norm summed over all leaves."""
+    return -learning_rate * (grad / (jnp.sqrt(stats["grad_sq_norm"]) + eps))
+
+
+@catalog_entry(_normalized_sgd_rule)
+def normalized_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    eps: jax.typing.ArrayLike = 1e-6,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Normalized gradient descent: every step has length ``learning_rate``.
+
+    The gradient of the whole tree is divided by its global norm, so the step
+    length is set by the learning rate alone. This rule needs all leaves at
+    once; it shows the core's ``global_stats`` mechanism.
+
+    Update::
+
+        u_t = -lr_t * g_t / (||g_t|| + eps)      (||.|| over all leaves together)
+
+    Args:
+        learning_rate: step length, a number or a schedule of the step count.
+        eps: added to the norm to avoid dividing by zero.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jaxopt_rules as jr
+        >>> tx = jr.normalized_sgd(1.0, eps=0.0)
+        >>> grads = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}
+        >>> updates, _ = tx.update(grads, tx.init(grads))
+        >>> updates["a"], updates["b"]
+        (Array([-0.6], dtype=float32), Array([-0.8], dtype=float32))
+
+    References:
+        Hazan, Levy and Shalev-Shwartz, "Beyond Convexity: Stochastic
+        Quasi-Convex Optimization", NeurIPS 2015. Verified against
+        ``optax.chain(optax.normalize_by_update_norm(1.0, eps),
+        optax.scale_by_learning_rate(learning_rate))``.
+    """
+    return _normalized_sgd_rule(learning_rate, eps)

@@ -1,0 +1,37 @@
+"""The conformance kit: check any optimizer rule with one call from pytest.
+
+Example::
+
+    from jaxopt_rules import testing
+
+    def test_my_rule():
+        testing.check_rule(my_rule, {"learning_rate": 1e-2})
+
+or, one test per check::
+
+    @pytest.mark.parametrize("check", testing.CHECKS)
+    def test_my_rule(check):
+        testing.run_check(check, my_rule, {"learning_rate": 1e-2})
+
+The sharding check needs several devices: set
+``jax.config.update("jax_num_cpu_devices", 8)`` before JAX first runs (in a
+``conftest.py``); with one device it is reported as not run.
+"""
+
+from jaxopt_rules.testing._checks import (
+    CHECKS as CHECKS,
+    RuleUnderTest as RuleUnderTest,
+    check_rule as check_rule,
+    run_check as run_check,
+)
+from jaxopt_rules.testing._compare import (
+    ConformanceError as ConformanceError,
+    assert_trees_close as assert_trees_close,
+)
+from jaxopt_rules.testing._problems import (
+    example_grads as example_grads,
+    example_loss as example_loss,
+    example_params as example_params,
+    parabola as parabola,
+    rosenbrock as rosenbrock,
+)

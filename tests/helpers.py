@@ -1,0 +1,38 @@
+"""Shared test helpers: the rules under test, loaded from the package and examples."""
+
+import importlib.util
+import pathlib
+import sys
+from types import ModuleType
+from typing import Any
+
+import jaxopt_rules as jr
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str) -> ModuleType:
+    """Imports ``examples/<name>.py`` as a module."""
+    module_name = f"_example_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rules_under_test() -> list[tuple[str, Any, dict[str, Any]]]:
+    """(name, factory, hyperparams) for every registered rule and the example rules."""
+    example = load_example("custom_rule")
+    return [(s.name, s.factory, dict(s.hyperparams)) for s in jr.REGISTRY] + [
+        ("example.scaled_sgd", example.scaled_sgd, example.SCALED_SGD_TEST_HYPERPARAMS),
+        (
+            "example.scaled_momentum",
+            example.scaled_momentum,
+            example.SCALED_MOMENTUM_TEST_HYPERPARAMS,
+        ),
+    ]

@@ -1,0 +1,23 @@
+"""The conformance kit over every registered rule and the custom-rule example.
+
+A rule added to ``jaxopt_rules.REGISTRY`` is checked here with no new test code.
+"""
+
+import pytest
+from helpers import rules_under_test
+
+from jaxopt_rules import testing
+
+
+RULES = rules_under_test()
+
+
+@pytest.mark.parametrize("check", list(testing.CHECKS))
+@pytest.mark.parametrize(
+    ("name", "factory", "hyperparams"), RULES, ids=[name for name, _, _ in RULES]
+)
+def test_conformance(name, factory, hyperparams, check):
+    ran = testing.run_check(check, factory, hyperparams)
+    # With the 8 virtual devices of conftest.py every check applies, except the
+    # learning-rate schedule check for rules without a numeric learning rate.
+    assert ran, f"check {check!r} did not run for {name}"
