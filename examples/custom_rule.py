@@ -39,7 +39,7 @@ def scaled_momentum(
     factor: jr.Scalar = 1.0,
     beta: jr.Scalar = 0.9,
 ):
-    """Scaled heavy-ball SGD: ``v = beta * v + g``; ``u = -learning_rate * factor * v``."""
+    """Scaled heavy-ball SGD: ``v = beta * v + g``, ``u = -lr * factor * v``."""
     velocity = beta * velocity + grad
     return -learning_rate * factor * velocity, velocity
 

@@ -10,6 +10,7 @@ the package: nothing is downloaded). Runs in well under a minute on 2 CPU cores.
 Run: ``python examples/quickstart.py``.
 """
 
+import itertools
 import time
 from typing import Any
 
@@ -29,7 +30,7 @@ Params = dict[str, dict[str, jax.Array]]
 def init_mlp(key: jax.Array, sizes: list[int]) -> Params:
     """He-initialised dense layers ``layer_0 ... layer_n``."""
     params = {}
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         key, sub = jax.random.split(key)
         scale = jnp.sqrt(2.0 / n_in)
         params[f"layer_{i}"] = {

@@ -34,10 +34,12 @@ def inject_hyperparams(
         >>> import jaxopt_rules as jr
         >>> tx = jr.inject_hyperparams(jr.adam)(learning_rate=1e-3, mu_dtype="bfloat16")
         >>> state = tx.init({"w": jnp.zeros(3)})
-        >>> float(state.hyperparams["learning_rate"])
-        0.001
+        >>> state.hyperparams["learning_rate"]
+        Array(0.001, dtype=float32)
     """
     names = (*getattr(factory, "static_args", ()), *static_args)
     return optax.inject_hyperparams(
-        factory, static_args=tuple(dict.fromkeys(names)), hyperparam_dtype=hyperparam_dtype
+        factory,
+        static_args=tuple(dict.fromkeys(names)),
+        hyperparam_dtype=hyperparam_dtype,
     )

@@ -58,8 +58,10 @@ def _relative_error(actual: Any, expected: Any) -> float:
     pairs = list(zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True))
     if not pairs:
         return 0.0
-    diff = max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64))))
-               for a, e in pairs)
+    diff = max(
+        float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64))))
+        for a, e in pairs
+    )
     scale = max(float(np.max(np.abs(np.asarray(e, np.float64)))) for _, e in pairs)
     return diff / scale if scale > 0 else diff
 
@@ -87,7 +89,9 @@ def test_float32_steps_match_reference(spec, case):
         for slot in slots:
             worst[slot] = max(
                 worst[slot],
-                _relative_error(getattr(new_state, slot), optax.tree.get(ref_state, slot)),
+                _relative_error(
+                    getattr(new_state, slot), optax.tree.get(ref_state, slot)
+                ),
             )
         params = optax.apply_updates(params, expected)
     assert max(worst.values()) <= 1e-6, worst
@@ -121,7 +125,10 @@ def test_python_float_hyperparameters_are_rounded_first():
     grads = testing.example_grads(params)
     python = jr.adam(0.01, b1=0.9, b2=0.999, eps=1e-8)
     arrays = jr.adam(
-        jnp.float32(0.01), b1=jnp.float32(0.9), b2=jnp.float32(0.999), eps=jnp.float32(1e-8)
+        jnp.float32(0.01),
+        b1=jnp.float32(0.9),
+        b2=jnp.float32(0.999),
+        eps=jnp.float32(1e-8),
     )
     for a, b in zip(
         jax.tree.leaves(jax.jit(python.update)(grads, python.init(params))),
@@ -134,4 +141,6 @@ def test_python_float_hyperparameters_are_rounded_first():
     (_, state) = jax.jit(python.update)(grads, python.init(params))
     g = np.asarray(grads["dense"]["w"], np.float32)
     one_minus_b2 = np.float32(1) - np.float32(0.999)
-    np.testing.assert_array_equal(np.asarray(state.nu["dense"]["w"]), one_minus_b2 * (g * g))
+    np.testing.assert_array_equal(
+        np.asarray(state.nu["dense"]["w"]), one_minus_b2 * (g * g)
+    )

@@ -15,8 +15,8 @@ from jaxopt_rules._core._rule import (
     build_transform as build_transform,
     rule as rule,
 )
-from jaxopt_rules._core._types import Array as Array, Scalar as Scalar
 from jaxopt_rules._core._state import (
     safe_increment as safe_increment,
     state_class as state_class,
 )
+from jaxopt_rules._core._types import Array as Array, Scalar as Scalar

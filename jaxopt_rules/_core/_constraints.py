@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.core import Tracer
 
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -94,7 +95,7 @@ def concrete_scalar(value: Any) -> float | None:
         return None
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
         return None
     if isinstance(value, jax.Array | np.ndarray | np.generic):
         if np.shape(value) != () or not np.issubdtype(value.dtype, np.number):

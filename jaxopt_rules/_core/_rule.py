@@ -64,7 +64,9 @@ class RuleFactory:
             *definition.dtype_args.values(),
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    def __call__(
+        self, *args: Any, **kwargs: Any
+    ) -> optax.GradientTransformationExtraArgs:
         """Binds hyperparameters and returns the optax transform."""
         try:
             bound = self.__signature__.bind(*args, **kwargs)
@@ -84,8 +86,10 @@ def _factory_signature(definition: RuleDefinition) -> inspect.Signature:
     for p in definition.hyperparams:
         # Hyperparameters are positional-or-keyword in declaration order, like
         # optax's aliases, until a required one follows an optional one.
-        if p.default is inspect.Parameter.empty and parameters and (
-            parameters[-1].default is not inspect.Parameter.empty
+        if (
+            p.default is inspect.Parameter.empty
+            and parameters
+            and (parameters[-1].default is not inspect.Parameter.empty)
         ):
             keyword_only = True
         kind = (
@@ -281,8 +285,8 @@ def _per_leaf_values(
         except (ValueError, TypeError) as error:
             raise ValueError(
                 f"{definition.name}: {name} must be a pytree prefix of the "
-                f"gradients: {describe_mismatch(updates, tree)}"
-            ) from error
+                f"gradients; {error}"
+            ) from None
     return values
 
 
@@ -315,9 +319,7 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         count = jnp.zeros([], jnp.int32)
         values = config.values_at(count)
         slots = {
-            slot: jax.tree.map(
-                lambda p, slot=slot: init_slot(slot, values, p), params
-            )
+            slot: jax.tree.map(lambda p, slot=slot: init_slot(slot, values, p), params)
             for slot in active
         }
         return state_cls(count, **slots)
@@ -331,10 +333,11 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         del extra_args  # accepted and ignored, as the optax protocol asks
         if definition.needs_params and params is None:
             raise ValueError(
-                f"{rule_name}: this rule reads the parameters; call "
-                "update(grads, state, params). (" + optax.NO_PARAMS_MSG + ")"
+                f"{rule_name}: this rule reads the parameters, so they must be "
+                "passed to update: tx.update(grads, state, params)"
             )
-        if not hasattr(state, "count"):
+        # (Every NamedTuple has a .count method, so look at the fields.)
+        if "count" not in getattr(state, "_fields", ()):
             raise TypeError(
                 f"{rule_name}: expected the state returned by this transform's "
                 f"init, got {type(state).__name__}"

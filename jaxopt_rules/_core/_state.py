@@ -6,6 +6,7 @@ once per (rule, slots) pair and registered in this module under their name, so
 states pickle and unpickle by reference like any module-level NamedTuple.
 """
 
+import re
 import sys
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ _CLASSES: dict[tuple[str, tuple[str, ...]], type] = {}
 
 
 def _camel(name: str) -> str:
+    name = re.sub(r"\W", "", name)
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
@@ -34,7 +36,9 @@ def state_class(
     if cls is not None:
         return cls
     module = sys.modules[__name__]
-    rule_part = _camel(rule_name) or "Rule"
+    rule_part = _camel(rule_name)
+    if not rule_part or rule_part[0].isdigit():
+        rule_part = f"Rule{rule_part}"
     if slot_names == all_slots:
         base = f"{rule_part}State"
     else:
@@ -50,7 +54,7 @@ def state_class(
     else:
         fields: list[tuple[str, Any]] = [("count", jax.Array)]
         fields += [(name, Any) for name in slot_names]
-        cls = NamedTuple(qualname, fields)  # pyright: ignore[reportArgumentType]
+        cls = NamedTuple(qualname, fields)
         cls.__module__ = __name__
         cls.__doc__ = (
             f"State of the {rule_name!r} rule: an int32 step count and the "

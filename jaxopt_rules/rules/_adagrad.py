@@ -76,6 +76,8 @@ def adagrad(
         ``optax.adagrad``.
     """
     return _adagrad_rule(
-        learning_rate, initial_accumulator_value, eps,
+        learning_rate,
+        initial_accumulator_value,
+        eps,
         sum_of_squares_dtype=sum_of_squares_dtype,
     )

@@ -44,9 +44,7 @@ def adam_direction(
     NAdam: ``b1 * m_t / (1 - b1**(t+1)) + (1 - b1) * g_t / (1 - b1**t)``.
     """
     if nesterov:
-        mu_hat = b1 * (mu / (1 - b1 ** (step + 1))) + (1 - b1) * (
-            grad / (1 - b1**step)
-        )
+        mu_hat = b1 * (mu / (1 - b1 ** (step + 1))) + (1 - b1) * (grad / (1 - b1**step))
     else:
         mu_hat = mu / (1 - b1**step)
     nu_hat = nu / (1 - b2**step)
@@ -131,6 +129,12 @@ def adam(
         Verified against ``optax.adam``.
     """
     return _adam_rule(
-        learning_rate, b1, b2, eps, eps_root, nesterov,
-        mu_dtype=mu_dtype, nu_dtype=nu_dtype,
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        nesterov,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
     )

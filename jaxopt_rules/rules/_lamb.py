@@ -71,7 +71,8 @@ def lamb(
     Update::
 
         m_t, v_t, m_hat, v_hat as in adam
-        r_t = m_hat / (sqrt(v_hat + eps_root) + eps) + wd_t * theta_{t-1}   (decay where mask)
+        r_t = m_hat / (sqrt(v_hat + eps_root) + eps) + wd_t * theta_{t-1}
+                                                     (the decay term only where mask)
         phi = ||theta_{t-1}|| / ||r_t||          (1 where either norm is 0)
         u_t = -lr_t * phi * r_t
 
@@ -95,15 +96,23 @@ def lamb(
         >>> import jaxopt_rules as jr
         >>> tx = jr.lamb(0.1)
         >>> params = {"w": jnp.array([3.0, 4.0])}
-        >>> updates, _ = tx.update({"w": jnp.array([1.0, 0.0])}, tx.init(params), params)
+        >>> grads = {"w": jnp.array([1.0, 0.0])}
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
         >>> updates["w"]
-        Array([-0.49999997, -0.        ], dtype=float32)
+        Array([-0.5, -0. ], dtype=float32)
 
     References:
         You et al., "Large Batch Optimization for Deep Learning: Training BERT
         in 76 minutes", ICLR 2020. Verified against ``optax.lamb``.
     """
     return _lamb_rule(
-        learning_rate, b1, b2, eps, eps_root, weight_decay, mask,
-        mu_dtype=mu_dtype, nu_dtype=nu_dtype,
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        weight_decay,
+        mask,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
     )

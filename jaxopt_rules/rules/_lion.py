@@ -86,6 +86,4 @@ def lion(
         Chen et al., "Symbolic Discovery of Optimization Algorithms",
         NeurIPS 2023. Verified against ``optax.lion``.
     """
-    return _lion_rule(
-        learning_rate, b1, b2, weight_decay, mask, mu_dtype=mu_dtype
-    )
+    return _lion_rule(learning_rate, b1, b2, weight_decay, mask, mu_dtype=mu_dtype)

@@ -99,8 +99,11 @@ REGISTRY: tuple[RuleSpec, ...] = (
             {"learning_rate": 1e-2},
             {"learning_rate": 1e-2, "weight_decay": 0.1, "nesterov": True},
             {"learning_rate": 1e-2, "weight_decay": 0.1, "mask": _WEIGHT_DECAY_MASK},
-            {"learning_rate": 1e-2, "weight_decay": 0.1,
-             "mask": lambda tree: {k: k != "scale" for k in tree}},
+            {
+                "learning_rate": 1e-2,
+                "weight_decay": 0.1,
+                "mask": lambda tree: {k: k != "scale" for k in tree},
+            },
         ),
     ),
     RuleSpec(
@@ -111,12 +114,21 @@ REGISTRY: tuple[RuleSpec, ...] = (
         reference_factory=optax.rmsprop,
         reference_cases=(
             {"learning_rate": 1e-2},
-            {"learning_rate": 1e-2, "decay": 0.99, "eps_in_sqrt": False,
-             "initial_scale": 0.1},
+            {
+                "learning_rate": 1e-2,
+                "decay": 0.99,
+                "eps_in_sqrt": False,
+                "initial_scale": 0.1,
+            },
             {"learning_rate": 1e-2, "centered": True, "bias_correction": True},
             {"learning_rate": 1e-3, "momentum": 0.9, "nesterov": True},
-            {"learning_rate": 1e-3, "centered": True, "momentum": 0.5,
-             "eps_in_sqrt": False, "eps": 1e-2},
+            {
+                "learning_rate": 1e-3,
+                "centered": True,
+                "momentum": 0.5,
+                "eps_in_sqrt": False,
+                "eps": 1e-2,
+            },
         ),
     ),
     RuleSpec(

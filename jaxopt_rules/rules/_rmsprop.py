@@ -88,7 +88,8 @@ def rmsprop(
         d_t = g_t / sqrt(s_t + eps)       (eps_in_sqrt)
         d_t = g_t / (sqrt(s_t) + eps)     (otherwise)
         u_t = -lr_t * d_t
-        momentum: b_t = u_t + momentum * b_{t-1};  u_t = b_t  (nesterov: u_t + momentum * b_t)
+        momentum: b_t = u_t + momentum * b_{t-1}
+                  u_t = b_t                       (nesterov: u_t + momentum * b_t)
 
     Args:
         learning_rate: step size, a number or a schedule of the step count.
@@ -124,7 +125,16 @@ def rmsprop(
         Networks", 2013 (the centered form). Verified against ``optax.rmsprop``.
     """
     return _rmsprop_rule(
-        learning_rate, decay, eps, initial_scale, eps_in_sqrt, centered, momentum,
-        nesterov, bias_correction,
-        nu_dtype=nu_dtype, mu_dtype=mu_dtype, trace_dtype=trace_dtype,
+        learning_rate,
+        decay,
+        eps,
+        initial_scale,
+        eps_in_sqrt,
+        centered,
+        momentum,
+        nesterov,
+        bias_correction,
+        nu_dtype=nu_dtype,
+        mu_dtype=mu_dtype,
+        trace_dtype=trace_dtype,
     )

@@ -65,8 +65,8 @@ def sgd(
         >>> grads = [jnp.array([0.1, 0.1]), jnp.array([0.2, 0.2])]
         >>> tx = jr.sgd(learning_rate=0.05, momentum=0.9)
         >>> updates, state = tx.update(grads, tx.init(params), params)
-        >>> [p.tolist() for p in optax.apply_updates(params, updates)]
-        [[0.995, 1.995], [2.99, 3.99]]
+        >>> optax.apply_updates(params, updates)
+        [Array([0.995, 1.995], dtype=float32), Array([2.99, 3.99], dtype=float32)]
 
     References:
         Polyak, "Some methods of speeding up the convergence of iteration

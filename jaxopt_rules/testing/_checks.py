@@ -9,7 +9,7 @@ factory of ``optax.GradientTransformation``, not only to rules of this package.
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,6 @@ from jaxopt_rules.testing._compare import (
     ConformanceError,
     assert_all_zero,
     assert_same_shapes_and_dtypes,
-    assert_same_structure,
     assert_trees_close,
     fail,
 )
@@ -112,7 +111,11 @@ def _only(tree: Any, paths: set[str]) -> Any:
 def _pick(tree: Any, paths: set[str]) -> dict[str, Any]:
     """The leaves of ``tree`` at ``paths``, keyed by path."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(p): x for p, x in leaves if jax.tree_util.keystr(p) in paths}
+    return {
+        jax.tree_util.keystr(p): x
+        for p, x in leaves
+        if jax.tree_util.keystr(p) in paths
+    }
 
 
 # The example tree split in two: the rule's leaves and the others.
@@ -139,7 +142,10 @@ def check_structure_and_dtypes(rule: RuleUnderTest) -> None:
         )
         new_params = optax.apply_updates(params, updates)
         assert_same_shapes_and_dtypes(
-            "structure_and_dtypes", f"{jnp.dtype(dtype).name} params", new_params, params
+            "structure_and_dtypes",
+            f"{jnp.dtype(dtype).name} params",
+            new_params,
+            params,
         )
 
 
@@ -186,7 +192,9 @@ def check_cond_state_types(rule: RuleUnderTest) -> None:
         state = tx.init(params)
         grads = example_grads(params)
 
-        def maybe_update(pred: jax.Array, grads: Any, state: Any) -> tuple[Any, Any]:
+        def maybe_update(
+            pred: jax.Array, grads: Any, state: Any, params: Any
+        ) -> tuple[Any, Any]:
             return jax.lax.cond(
                 pred,
                 lambda: tx.update(grads, state, params),
@@ -194,7 +202,7 @@ def check_cond_state_types(rule: RuleUnderTest) -> None:
             )
 
         try:
-            jax.jit(maybe_update)(jnp.array(True), grads, state)
+            jax.jit(maybe_update)(jnp.array(True), grads, state, params)
         except TypeError as error:
             raise fail(
                 "cond_state_types",
@@ -231,10 +239,21 @@ def check_masked(rule: RuleUnderTest) -> None:
     sub_updates, _ = jax.jit(sub_tx.update)(
         example_grads(sub_params), sub_tx.init(sub_params), sub_params
     )
-    assert_trees_close("masked", "selected leaves", _pick(updates, _SELECTED),
-                       _pick(sub_updates, _SELECTED), rtol=RTOL, atol=ATOL)
-    assert_trees_close("masked", "unselected leaves (passed through)",
-                       _pick(updates, _OTHERS), _pick(grads, _OTHERS), rtol=0)
+    assert_trees_close(
+        "masked",
+        "selected leaves",
+        _pick(updates, _SELECTED),
+        _pick(sub_updates, _SELECTED),
+        rtol=RTOL,
+        atol=ATOL,
+    )
+    assert_trees_close(
+        "masked",
+        "unselected leaves (passed through)",
+        _pick(updates, _OTHERS),
+        _pick(grads, _OTHERS),
+        rtol=0,
+    )
 
 
 def check_partition(rule: RuleUnderTest) -> None:
@@ -252,11 +271,22 @@ def check_partition(rule: RuleUnderTest) -> None:
     for i in range(3):
         got, want_rule, want_sgd = joint[i][0], rule_part[i][0], sgd_part[i][0]
         what = f"step {i + 1} updates"
-        assert_trees_close("partition", f"{what} (rule leaves)",
-                           _pick(got, _SELECTED), _pick(want_rule, _SELECTED),
-                           rtol=RTOL, atol=ATOL)
-        assert_trees_close("partition", f"{what} (sgd leaves)", _pick(got, _OTHERS),
-                           _pick(want_sgd, _OTHERS), rtol=RTOL, atol=ATOL)
+        assert_trees_close(
+            "partition",
+            f"{what} (rule leaves)",
+            _pick(got, _SELECTED),
+            _pick(want_rule, _SELECTED),
+            rtol=RTOL,
+            atol=ATOL,
+        )
+        assert_trees_close(
+            "partition",
+            f"{what} (sgd leaves)",
+            _pick(got, _OTHERS),
+            _pick(want_sgd, _OTHERS),
+            rtol=RTOL,
+            atol=ATOL,
+        )
 
 
 def check_multi_steps(rule: RuleUnderTest) -> None:
@@ -273,34 +303,53 @@ def check_multi_steps(rule: RuleUnderTest) -> None:
         ]
         for i in range(k - 1):
             updates, state = update(grads[i], state, params)
-            assert_all_zero("multi_steps", f"{jnp.dtype(dtype).name} update {i + 1}",
-                            updates)
+            assert_all_zero(
+                "multi_steps", f"{jnp.dtype(dtype).name} update {i + 1}", updates
+            )
         updates, state = update(grads[-1], state, params)
         if dtype == jnp.float32:
             mean = jax.tree.map(lambda *g: sum(g) / k, *grads)
             inner = rule.make()
             expected, _ = jax.jit(inner.update)(mean, inner.init(params), params)
-            assert_trees_close("multi_steps", f"update {k} (mean of {k} gradients)",
-                               updates, expected, rtol=1e-5, atol=1e-6)
+            assert_trees_close(
+                "multi_steps",
+                f"update {k} (mean of {k} gradients)",
+                updates,
+                expected,
+                rtol=1e-5,
+                atol=1e-6,
+            )
 
 
 def check_apply_if_finite(rule: RuleUnderTest) -> None:
     """``optax.apply_if_finite`` rejects a NaN step and keeps the inner state."""
     params = example_params()
     tx = optax.apply_if_finite(rule.make(), max_consecutive_errors=3)
-    state = tx.init(params)
+    state: Any = tx.init(params)
     grads = example_grads(params)
     bad = {**grads, "scale": jnp.array(jnp.nan, jnp.float32)}
     update = jax.jit(tx.update)
     updates, new_state = update(bad, state, params)
+    new_state = cast(Any, new_state)
     assert_all_zero("apply_if_finite", "update after a NaN gradient", updates)
-    assert_trees_close("apply_if_finite", "inner state after a NaN gradient",
-                       new_state.inner_state, state.inner_state, rtol=0)
+    assert_trees_close(
+        "apply_if_finite",
+        "inner state after a NaN gradient",
+        new_state.inner_state,
+        state.inner_state,
+        rtol=0,
+    )
     updates, _ = update(grads, new_state, params)
     plain = rule.make()
     expected, _ = jax.jit(plain.update)(grads, plain.init(params), params)
-    assert_trees_close("apply_if_finite", "first finite update", updates, expected,
-                       rtol=RTOL, atol=ATOL)
+    assert_trees_close(
+        "apply_if_finite",
+        "first finite update",
+        updates,
+        expected,
+        rtol=RTOL,
+        atol=ATOL,
+    )
 
 
 def check_inject_hyperparams(rule: RuleUnderTest) -> None:
@@ -315,21 +364,30 @@ def check_inject_hyperparams(rule: RuleUnderTest) -> None:
     plain = _run(rule.make(), params, 4)
     wrapped = _run(injected, params, 4)
     for i, ((up, sp, _), (uw, sw, _)) in enumerate(zip(plain, wrapped, strict=True)):
-        assert_trees_close("inject_hyperparams", f"step {i + 1} updates", uw, up,
-                           rtol=RTOL, atol=ATOL)
-        assert_trees_close("inject_hyperparams", f"step {i + 1} inner state",
-                           sw.inner_state, sp, rtol=RTOL, atol=ATOL)
+        assert_trees_close(
+            "inject_hyperparams", f"step {i + 1} updates", uw, up, rtol=RTOL, atol=ATOL
+        )
+        assert_trees_close(
+            "inject_hyperparams",
+            f"step {i + 1} inner state",
+            sw.inner_state,
+            sp,
+            rtol=RTOL,
+            atol=ATOL,
+        )
 
 
 def check_extra_args(rule: RuleUnderTest) -> None:
     """Unknown keyword arguments to ``update`` are accepted and ignored."""
     params = example_params()
     plain = _run(rule.make(), params, 2)
-    extra = _run(rule.make(), params, 2,
-                 unexpected_extra_arg_the_rule_does_not_know=jnp.ones(3))
+    extra = _run(
+        rule.make(), params, 2, unexpected_extra_arg_the_rule_does_not_know=jnp.ones(3)
+    )
     for i, ((up, _, _), (ue, _, _)) in enumerate(zip(plain, extra, strict=True)):
-        assert_trees_close("extra_args", f"step {i + 1} updates", ue, up,
-                           rtol=RTOL, atol=ATOL)
+        assert_trees_close(
+            "extra_args", f"step {i + 1} updates", ue, up, rtol=RTOL, atol=ATOL
+        )
 
 
 def check_init_abstract(rule: RuleUnderTest) -> None:
@@ -340,10 +398,13 @@ def check_init_abstract(rule: RuleUnderTest) -> None:
     try:
         state_shape = jax.eval_shape(tx.init, abstract)
     except Exception as error:
-        raise fail("init_abstract", f"init failed on ShapeDtypeStruct leaves: "
-                   f"{type(error).__name__}: {error}") from None
-    assert_same_shapes_and_dtypes("init_abstract", "abstract state", state_shape,
-                                  tx.init(params))
+        raise fail(
+            "init_abstract",
+            f"init failed on ShapeDtypeStruct leaves: {type(error).__name__}: {error}",
+        ) from None
+    assert_same_shapes_and_dtypes(
+        "init_abstract", "abstract state", state_shape, tx.init(params)
+    )
 
 
 def check_tree_map_params(rule: RuleUnderTest) -> None:
@@ -355,8 +416,9 @@ def check_tree_map_params(rule: RuleUnderTest) -> None:
         mapped = optax.tree_utils.tree_map_params(tx, lambda p: p, state)
     except Exception as error:
         raise fail("tree_map_params", f"{type(error).__name__}: {error}") from None
-    assert_trees_close("tree_map_params", "state after an identity map", mapped,
-                       state, rtol=0)
+    assert_trees_close(
+        "tree_map_params", "state after an identity map", mapped, state, rtol=0
+    )
 
 
 def check_vmap(rule: RuleUnderTest) -> None:
@@ -375,9 +437,14 @@ def check_vmap(rule: RuleUnderTest) -> None:
     batched = jax.jit(jax.vmap(two_steps))(stacked)
     for i, params in enumerate(batch):
         single = jax.jit(two_steps)(params)
-        assert_trees_close("vmap", f"batch element {i}",
-                           jax.tree.map(lambda x, i=i: x[i], batched), single,
-                           rtol=RTOL, atol=ATOL)
+        assert_trees_close(
+            "vmap",
+            f"batch element {i}",
+            jax.tree.map(lambda x, i=i: x[i], batched),
+            single,
+            rtol=RTOL,
+            atol=ATOL,
+        )
 
 
 def check_scan(rule: RuleUnderTest) -> None:
@@ -390,12 +457,13 @@ def check_scan(rule: RuleUnderTest) -> None:
         updates, state = tx.update(example_grads(params), state, params)
         return (optax.apply_updates(params, updates), state), None
 
-    (scanned, _), _ = jax.jit(
-        lambda p: jax.lax.scan(step, (p, tx.init(p)), length=5)
-    )(params)
+    (scanned, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=5))(
+        params
+    )
     looped = _run(tx, params, 5)[-1][2]
-    assert_trees_close("scan", "params after 5 steps", scanned, looped,
-                       rtol=RTOL, atol=ATOL)
+    assert_trees_close(
+        "scan", "params after 5 steps", scanned, looped, rtol=RTOL, atol=ATOL
+    )
 
 
 def check_schedule(rule: RuleUnderTest) -> None:
@@ -407,8 +475,9 @@ def check_schedule(rule: RuleUnderTest) -> None:
     constant = _run(rule.make(learning_rate=optax.constant_schedule(lr)), params, 3)
     plain = _run(rule.make(), params, 3)
     for i, ((uc, _, _), (up, _, _)) in enumerate(zip(constant, plain, strict=True)):
-        assert_trees_close("schedule", f"constant schedule, step {i + 1}", uc, up,
-                           rtol=RTOL, atol=ATOL)
+        assert_trees_close(
+            "schedule", f"constant schedule, step {i + 1}", uc, up, rtol=RTOL, atol=ATOL
+        )
     # A decaying schedule, read by the rule itself and by inject_hyperparams
     # (which evaluates it independently at its own count), must agree.
     schedule = optax.linear_schedule(lr, 0.1 * lr, transition_steps=4)
@@ -418,8 +487,9 @@ def check_schedule(rule: RuleUnderTest) -> None:
     )
     injected = _run(injected_tx, params, 4)
     for i, ((ud, _, _), (ui, _, _)) in enumerate(zip(direct, injected, strict=True)):
-        assert_trees_close("schedule", f"decaying schedule, step {i + 1}", ud, ui,
-                           rtol=RTOL, atol=ATOL)
+        assert_trees_close(
+            "schedule", f"decaying schedule, step {i + 1}", ud, ui, rtol=RTOL, atol=ATOL
+        )
 
 
 def _converges(check: str, rule: RuleUnderTest, problem: Callable[..., Any]) -> None:
@@ -434,8 +504,9 @@ def _converges(check: str, rule: RuleUnderTest, problem: Callable[..., Any]) -> 
     (x, _), _ = jax.jit(
         lambda x: jax.lax.scan(step, (x, tx.init(x)), length=rule.steps)
     )(start)
-    assert_trees_close(check, f"solution after {rule.steps} steps", x, solution,
-                       rtol=3e-2, atol=3e-2)
+    assert_trees_close(
+        check, f"solution after {rule.steps} steps", x, solution, rtol=3e-2, atol=3e-2
+    )
 
 
 def check_converges_parabola(rule: RuleUnderTest) -> None:
@@ -479,20 +550,25 @@ def check_sharding(rule: RuleUnderTest) -> None:
         "s": rng.normal(size=()),
     }
     shardings = {k: NamedSharding(mesh, specs[k]) for k in host}
-    params = {k: jax.device_put(jnp.asarray(v, jnp.float32), shardings[k])
-              for k, v in host.items()}
+    params = {
+        k: jax.device_put(jnp.asarray(v, jnp.float32), shardings[k])
+        for k, v in host.items()
+    }
     unsharded = {k: jnp.asarray(v, jnp.float32) for k, v in host.items()}
     tx = rule.make()
 
     def check_state(state: Any, when: str) -> None:
         def check_leaf(leaf: Any, param: Any) -> Any:
             # Only state shaped like its parameter can be sharded like it.
-            if jnp.shape(leaf) == jnp.shape(param) and not leaf.sharding.is_equivalent_to(
-                param.sharding, jnp.ndim(leaf)
-            ):
-                raise fail("sharding", f"{when}: a state leaf of shape "
-                           f"{jnp.shape(leaf)} is sharded as {leaf.sharding}, its "
-                           f"parameter as {param.sharding}")
+            if jnp.shape(leaf) == jnp.shape(
+                param
+            ) and not leaf.sharding.is_equivalent_to(param.sharding, jnp.ndim(leaf)):
+                raise fail(
+                    "sharding",
+                    f"{when}: a state leaf of shape "
+                    f"{jnp.shape(leaf)} is sharded as {leaf.sharding}, its "
+                    f"parameter as {param.sharding}",
+                )
             return leaf
 
         optax.tree_utils.tree_map_params(tx, check_leaf, state, params)
@@ -514,8 +590,14 @@ def check_sharding(rule: RuleUnderTest) -> None:
     for k, sharding in shardings.items():
         if not sharded_params[k].sharding.is_equivalent_to(sharding, host[k].ndim):
             raise fail("sharding", f"params['{k}'] lost its sharding in the step")
-    assert_trees_close("sharding", "sharded vs unsharded params", sharded_params,
-                       plain_params, rtol=RTOL, atol=ATOL)
+    assert_trees_close(
+        "sharding",
+        "sharded vs unsharded params",
+        sharded_params,
+        plain_params,
+        rtol=RTOL,
+        atol=ATOL,
+    )
 
 
 def check_names_bad_leaves(rule: RuleUnderTest) -> None:
@@ -529,18 +611,25 @@ def check_names_bad_leaves(rule: RuleUnderTest) -> None:
         tx.update(wrong, state, params)
     except Exception as error:  # any exception type, but the path must be named
         if "['dense']['b']" not in str(error):
-            raise fail("names_bad_leaves", "a gradient tree missing ['dense']['b'] "
-                       f"raised an error that does not name it: {error}") from None
+            raise fail(
+                "names_bad_leaves",
+                "a gradient tree missing ['dense']['b'] "
+                f"raised an error that does not name it: {error}",
+            ) from None
     else:
-        raise fail("names_bad_leaves", "a gradient tree missing ['dense']['b'] was "
-                   "accepted")
+        raise fail(
+            "names_bad_leaves", "a gradient tree missing ['dense']['b'] was accepted"
+        )
     int_params = {**params, "scale": jnp.array(3, jnp.int32)}
     try:
         tx.init(int_params)
     except Exception as error:
         if "['scale']" not in str(error):
-            raise fail("names_bad_leaves", "an int32 parameter raised an error that "
-                       f"does not name its path ['scale']: {error}") from None
+            raise fail(
+                "names_bad_leaves",
+                "an int32 parameter raised an error that "
+                f"does not name its path ['scale']: {error}",
+            ) from None
     else:
         raise fail("names_bad_leaves", "an int32 parameter leaf was accepted")
 
@@ -654,8 +743,9 @@ def check_rule(
         if name in skip:
             continue
         try:
-            if run_check(name, factory, hyperparams, static_args=static_args,
-                         steps=steps):
+            if run_check(
+                name, factory, hyperparams, static_args=static_args, steps=steps
+            ):
                 ran.append(name)
         except ConformanceError as error:
             failures.append(str(error))

@@ -40,7 +40,7 @@ def assert_same_structure(check: str, what: str, actual: Any, expected: Any) -> 
 def assert_same_shapes_and_dtypes(
     check: str, what: str, actual: Any, expected: Any
 ) -> None:
-    """Fails unless both trees match in structure and in every leaf's shape and dtype."""
+    """Fails unless both trees match in structure, leaf shapes and leaf dtypes."""
     assert_same_structure(check, what, actual, expected)
     for (path, a), (_, e) in zip(_flat(actual)[0], _flat(expected)[0], strict=True):
         if jnp.shape(a) != jnp.shape(e):
@@ -94,7 +94,9 @@ def assert_all_zero(check: str, what: str, tree: Any) -> None:
     for path, leaf in _flat(tree)[0]:
         values = np.asarray(jnp.asarray(leaf, jnp.float32))
         if np.any(values != 0):
-            raise fail(check, f"{what} at {path} is not exactly zero: {values.ravel()[:4]}")
+            raise fail(
+                check, f"{what} at {path} is not exactly zero: {values.ravel()[:4]}"
+            )
 
 
 def _x64() -> bool:
