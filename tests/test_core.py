@@ -301,3 +301,23 @@ def test_init_state_sharded_like_params_under_jit():
     bad = jnp.array([jnp.inf, -jnp.inf, jnp.nan, -0.0])
     np.testing.assert_array_equal(jax.jit(jr.adam(0.1).init)(bad).mu, np.zeros(4))
     assert not np.signbit(np.asarray(jax.jit(jr.adam(0.1).init)(bad).mu)).any()
+
+
+def test_static_structural_hyperparameter():
+    """A structural integer (a loop count) is declared static."""
+
+    @jr.rule(static=("n_iter",))
+    def repeated_halving(grad, *, learning_rate, n_iter=3):
+        for _ in range(n_iter):  # Python loop: n_iter must never be traced
+            grad = 0.5 * grad
+        return -learning_rate * grad
+
+    assert repeated_halving.static_args == ("n_iter",)
+    tx = jr.inject_hyperparams(repeated_halving)(learning_rate=1.0, n_iter=2)
+    params = jnp.ones(2)
+    updates, _ = jax.jit(tx.update)(jnp.ones(2), tx.init(params), params)
+    np.testing.assert_allclose(updates, [-0.25, -0.25])
+    # Without static_args, optax traces the integer: the error says what to do.
+    plain_inject = optax.inject_hyperparams(repeated_halving)(1.0, n_iter=2)
+    with pytest.raises(TypeError, match=r"n_iter is structural"):
+        plain_inject.init(params)

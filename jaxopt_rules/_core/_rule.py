@@ -161,7 +161,10 @@ def rule(
       count, evaluated at ``count`` before the increment, as optax does;
     * dtypes: arithmetic in ``promote_types(grad.dtype, float32)``, updates
       returned in the gradient's dtype, each slot stored in the dtype of its
-      ``<slot>_dtype`` argument (default: the parameter's dtype);
+      ``<slot>_dtype`` argument (default: the parameter's dtype); float
+      hyperparameters, Python floats included, are rounded to the compute
+      dtype before use, so baked-in and injected values give bit-identical
+      results;
     * init through tree maps only, so ``jax.eval_shape`` and
       ``optax.tree_utils.tree_map_params`` work, with state sharded like the
       parameters under ``jax.jit``;
