@@ -289,9 +289,11 @@ def test_traced_hyperparameters_in_vmap():
 
 
 def test_init_state_sharded_like_params_under_jit():
-    from jax.sharding import NamedSharding, PartitionSpec
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-    mesh = jax.make_mesh((4, 2), ("x", "y"))
+    # Auto axes: the compiler picks output shardings; a plain zeros_like would
+    # land on one device (optax's behaviour).
+    mesh = jax.make_mesh((4, 2), ("x", "y"), axis_types=(AxisType.Auto,) * 2)
     sharding = NamedSharding(mesh, PartitionSpec("x", "y"))
     params = jax.device_put(jnp.arange(32.0).reshape(8, 4) - 3.0, sharding)
     state = jax.jit(jr.adagrad(0.1, initial_accumulator_value=0.5).init)(params)

@@ -6,6 +6,7 @@ rule falls short. The checks only use the optax protocol, so they apply to any
 factory of ``optax.GradientTransformation``, not only to rules of this package.
 """
 
+import contextlib
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxopt_rules.testing._compare import (
     ConformanceError,
@@ -528,33 +529,81 @@ def _mesh_shape(n: int) -> tuple[int, int]:
 
 
 def check_sharding(rule: RuleUnderTest) -> None:
-    """With sharded params, jitted init/update shard state like the params."""
+    """With sharded params, jitted init/update shard state like the params.
+
+    Runs on a mesh with ``Auto`` axes (sharding decided by the compiler, where a
+    ``zeros_like`` init lands on one device) and with ``Explicit`` axes
+    (sharding in the types, under ``jax.set_mesh``).
+    """
     devices = jax.devices()
     if len(devices) < 2:
         raise CheckSkipped(
             "needs several devices: set jax_num_cpu_devices=8 before JAX starts"
         )
     rows, cols = _mesh_shape(len(devices))
-    mesh = jax.make_mesh((rows, cols), ("x", "y"), devices=devices[: rows * cols])
-    specs = {
-        "w": PartitionSpec("x", "y"),
-        "b": PartitionSpec("y"),
-        "v": PartitionSpec("x"),
-        "s": PartitionSpec(),
-    }
+    host = _sharding_problem(rows, cols)
+    # The numbers the sharded steps must reproduce, on one device.
+    plain = rule.make()
+    plain_params = {k: jnp.asarray(v, jnp.float32) for k, v in host.items()}
+    plain_state = plain.init(plain_params)
+    step_fn = jax.jit(_example_step(plain))
+    for _ in range(2):
+        plain_params, plain_state = step_fn(plain_params, plain_state)
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+        mesh = jax.make_mesh(
+            (rows, cols),
+            ("x", "y"),
+            axis_types=(axis_type, axis_type),
+            devices=devices[: rows * cols],
+        )
+        context = jax.set_mesh(mesh) if axis_type == AxisType.Explicit else None
+        with context or contextlib.nullcontext():
+            _check_sharding_on(
+                rule, mesh, host, plain_params, f"{axis_type.name} mesh axes"
+            )
+
+
+_SHARDING_SPECS = {
+    "w": PartitionSpec("x", "y"),
+    "b": PartitionSpec("y"),
+    "v": PartitionSpec("x"),
+    "s": PartitionSpec(),
+}
+
+
+def _sharding_problem(rows: int, cols: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
-    host = {
+    return {
         "w": rng.normal(size=(2 * rows, 2 * cols)),
         "b": rng.normal(size=(2 * cols,)),
         "v": rng.normal(size=(4 * rows,)),
         "s": rng.normal(size=()),
     }
+
+
+def _example_step(
+    tx: optax.GradientTransformationExtraArgs,
+) -> Callable[[Any, Any], tuple[Any, Any]]:
+    def step(params: Any, state: Any) -> tuple[Any, Any]:
+        updates, state = tx.update(example_grads(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def _check_sharding_on(
+    rule: RuleUnderTest,
+    mesh: Mesh,
+    host: dict[str, np.ndarray],
+    expected: Any,
+    label: str,
+) -> None:
+    specs = _SHARDING_SPECS
     shardings = {k: NamedSharding(mesh, specs[k]) for k in host}
     params = {
         k: jax.device_put(jnp.asarray(v, jnp.float32), shardings[k])
         for k, v in host.items()
     }
-    unsharded = {k: jnp.asarray(v, jnp.float32) for k, v in host.items()}
     tx = rule.make()
 
     def check_state(state: Any, when: str) -> None:
@@ -565,7 +614,7 @@ def check_sharding(rule: RuleUnderTest) -> None:
             ) and not leaf.sharding.is_equivalent_to(param.sharding, jnp.ndim(leaf)):
                 raise fail(
                     "sharding",
-                    f"{when}: a state leaf of shape "
+                    f"{label}, {when}: a state leaf of shape "
                     f"{jnp.shape(leaf)} is sharded as {leaf.sharding}, its "
                     f"parameter as {param.sharding}",
                 )
@@ -573,28 +622,25 @@ def check_sharding(rule: RuleUnderTest) -> None:
 
         optax.tree_utils.tree_map_params(tx, check_leaf, state, params)
 
-    state = jax.jit(tx.init)(params)
+    try:
+        state = jax.jit(tx.init)(params)
+    except ValueError as error:
+        raise fail("sharding", f"{label}: jitted init failed: {error}") from None
     check_state(state, "after jitted init")
 
-    def step(params: Any, state: Any) -> tuple[Any, Any]:
-        updates, state = tx.update(example_grads(params), state, params)
-        return optax.apply_updates(params, updates), state
-
     sharded_params, sharded_state = params, state
-    plain_params, plain_state = unsharded, tx.init(unsharded)
-    step_fn = jax.jit(step)
+    step_fn = jax.jit(_example_step(tx))
     for _ in range(2):
         sharded_params, sharded_state = step_fn(sharded_params, sharded_state)
-        plain_params, plain_state = step_fn(plain_params, plain_state)
     check_state(sharded_state, "after jitted update")
     for k, sharding in shardings.items():
         if not sharded_params[k].sharding.is_equivalent_to(sharding, host[k].ndim):
-            raise fail("sharding", f"params['{k}'] lost its sharding in the step")
+            raise fail("sharding", f"{label}: params['{k}'] lost its sharding")
     assert_trees_close(
         "sharding",
-        "sharded vs unsharded params",
-        sharded_params,
-        plain_params,
+        f"{label}: sharded vs single-device params",
+        jax.device_get(sharded_params),
+        jax.device_get(expected),
         rtol=RTOL,
         atol=ATOL,
     )
