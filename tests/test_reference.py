@@ -54,15 +54,16 @@ def _arguments(spec: jr.RuleSpec, case: int, dtype: Any) -> dict[str, Any]:
 
 
 def _relative_error(actual: Any, expected: Any) -> float:
-    """max |a - e| / max |e| over all leaves of two trees."""
+    """max |a - e| / max |e| over all leaves of two trees; inf if either holds
+    a non-finite value (a comparison that must not pass by accident)."""
     pairs = list(zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True))
     if not pairs:
         return 0.0
-    diff = max(
-        float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64))))
-        for a, e in pairs
-    )
-    scale = max(float(np.max(np.abs(np.asarray(e, np.float64)))) for _, e in pairs)
+    arrays = [(np.asarray(a, np.float64), np.asarray(e, np.float64)) for a, e in pairs]
+    if not all(np.isfinite(a).all() and np.isfinite(e).all() for a, e in arrays):
+        return float("inf")
+    diff = max(float(np.max(np.abs(a - e))) for a, e in arrays)
+    scale = max(float(np.max(np.abs(e))) for _, e in arrays)
     return diff / scale if scale > 0 else diff
 
 

@@ -120,7 +120,12 @@ REGISTRY: tuple[RuleSpec, ...] = (
                 "eps_in_sqrt": False,
                 "initial_scale": 0.1,
             },
-            {"learning_rate": 1e-2, "centered": True, "bias_correction": True},
+            {
+                "learning_rate": 1e-2,
+                "centered": True,
+                "bias_correction": True,
+                "eps": 1e-4,
+            },
             {"learning_rate": 1e-3, "momentum": 0.9, "nesterov": True},
             {
                 "learning_rate": 1e-3,
