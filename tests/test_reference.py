@@ -8,7 +8,8 @@ scalar leaves):
   the same gradients, parameters and state (the reference's), and the updates
   and every state slot agree within 1e-6 relative (max-norm over the tree).
   Teacher forcing measures the formula at each step; a free-running float32
-  comparison would mostly measure how chaotic dynamics amplify rounding.
+  comparison would mostly measure how chaotic dynamics amplify rounding
+  (``benchmarks/reference_agreement.py`` prints it).
 * float64, 100 free-running steps: the parameters agree within 1e-12 relative.
 
 Hyperparameter precision: this package rounds every float hyperparameter to
@@ -19,13 +20,9 @@ therefore hands both sides float32 hyperparameter values;
 ``test_python_float_hyperparameters_are_rounded_first`` pins the policy.
 """
 
-import inspect
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import jaxopt_rules as jr
@@ -39,85 +36,34 @@ CASES = [
 ]
 
 
-def _arguments(spec: jr.RuleSpec, case: int, dtype: Any) -> dict[str, Any]:
-    """All of the rule's arguments (defaults included) that the reference takes,
-    with every float given as a ``dtype`` scalar."""
-    bound = inspect.signature(spec.factory).bind(**spec.reference_cases[case])
-    bound.apply_defaults()
-    accepted = inspect.signature(spec.reference_factory).parameters
-    scalar = np.dtype(dtype).type
-    return {
-        k: scalar(v) if isinstance(v, float) else v
-        for k, v in bound.arguments.items()
-        if k in accepted
-    }
-
-
-def _relative_error(actual: Any, expected: Any) -> float:
-    """max |a - e| / max |e| over all leaves of two trees; inf if either holds
-    a non-finite value (a comparison that must not pass by accident)."""
-    pairs = list(zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True))
-    if not pairs:
-        return 0.0
-    arrays = [(np.asarray(a, np.float64), np.asarray(e, np.float64)) for a, e in pairs]
-    if not all(np.isfinite(a).all() and np.isfinite(e).all() for a, e in arrays):
-        return float("inf")
-    diff = max(float(np.max(np.abs(a - e))) for a, e in arrays)
-    scale = max(float(np.max(np.abs(e))) for _, e in arrays)
-    return diff / scale if scale > 0 else diff
-
-
 @pytest.mark.parametrize(("spec", "case"), CASES)
 def test_float32_steps_match_reference(spec, case):
-    kwargs = _arguments(spec, case, np.float32)
-    ours, ref = spec.factory(**kwargs), spec.reference_factory(**kwargs)
-    params = testing.example_params(jnp.float32)
-    ref_state = ref.init(params)
-    our_state = ours.init(params)
-    slots = our_state._fields[1:]
-    our_update, ref_update = jax.jit(ours.update), jax.jit(ref.update)
-    worst = {"updates": 0.0} | {slot: 0.0 for slot in slots}
-    for step in range(100):
-        grads = testing.example_grads(params)
-        # Teacher forcing: our rule starts from the reference's state.
-        forced = our_state._replace(
-            count=jnp.asarray(step, jnp.int32),
-            **{slot: optax.tree.get(ref_state, slot) for slot in slots},
-        )
-        updates, new_state = our_update(grads, forced, params)
-        expected, ref_state = ref_update(grads, ref_state, params)
-        worst["updates"] = max(worst["updates"], _relative_error(updates, expected))
-        for slot in slots:
-            worst[slot] = max(
-                worst[slot],
-                _relative_error(
-                    getattr(new_state, slot), optax.tree.get(ref_state, slot)
-                ),
-            )
-        params = optax.apply_updates(params, expected)
+    kwargs = testing.reference_arguments(
+        spec.factory, spec.reference_factory, spec.reference_cases[case], np.float32
+    )
+    worst = testing.teacher_forced_errors(spec.factory, spec.reference_factory, kwargs)
     assert max(worst.values()) <= 1e-6, worst
 
 
 @pytest.mark.parametrize(("spec", "case"), CASES)
 def test_float64_trajectory_matches_reference(spec, case):
     with jax.enable_x64(True):
-        kwargs = _arguments(spec, case, np.float64)
-        trajectories = []
-        for factory in (spec.factory, spec.reference_factory):
-            tx = factory(**kwargs)
-            params = testing.example_params(jnp.float64)
-            state = tx.init(params)
+        kwargs = testing.reference_arguments(
+            spec.factory, spec.reference_factory, spec.reference_cases[case], np.float64
+        )
+        params = testing.free_run(spec.factory(**kwargs), jnp.float64)
+        assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(params))
+        error = testing.free_running_error(
+            spec.factory, spec.reference_factory, kwargs, dtype=jnp.float64
+        )
+    assert error <= 1e-12
 
-            @jax.jit
-            def step(params, state, tx=tx):
-                updates, state = tx.update(testing.example_grads(params), state, params)
-                return optax.apply_updates(params, updates), state
 
-            for _ in range(100):
-                params, state = step(params, state)
-            assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(params))
-            trajectories.append(params)
-        assert _relative_error(*trajectories) <= 1e-12
+def test_relative_error_refuses_non_finite_values():
+    assert testing.relative_error([jnp.array([1.0, 2.0])], [jnp.array([1.0, 2.0])]) == 0
+    nan = [jnp.array([jnp.nan, 1.0])]
+    assert testing.relative_error(nan, nan) == float("inf")
+    assert testing.relative_error([jnp.array([1.5])], [jnp.array([-2.0])]) == 1.75
 
 
 def test_python_float_hyperparameters_are_rounded_first():

@@ -35,3 +35,10 @@ from jaxopt_rules.testing._problems import (
     parabola as parabola,
     rosenbrock as rosenbrock,
 )
+from jaxopt_rules.testing._reference import (
+    free_run as free_run,
+    free_running_error as free_running_error,
+    reference_arguments as reference_arguments,
+    relative_error as relative_error,
+    teacher_forced_errors as teacher_forced_errors,
+)
