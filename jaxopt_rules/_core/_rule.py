@@ -408,24 +408,26 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                 cast_cache[dtype] = cast
             return cast_cache[dtype]
 
-        def leaf_inputs(i: int, dtype: np.dtype) -> dict[str, Any]:
-            inputs: dict[str, Any] = {
+        # Each leaf's arrays in its compute dtype, read by both phases below.
+        dtypes = [_compute_dtype(g.dtype) for g in grads]
+        inputs: list[dict[str, Any]] = []
+        for i, (g, dtype) in enumerate(zip(grads, dtypes, strict=True)):
+            leaf: dict[str, Any] = {
                 slot: slot_leaves[slot][i].astype(dtype) if slot in active else None
                 for slot in definition.slot_names
             }
+            leaf["grad"] = g.astype(dtype)
             if param_leaves:
-                inputs["param"] = param_leaves[i].astype(dtype)
-            return inputs
+                leaf["param"] = param_leaves[i].astype(dtype)
+            inputs.append(leaf)
 
         totals: dict[str, Any] = {}
         if definition.global_stats is not None:
-            for i, g in enumerate(grads):
-                dtype = _compute_dtype(g.dtype)
+            for leaf, dtype in zip(inputs, dtypes, strict=True):
                 scalars = scalars_for(dtype)
-                inputs = leaf_inputs(i, dtype)
                 leaf_stats = definition.global_stats(
-                    g.astype(dtype),
-                    **{k: inputs[k] for k in definition.stats_inputs},
+                    leaf["grad"],
+                    **{k: leaf[k] for k in definition.stats_inputs},
                     **{k: scalars[k] for k in definition.stats_hyperparams},
                 )
                 for key, value in leaf_stats.items():
@@ -434,10 +436,11 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         new_updates = []
         new_slots: dict[str, list[Any]] = {slot: [] for slot in active}
         n_slots = len(definition.slots)
-        for i, g in enumerate(grads):
-            dtype = _compute_dtype(g.dtype)
+        for i, (g, dtype, leaf) in enumerate(zip(grads, dtypes, inputs, strict=True)):
             scalars = scalars_for(dtype)
-            kwargs = leaf_inputs(i, dtype)
+            kwargs = {slot: leaf[slot] for slot in definition.slot_names}
+            if "param" in definition.reserved:
+                kwargs["param"] = leaf["param"]
             if "step" in definition.reserved:
                 kwargs["step"] = scalars["step"]
             if "stats" in definition.reserved:
@@ -445,9 +448,7 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
             hyper = {k: scalars[k] for k in definition.hyperparam_names}
             for name, leaf_values in per_leaf.items():
                 hyper[name] = leaf_values[i]
-            if "param" not in definition.reserved:
-                kwargs.pop("param", None)
-            out = definition.fn(g.astype(dtype), **kwargs, **hyper)
+            out = definition.fn(leaf["grad"], **kwargs, **hyper)
             if n_slots == 0:
                 out = (out,)
             elif not isinstance(out, tuple) or len(out) != 1 + n_slots:

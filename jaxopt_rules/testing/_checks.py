@@ -124,6 +124,34 @@ _SELECTED = {"['dense']['w']", "['conv'][0]"}
 _OTHERS = {"['dense']['b']", "['scale']"}
 
 
+def _assert_parts(
+    check: str,
+    what: str,
+    got: Any,
+    want_selected: Any,
+    want_others: Any,
+    *,
+    other_rtol: float,
+) -> None:
+    """Compares the selected leaves and the other leaves of ``got`` separately."""
+    assert_trees_close(
+        check,
+        f"{what} (rule leaves)",
+        _pick(got, _SELECTED),
+        _pick(want_selected, _SELECTED),
+        rtol=RTOL,
+        atol=ATOL,
+    )
+    assert_trees_close(
+        check,
+        f"{what} (other leaves)",
+        _pick(got, _OTHERS),
+        _pick(want_others, _OTHERS),
+        rtol=other_rtol,
+        atol=ATOL if other_rtol else 0.0,
+    )
+
+
 # ---------------------------------------------------------------------------
 # Checks
 
@@ -240,21 +268,7 @@ def check_masked(rule: RuleUnderTest) -> None:
     sub_updates, _ = jax.jit(sub_tx.update)(
         example_grads(sub_params), sub_tx.init(sub_params), sub_params
     )
-    assert_trees_close(
-        "masked",
-        "selected leaves",
-        _pick(updates, _SELECTED),
-        _pick(sub_updates, _SELECTED),
-        rtol=RTOL,
-        atol=ATOL,
-    )
-    assert_trees_close(
-        "masked",
-        "unselected leaves (passed through)",
-        _pick(updates, _OTHERS),
-        _pick(grads, _OTHERS),
-        rtol=0,
-    )
+    _assert_parts("masked", "updates", updates, sub_updates, grads, other_rtol=0)
 
 
 def check_partition(rule: RuleUnderTest) -> None:
@@ -270,23 +284,13 @@ def check_partition(rule: RuleUnderTest) -> None:
     rule_part = _run(rule.make(), _only(params, _SELECTED), 3)
     sgd_part = _run(optax.sgd(0.1), _only(params, _OTHERS), 3)
     for i in range(3):
-        got, want_rule, want_sgd = joint[i][0], rule_part[i][0], sgd_part[i][0]
-        what = f"step {i + 1} updates"
-        assert_trees_close(
+        _assert_parts(
             "partition",
-            f"{what} (rule leaves)",
-            _pick(got, _SELECTED),
-            _pick(want_rule, _SELECTED),
-            rtol=RTOL,
-            atol=ATOL,
-        )
-        assert_trees_close(
-            "partition",
-            f"{what} (sgd leaves)",
-            _pick(got, _OTHERS),
-            _pick(want_sgd, _OTHERS),
-            rtol=RTOL,
-            atol=ATOL,
+            f"step {i + 1} updates",
+            joint[i][0],
+            rule_part[i][0],
+            sgd_part[i][0],
+            other_rtol=RTOL,
         )
 
 

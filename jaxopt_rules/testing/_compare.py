@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr
 
+from jaxopt_rules._core._tree import describe_mismatch
+
 
 class ConformanceError(AssertionError):
     """A rule failed a conformance check; the message names check and leaf."""
@@ -23,18 +25,10 @@ def _flat(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
 
 
 def assert_same_structure(check: str, what: str, actual: Any, expected: Any) -> None:
-    """Fails unless both trees have the same structure."""
-    a, a_def = _flat(actual)
-    e, e_def = _flat(expected)
-    if a_def != e_def:
-        a_paths, e_paths = {p for p, _ in a}, {p for p, _ in e}
-        detail = ", ".join(
-            [f"missing {p}" for p in sorted(e_paths - a_paths)][:3]
-            + [f"unexpected {p}" for p in sorted(a_paths - e_paths)][:3]
-        )
-        raise fail(
-            check, f"{what}: tree structure changed ({detail or f'{a_def} != {e_def}'})"
-        )
+    """Fails unless both trees have the same structure (naming the paths)."""
+    if jax.tree.structure(actual) != jax.tree.structure(expected):
+        detail = describe_mismatch(expected, actual)
+        raise fail(check, f"{what}: tree structure changed ({detail})")
 
 
 def assert_same_shapes_and_dtypes(
