@@ -8,6 +8,7 @@ catalog (:data:`REGISTRY`).
 import importlib.metadata
 
 from jaxopt_rules import rules as rules
+from jaxopt_rules._bytes import tree_bytes as tree_bytes
 from jaxopt_rules._core import (
     Array as Array,
     RuleFactory as RuleFactory,
@@ -30,4 +31,7 @@ from jaxopt_rules.rules import (
 )
 
 
-__version__ = importlib.metadata.version("jaxopt_rules")
+try:
+    __version__ = importlib.metadata.version("jaxopt_rules")
+except importlib.metadata.PackageNotFoundError:  # a source checkout on sys.path
+    __version__ = "0+unknown"

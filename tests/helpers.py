@@ -14,11 +14,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def load_example(name: str) -> ModuleType:
     """Imports ``examples/<name>.py`` as a module."""
-    module_name = f"_example_{name}"
+    return _load_script("examples", name)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Imports ``benchmarks/<name>.py`` as a module."""
+    return _load_script("benchmarks", name)
+
+
+def _load_script(folder: str, name: str) -> ModuleType:
+    module_name = f"_{folder}_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(
-        module_name, ROOT / "examples" / f"{name}.py"
+        module_name, ROOT / folder / f"{name}.py"
     )
     assert spec is not None
     assert spec.loader is not None

@@ -22,6 +22,7 @@ from jaxopt_rules._core._config import RuleConfig
 from jaxopt_rules._core._constraints import Constraint, parse_constraint
 from jaxopt_rules._core._definition import RuleDefinition, Slot, read_definition
 from jaxopt_rules._core._state import safe_increment, state_class
+from jaxopt_rules._core._stored import call_reading_stored_slots
 from jaxopt_rules._core._tree import describe_mismatch, fill_like, leaf_path
 
 
@@ -161,10 +162,13 @@ def rule(
       count, evaluated at ``count`` before the increment, as optax does;
     * dtypes: arithmetic in ``promote_types(grad.dtype, float32)``, updates
       returned in the gradient's dtype, each slot stored in the dtype of its
-      ``<slot>_dtype`` argument (default: the parameter's dtype); float
-      hyperparameters, Python floats included, are rounded to the compute
-      dtype before use, so baked-in and injected values give bit-identical
-      results;
+      ``<slot>_dtype`` argument (default: the parameter's dtype); a slot
+      stored in fewer bits than the compute dtype is rounded to its storage
+      dtype as soon as the rule computes it, so the update reads the value
+      that is stored, as ``torch.optim`` does with low-precision state (this
+      spares XLA a per-step copy of the state); float hyperparameters, Python
+      floats included, are rounded to the compute dtype before use, so
+      baked-in and injected values give bit-identical results;
     * init through tree maps only, so ``jax.eval_shape`` and
       ``optax.tree_utils.tree_map_params`` work, with state sharded like the
       parameters under ``jax.jit``;
@@ -291,6 +295,13 @@ def _per_leaf_values(
                 f"gradients; {error}"
             ) from None
     return values
+
+
+def _narrower(storage: np.dtype, compute: np.dtype) -> np.dtype | None:
+    """``storage`` if it holds fewer bits than ``compute``, else ``None``."""
+    if jnp.finfo(storage).bits < jnp.finfo(compute).bits:
+        return storage
+    return None
 
 
 def _slot_shape(option: Slot, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -448,7 +459,18 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
             hyper = {k: scalars[k] for k in definition.hyperparam_names}
             for name, leaf_values in per_leaf.items():
                 hyper[name] = leaf_values[i]
-            out = definition.fn(leaf["grad"], **kwargs, **hyper)
+            # Slots stored narrower than the compute dtype: the update reads
+            # them as stored (see _stored.py: no per-step copy of the state).
+            storage = [
+                _narrower(slot_leaves[slot][i].dtype, dtype) if slot in active else None
+                for slot in definition.slot_names
+            ]
+            if any(s is not None for s in storage):
+                out = call_reading_stored_slots(
+                    definition.fn, leaf["grad"], {**kwargs, **hyper}, storage
+                )
+            else:
+                out = definition.fn(leaf["grad"], **kwargs, **hyper)
             if n_slots == 0:
                 out = (out,)
             elif not isinstance(out, tuple) or len(out) != 1 + n_slots:

@@ -1,0 +1,474 @@
+"""Convergence of the registered rules on four small, download-free tasks.
+
+Tasks (fixed seeds, each rule with the same data order and initialisation):
+
+* ``digits``: a 64-128-10 MLP on scikit-learn's 8x8 handwritten digits
+  (minibatches of 64; loss: train cross-entropy, also test accuracy);
+* ``charlm``: a 2-layer causal transformer (d=64, 4 heads, context 64) that
+  predicts the next byte of Python standard-library source text (the files
+  named in ``LM_SOURCES``, read from this interpreter's stdlib: nothing is
+  downloaded; loss: held-out cross-entropy in nats per byte);
+* ``quadratic``: ``0.5 * sum(l_i * x_i**2)`` in 100 dimensions with ``l_i``
+  log-spaced over [1, 1e4] (condition number 1e4), from ``x = 1``;
+* ``rosenbrock``: ``(1 - x)**2 + 100 * (y - x**2)**2`` from (-1.2, 1).
+
+Prints a table of final loss, steps to reach the task's target loss and wall
+time, and saves one loss-curve plot per task (PNG; needs matplotlib, the
+``benchmarks`` extra). Learning rates are per rule and task (``LEARNING_RATES``),
+picked once by hand to be reasonable, not tuned per rule to win.
+
+The task functions (``TASKS``, :func:`train`) are importable, so other
+benchmarks (quantized state, say) train the same tasks with the same seeds.
+
+Usage::
+
+    python benchmarks/convergence.py                       # all rules, all tasks
+    python benchmarks/convergence.py --tasks digits charlm --rules adam lion
+    python benchmarks/convergence.py --quick               # a quarter of the steps
+    python benchmarks/convergence.py --plots benchmarks/plots
+"""
+
+import argparse
+import dataclasses
+import pathlib
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxopt_rules as jr
+
+
+# ---------------------------------------------------------------------------
+# Tasks
+
+
+@dataclasses.dataclass
+class Task:
+    """A training problem: params, a per-step loss on a batch, an eval loss."""
+
+    name: str
+    steps: int
+    target: float  # "steps to target" is the first evaluation at or below this
+    eval_every: int
+    init: Callable[[jax.Array], Any]
+    batch: Callable[[int], Any]  # step -> batch (numpy, deterministic)
+    loss: Callable[[Any, Any], jax.Array]  # (params, batch) -> scalar
+    eval_loss: Callable[[Any], jax.Array]  # params -> scalar (the reported loss)
+    extra: Callable[[Any], dict[str, float]] = lambda params: {}
+
+
+def digits_task() -> Task:
+    """MLP on scikit-learn's digits; reported loss: train cross-entropy."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    y = data.target.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    x_train, y_train, x_test, y_test = x[:1437], y[:1437], x[1437:], y[1437:]
+    batches = np.random.default_rng(1).integers(0, len(x_train), size=(4000, 64))
+
+    def init(key: jax.Array) -> Any:
+        k1, k2 = jax.random.split(key)
+        return {
+            "hidden": {
+                "w": jax.random.normal(k1, (64, 128)) * jnp.sqrt(2 / 64),
+                "b": jnp.zeros(128),
+            },
+            "out": {
+                "w": jax.random.normal(k2, (128, 10)) * jnp.sqrt(2 / 128),
+                "b": jnp.zeros(10),
+            },
+        }
+
+    def logits(params: Any, x: jax.Array) -> jax.Array:
+        h = jax.nn.relu(x @ params["hidden"]["w"] + params["hidden"]["b"])
+        return h @ params["out"]["w"] + params["out"]["b"]
+
+    def loss(params: Any, batch: Any) -> jax.Array:
+        x, y = batch
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits(params, x), y
+        ).mean()
+
+    def accuracy(params: Any) -> dict[str, float]:
+        return {"test_acc": float((logits(params, x_test).argmax(-1) == y_test).mean())}
+
+    return Task(
+        name="digits",
+        steps=1000,
+        target=0.05,
+        eval_every=25,
+        init=init,
+        batch=lambda step: (x_train[batches[step]], y_train[batches[step]]),
+        loss=loss,
+        eval_loss=lambda params: loss(params, (x_train, y_train)),
+        extra=accuracy,
+    )
+
+
+LM_SOURCES = (
+    "textwrap.py",
+    "argparse.py",
+    "difflib.py",
+    "pprint.py",
+    "fractions.py",
+    "heapq.py",
+)
+LM_CONTEXT = 64
+
+
+def stdlib_text(max_bytes: int = 400_000) -> bytes:
+    """Source text of a few standard-library modules, as bytes."""
+    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    parts = [
+        (root / name).read_bytes() for name in LM_SOURCES if (root / name).exists()
+    ]
+    if not parts:
+        raise FileNotFoundError(f"none of {LM_SOURCES} found under {root}")
+    return b"\n".join(parts)[:max_bytes]
+
+
+def charlm_task() -> Task:
+    """A small causal transformer on stdlib bytes; reported loss: held-out nats/byte."""
+    data = np.frombuffer(stdlib_text(), dtype=np.uint8).astype(np.int32)
+    split = int(0.9 * len(data))
+    train, held = data[:split], data[split:]
+    d, heads, layers, vocab, batch = 64, 4, 2, 256, 32
+    starts = np.random.default_rng(2).integers(
+        0, len(train) - LM_CONTEXT - 1, size=(4000, batch)
+    )
+    held_starts = np.random.default_rng(3).integers(
+        0, len(held) - LM_CONTEXT - 1, size=64
+    )
+    held_batch = np.stack([held[s : s + LM_CONTEXT + 1] for s in held_starts])
+
+    def init(key: jax.Array) -> Any:
+        keys = iter(jax.random.split(key, 4 + 4 * layers))
+        normal = lambda shape, scale: scale * jax.random.normal(next(keys), shape)
+        params: dict[str, Any] = {
+            "embed": normal((vocab, d), 0.02),
+            "pos": normal((LM_CONTEXT, d), 0.02),
+            "final_norm": jnp.ones(d),
+        }
+        for i in range(layers):
+            params[f"block{i}"] = {
+                "norm1": jnp.ones(d),
+                "qkv": normal((d, 3 * d), d**-0.5),
+                "proj": normal((d, d), (2 * layers * d) ** -0.5),
+                "norm2": jnp.ones(d),
+                "up": normal((d, 4 * d), d**-0.5),
+                "down": normal((4 * d, d), (2 * layers * 4 * d) ** -0.5),
+            }
+        return params
+
+    def norm(x: jax.Array, scale: jax.Array) -> jax.Array:
+        return scale * x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
+
+    def forward(params: Any, tokens: jax.Array) -> jax.Array:
+        t = tokens.shape[-1]
+        x = params["embed"][tokens] + params["pos"][:t]
+        mask = jnp.tril(jnp.ones((t, t), bool))
+        for i in range(layers):
+            p = params[f"block{i}"]
+            q, k, v = jnp.split(norm(x, p["norm1"]) @ p["qkv"], 3, axis=-1)
+            split = lambda a: a.reshape(*a.shape[:-1], heads, d // heads)
+            att = jnp.einsum("bqhc,bkhc->bhqk", split(q), split(k)) / jnp.sqrt(
+                d // heads
+            )
+            att = jax.nn.softmax(jnp.where(mask, att, -1e9), axis=-1)
+            out = jnp.einsum("bhqk,bkhc->bqhc", att, split(v)).reshape(x.shape)
+            x = x + out @ p["proj"]
+            x = x + jax.nn.gelu(norm(x, p["norm2"]) @ p["up"]) @ p["down"]
+        return norm(x, params["final_norm"]) @ params["embed"].T
+
+    def loss(params: Any, batch: Any) -> jax.Array:
+        logits = forward(params, batch[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits, batch[:, 1:]
+        ).mean()
+
+    return Task(
+        name="charlm",
+        steps=1000,
+        target=2.2,
+        eval_every=50,
+        init=init,
+        batch=lambda step: np.stack(
+            [train[s : s + LM_CONTEXT + 1] for s in starts[step]]
+        ),
+        loss=loss,
+        eval_loss=lambda params: loss(params, held_batch),
+    )
+
+
+def quadratic_task() -> Task:
+    """Ill-conditioned quadratic, condition number 1e4."""
+    scales = jnp.logspace(0, 4, 100)
+    loss = lambda params, batch: 0.5 * jnp.sum(scales * params["x"] ** 2)
+    return Task(
+        name="quadratic",
+        steps=2000,
+        target=1e-3,
+        eval_every=20,
+        init=lambda key: {"x": jnp.ones(100)},
+        batch=lambda step: None,
+        loss=loss,
+        eval_loss=lambda params: loss(params, None),
+    )
+
+
+def rosenbrock_task() -> Task:
+    """Rosenbrock's banana from (-1.2, 1)."""
+    loss = lambda params, batch: (
+        (1 - params["x"][0]) ** 2 + 100 * (params["x"][1] - params["x"][0] ** 2) ** 2
+    )
+    return Task(
+        name="rosenbrock",
+        steps=3000,
+        target=1e-3,
+        eval_every=20,
+        init=lambda key: {"x": jnp.array([-1.2, 1.0])},
+        batch=lambda step: None,
+        loss=loss,
+        eval_loss=lambda params: loss(params, None),
+    )
+
+
+TASKS: dict[str, Callable[[], Task]] = {
+    "digits": digits_task,
+    "charlm": charlm_task,
+    "quadratic": quadratic_task,
+    "rosenbrock": rosenbrock_task,
+}
+
+# Per task, per rule. Rules missing here use the task's "default".
+LEARNING_RATES: dict[str, dict[str, float]] = {
+    "digits": {
+        "default": 3e-3,
+        "sgd": 0.1,
+        "adagrad": 0.05,
+        "lion": 1e-4,
+        "normalized_sgd": 0.05,
+        "lamb": 1e-2,
+    },
+    "charlm": {
+        "default": 3e-3,
+        "sgd": 0.3,
+        "adagrad": 0.05,
+        "lion": 3e-4,
+        "normalized_sgd": 0.1,
+        "lamb": 1e-2,
+    },
+    "quadratic": {
+        "default": 1e-2,
+        "sgd": 1.5e-4,
+        "adagrad": 0.5,
+        "lion": 1e-3,
+        "normalized_sgd": 1e-2,
+        "lamb": 1e-2,
+    },
+    "rosenbrock": {
+        "default": 1e-2,
+        "sgd": 1e-3,
+        "adagrad": 0.5,
+        "lion": 1e-3,
+        "normalized_sgd": 1e-2,
+        "lamb": 1e-2,
+    },
+}
+# Fixed extra hyperparameters per rule (the rest are the rule's defaults).
+RULE_KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
+
+
+def make_optimizer(rule: str, task: str) -> optax.GradientTransformation:
+    """The registered rule with this task's learning rate."""
+    spec = next(s for s in jr.REGISTRY if s.name == rule)
+    rates = LEARNING_RATES.get(task, {"default": 1e-3})
+    lr = rates.get(rule, rates["default"])
+    return spec.factory(learning_rate=lr, **RULE_KWARGS.get(rule, {}))
+
+
+# ---------------------------------------------------------------------------
+# Training
+
+
+@dataclasses.dataclass
+class Result:
+    """One training run."""
+
+    task: str
+    label: str
+    steps: list[int]
+    losses: list[float]
+    wall_s: float
+    target: float
+    extra: dict[str, float]
+
+    @property
+    def final(self) -> float:
+        """The last evaluated loss."""
+        return self.losses[-1]
+
+    @property
+    def steps_to_target(self) -> int | None:
+        """First evaluated step at or below the target, or None."""
+        return next(
+            (
+                s
+                for s, x in zip(self.steps, self.losses, strict=True)
+                if x <= self.target
+            ),
+            None,
+        )
+
+
+def train(
+    task: Task,
+    tx: optax.GradientTransformation,
+    label: str,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Result:
+    """Trains ``task`` with ``tx``; evaluates every ``task.eval_every`` steps."""
+    steps = steps or task.steps
+    params = task.init(jax.random.key(seed))
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params: Any, state: Any, batch: Any) -> tuple[Any, Any]:
+        grads = jax.grad(task.loss)(params, batch)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    eval_loss = jax.jit(task.eval_loss)
+    history_steps, history = [0], [float(eval_loss(params))]
+    start = time.perf_counter()
+    for i in range(steps):
+        params, state = step(params, state, task.batch(i))
+        if (i + 1) % task.eval_every == 0 or i + 1 == steps:
+            history_steps.append(i + 1)
+            history.append(float(eval_loss(params)))
+            if progress is not None and (
+                (i + 1) % (task.eval_every * 8) == 0 or i + 1 == steps
+            ):
+                progress(f"step {i + 1}/{steps} loss {history[-1]:.4g}")
+    wall = time.perf_counter() - start
+    return Result(
+        task.name, label, history_steps, history, wall, task.target, task.extra(params)
+    )
+
+
+# ---------------------------------------------------------------------------
+# Output
+
+
+def print_table(results: list[Result]) -> None:
+    """Final loss, steps to target and wall time per run, as Markdown."""
+    print("| task | rule | final loss | target | steps to target | wall s | extra |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for r in results:
+        extra = ", ".join(f"{k} {v:.3f}" for k, v in r.extra.items())
+        reached = "not reached" if r.steps_to_target is None else str(r.steps_to_target)
+        print(
+            f"| {r.task} | {r.label} | {r.final:.4g} | {r.target:g} | {reached} "
+            f"| {r.wall_s:.1f} | {extra} |"
+        )
+
+
+def save_plots(results: list[Result], folder: pathlib.Path) -> list[pathlib.Path]:
+    """One PNG of loss curves per task; returns the paths written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "matplotlib is not installed (pip install -e '.[benchmarks]'): no plots",
+            file=sys.stderr,
+        )
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task in dict.fromkeys(r.task for r in results):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for r in (r for r in results if r.task == task):
+            ax.plot(r.steps, r.losses, label=r.label, linewidth=1.2)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(task)
+        ax.axhline(
+            next(r.target for r in results if r.task == task),
+            color="gray",
+            linestyle=":",
+            linewidth=0.8,
+        )
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / f"convergence_{task}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument(
+        "--rules", nargs="*", help="rule names (default: all registered)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a quarter of the steps")
+    parser.add_argument(
+        "--plots", type=pathlib.Path, default=pathlib.Path("benchmarks/plots")
+    )
+    args = parser.parse_args()
+    names = [s.name for s in jr.REGISTRY]
+    rules = args.rules or names
+    unknown = sorted(set(rules) - set(names))
+    if unknown:
+        parser.error(f"unknown rules {unknown}; registered: {', '.join(names)}")
+    print(
+        f"jax {jax.__version__}, optax {optax.__version__}, "
+        f"jaxopt_rules {jr.__version__}, seed {args.seed}"
+    )
+    results = []
+    runs = [(t, r) for t in args.tasks for r in rules]
+    for k, (task_name, rule) in enumerate(runs, 1):
+        task = TASKS[task_name]()
+        steps = max(task.steps // 4, task.eval_every) if args.quick else task.steps
+        tag = f"[{k}/{len(runs)}] {task_name} {rule}"
+        progress = lambda msg, tag=tag: print(
+            f"  {tag}: {msg}", file=sys.stderr, flush=True
+        )
+        results.append(
+            train(
+                task,
+                make_optimizer(rule, task_name),
+                rule,
+                seed=args.seed,
+                steps=steps,
+                progress=progress,
+            )
+        )
+    print()
+    print_table(results)
+    for path in save_plots(results, args.plots):
+        print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
