@@ -22,7 +22,7 @@ from jaxopt_rules._core._config import RuleConfig
 from jaxopt_rules._core._constraints import Constraint, parse_constraint
 from jaxopt_rules._core._definition import RuleDefinition, Slot, read_definition
 from jaxopt_rules._core._state import safe_increment, state_class
-from jaxopt_rules._core._stored import call_reading_stored_slots
+from jaxopt_rules._core._stored import LeafRunner
 from jaxopt_rules._core._tree import describe_mismatch, fill_like, leaf_path
 
 
@@ -444,33 +444,40 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                 for key, value in leaf_stats.items():
                     totals[key] = totals[key] + value if key in totals else value
 
+        # Inputs every leaf of a compute dtype shares (the same objects), so
+        # the runner evaluates the work that depends only on them once.
+        shared_cache: dict[np.dtype, dict[str, Any]] = {}
+
+        def shared_for(dtype: np.dtype) -> dict[str, Any]:
+            if dtype not in shared_cache:
+                scalars = scalars_for(dtype)
+                shared = {k: scalars[k] for k in definition.hyperparam_names}
+                for name in per_leaf:
+                    del shared[name]
+                if "step" in definition.reserved:
+                    shared["step"] = scalars["step"]
+                if "stats" in definition.reserved:
+                    shared["stats"] = {k: v.astype(dtype) for k, v in totals.items()}
+                shared_cache[dtype] = shared
+            return shared_cache[dtype]
+
+        # Traced once per leaf signature; slots stored narrower than the
+        # compute dtype are read as stored (see _stored.py).
+        run_rule = LeafRunner(definition.fn)
         new_updates = []
         new_slots: dict[str, list[Any]] = {slot: [] for slot in active}
         n_slots = len(definition.slots)
         for i, (g, dtype, leaf) in enumerate(zip(grads, dtypes, inputs, strict=True)):
-            scalars = scalars_for(dtype)
-            kwargs = {slot: leaf[slot] for slot in definition.slot_names}
+            own = {slot: leaf[slot] for slot in definition.slot_names}
             if "param" in definition.reserved:
-                kwargs["param"] = leaf["param"]
-            if "step" in definition.reserved:
-                kwargs["step"] = scalars["step"]
-            if "stats" in definition.reserved:
-                kwargs["stats"] = {k: v.astype(dtype) for k, v in totals.items()}
-            hyper = {k: scalars[k] for k in definition.hyperparam_names}
+                own["param"] = leaf["param"]
             for name, leaf_values in per_leaf.items():
-                hyper[name] = leaf_values[i]
-            # Slots stored narrower than the compute dtype: the update reads
-            # them as stored (see _stored.py: no per-step copy of the state).
+                own[name] = leaf_values[i]
             storage = [
                 _narrower(slot_leaves[slot][i].dtype, dtype) if slot in active else None
                 for slot in definition.slot_names
             ]
-            if any(s is not None for s in storage):
-                out = call_reading_stored_slots(
-                    definition.fn, leaf["grad"], {**kwargs, **hyper}, storage
-                )
-            else:
-                out = definition.fn(leaf["grad"], **kwargs, **hyper)
+            out = run_rule(leaf["grad"], own, shared_for(dtype), storage)
             if n_slots == 0:
                 out = (out,)
             elif not isinstance(out, tuple) or len(out) != 1 + n_slots:

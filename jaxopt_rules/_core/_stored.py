@@ -1,25 +1,33 @@
-"""Running a rule so that its update reads the new slots as they are stored.
+"""Running a rule leaf by leaf: traced once per signature, slots read as stored.
 
-A rule computes its new slots and its update in the compute dtype (float32 for
-bfloat16 or float16 storage). If the update were computed from the unrounded
-new slots, XLA would compute those twice: once for the state (rounded, written
-in place over the old slot) and once inside the fused parameter update, which
-must then read the *old* slot after it has been overwritten, so XLA copies
-every such slot into a parameter-sized temporary on every step (measured: a
-bfloat16-state Adam step 2.4x slower than the float32 one at 10M params).
+:class:`LeafRunner` calls the rule function for every leaf of one ``update``.
+It traces the function to a jaxpr once per distinct leaf signature (shapes,
+dtypes, static hyperparameter values) and evaluates that jaxpr for each leaf,
+which does two things the plain Python call cannot:
 
-:func:`call_reading_stored_slots` instead traces the rule to a jaxpr and
-evaluates it with each new slot value rounded to its storage dtype the moment
-it is computed, so everything downstream, the update included, reads the
-value that is stored, as ``torch.optim`` does with low-precision state. The
-parameter update then reads the new slot from memory: no copy, fewer bytes.
-For slots stored in the compute dtype nothing changes and this is not used.
+* **Shared work once.** Equations that read only values shared by all leaves
+  (hyperparameters, the step, global statistics), such as Adam's bias
+  corrections ``1 - b1**t``, are evaluated once per update, not once per leaf.
+  On a 2000-leaf tree the plain call emitted 22 equations per leaf (optax: 16)
+  and re-ran the rule's Python for every leaf.
+* **Low-precision slots read as stored.** A new slot that is stored in fewer
+  bits than the compute dtype is rounded to its storage dtype as soon as it is
+  computed, so everything downstream, the update included, reads the value
+  that is stored, as ``torch.optim`` does with low-precision state. Computing
+  the update from the unrounded value instead (optax's ``mu_dtype``) makes XLA
+  recompute the moment inside the parameter update from the *old* slot, which
+  the state update overwrites in place, so XLA copies every such slot into a
+  parameter-sized temporary on every step (a bfloat16-state Adam step was
+  2.4x slower than the float32 one at 10M params).
+
+Both are exact: the same primitives run on the same values.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex
 
@@ -28,91 +36,164 @@ def _is_dynamic(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array | np.ndarray | np.generic)
 
 
-def _evaluate(
-    jaxpr: jex.Jaxpr,
-    consts: Sequence[Any],
-    args: Sequence[Any],
-    rounded: dict[Any, Any],
-) -> list[Any]:
-    env: dict[Any, Any] = {}
-
-    def read(v: Any) -> Any:
-        return v.val if isinstance(v, jex.Literal) else env[v]
-
-    def write(v: Any, value: Any) -> None:
-        storage = rounded.get(v)
-        if storage is not None:
-            value = value.astype(storage).astype(value.dtype)
-        env[v] = value
-
-    for v, value in zip(jaxpr.constvars, consts, strict=True):
-        env[v] = value
-    for v, value in zip(jaxpr.invars, args, strict=True):
-        env[v] = value
-    for eqn in jaxpr.eqns:
-        params = eqn.primitive.get_bind_params(eqn.params)
-        subfuns: Sequence[Any] = ()
-        if isinstance(params, tuple):  # older jax: (subfuns, params)
-            subfuns, params = params
-        with eqn.ctx.manager:
-            out = eqn.primitive.bind(*subfuns, *(read(v) for v in eqn.invars), **params)
-        if not eqn.primitive.multiple_results:
-            out = [out]
-        for v, value in zip(eqn.outvars, out, strict=True):
-            write(v, value)
-    return [read(v) for v in jaxpr.outvars]
+def _signature(leaf: Any) -> Hashable:
+    aval = jax.typeof(leaf) if isinstance(leaf, jax.Array) else None
+    weak = bool(getattr(aval, "weak_type", False))
+    return (tuple(np.shape(leaf)), str(jnp.result_type(leaf)), weak)
 
 
-def call_reading_stored_slots(
-    fn: Callable[..., Any],
-    grad: Any,
-    kwargs: dict[str, Any],
-    storage: Sequence[np.dtype | None],
-) -> Any:
-    """Calls ``fn(grad, **kwargs)`` with its new slots rounded to ``storage``.
+class _Traced:
+    """One traced signature: the jaxpr, which equations are shared, what to round."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        shared_inputs: Sequence[bool],
+        storage: Sequence[Any],
+    ) -> None:
+        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        self.jaxpr: jex.Jaxpr = closed.jaxpr
+        self.consts = closed.consts
+        leaves, self.out_tree = jax.tree.flatten(shape, is_leaf=lambda x: x is None)
+        self.out_is_none = [leaf is None for leaf in leaves]
+        # Shared: computed only from shared inputs, constants and literals.
+        shared = set(self.jaxpr.constvars)
+        shared |= {
+            v for v, s in zip(self.jaxpr.invars, shared_inputs, strict=True) if s
+        }
+        self.shared_eqns: set[int] = set()
+        for k, eqn in enumerate(self.jaxpr.eqns):
+            if not eqn.effects and all(
+                isinstance(v, jex.Literal) or v in shared for v in eqn.invars
+            ):
+                self.shared_eqns.add(k)
+                shared.update(eqn.outvars)
+        # Rounded: returned slots stored narrower than the compute dtype, when
+        # the rule computes them (an input returned unchanged is already exact).
+        produced = {v for eqn in self.jaxpr.eqns for v in eqn.outvars}
+        self.rounded: dict[Any, Any] = {}
+        if isinstance(shape, tuple) and len(shape) == 1 + len(storage):
+            outvars = iter(self.jaxpr.outvars)
+            for k, is_none in enumerate(self.out_is_none):
+                if is_none:
+                    continue
+                var = next(outvars)
+                dtype = storage[k - 1] if k >= 1 else None
+                if (
+                    dtype is not None
+                    and not isinstance(var, jex.Literal)
+                    and var in produced
+                ):
+                    self.rounded[var] = dtype
+
+
+class LeafRunner:
+    """Calls a rule function leaf after leaf within one ``update``.
 
     Args:
-        fn: the rule function, returning ``(update, *new_slots)``.
-        grad: the gradient leaf (compute dtype).
-        kwargs: slots, reserved inputs and hyperparameters. Arrays among them
-            become arguments of the traced rule; everything else (Python
-            booleans, ``None``, callables) stays static, as in a direct call.
-        storage: per returned slot, the dtype it is stored in, or ``None`` to
-            leave it unrounded.
-
-    Returns:
-        What ``fn`` returns, with the same structure.
+        fn: the rule function, ``fn(grad, **kwargs)``.
     """
-    leaves, treedef = jax.tree.flatten((grad, kwargs))
-    dynamic = [i for i, leaf in enumerate(leaves) if _is_dynamic(leaf)]
 
-    def traced(*args: Any) -> Any:
-        full = list(leaves)
-        for i, arg in zip(dynamic, args, strict=True):
-            full[i] = arg
-        g, kw = jax.tree.unflatten(treedef, full)
-        return fn(g, **kw)
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self._traced: dict[Hashable, _Traced] = {}
+        self._shared_values: dict[tuple[Hashable, Any], Any] = {}
 
-    args = [leaves[i] for i in dynamic]
-    closed, shape = jax.make_jaxpr(traced, return_shape=True)(*args)
-    if not isinstance(shape, tuple) or len(shape) != 1 + len(storage):
-        return fn(grad, **kwargs)  # malformed output: the caller reports it
-    out_leaves, out_tree = jax.tree.flatten(shape, is_leaf=lambda x: x is None)
-    # Map each returned slot to its jaxpr output variable; only variables
-    # computed inside the rule are rounded (an input returned unchanged is
-    # already in its storage precision).
-    jaxpr = closed.jaxpr
-    produced = {v for eqn in jaxpr.eqns for v in eqn.outvars}
-    rounded: dict[Any, Any] = {}
-    position = 0
-    for k, leaf in enumerate(out_leaves):
-        if leaf is None:
-            continue
-        if k >= 1 and storage[k - 1] is not None:
-            var = jaxpr.outvars[position]
-            if not isinstance(var, jex.Literal) and var in produced:
-                rounded[var] = storage[k - 1]
-        position += 1
-    values = iter(_evaluate(jaxpr, closed.consts, args, rounded))
-    out = [None if leaf is None else next(values) for leaf in out_leaves]
-    return jax.tree.unflatten(out_tree, out)
+    def __call__(
+        self,
+        grad: Any,
+        per_leaf: dict[str, Any],
+        shared: dict[str, Any],
+        storage: Sequence[Any],
+    ) -> Any:
+        """``fn(grad, **per_leaf, **shared)``, slots rounded to ``storage``.
+
+        Args:
+            grad: the gradient leaf, in the compute dtype.
+            per_leaf: this leaf's slots, parameter and per-leaf hyperparameters.
+            shared: values that are the same objects for every leaf of this
+                compute dtype (hyperparameters, step, statistics).
+            storage: per returned slot, its storage dtype when that is narrower
+                than the compute dtype, else ``None``.
+
+        Returns:
+            What ``fn`` returns.
+        """
+        leaves, treedef = jax.tree.flatten((grad, per_leaf, shared))
+        n_shared = len(jax.tree.leaves(shared))
+        is_shared = [False] * (len(leaves) - n_shared) + [True] * n_shared
+        dynamic = [i for i, leaf in enumerate(leaves) if _is_dynamic(leaf)]
+        static = tuple(leaf for leaf in leaves if not _is_dynamic(leaf))
+        try:
+            key = (
+                treedef,
+                static,
+                tuple(_signature(leaves[i]) for i in dynamic),
+                tuple(map(str, storage)),
+            )
+            hash(key)
+        except TypeError:  # an unhashable static value: trace this leaf alone
+            key = None
+
+        def traced_fn(*args: Any) -> Any:
+            full = list(leaves)
+            for i, arg in zip(dynamic, args, strict=True):
+                full[i] = arg
+            g, leaf_kwargs, shared_kwargs = jax.tree.unflatten(treedef, full)
+            return self.fn(g, **leaf_kwargs, **shared_kwargs)
+
+        args = [leaves[i] for i in dynamic]
+        traced = self._traced.get(key) if key is not None else None
+        if traced is None:
+            try:
+                traced = _Traced(
+                    traced_fn, args, [is_shared[i] for i in dynamic], storage
+                )
+            except TypeError:
+                # Outputs that are not arrays (a malformed rule): call it
+                # directly so that the core reports what it returned.
+                return traced_fn(*args)
+            if key is not None:
+                self._traced[key] = traced
+        values = iter(self._evaluate(traced, key, args))
+        out = [None if none else next(values) for none in traced.out_is_none]
+        return jax.tree.unflatten(traced.out_tree, out)
+
+    def _evaluate(
+        self, traced: _Traced, key: Hashable, args: Sequence[Any]
+    ) -> list[Any]:
+        jaxpr = traced.jaxpr
+        env: dict[Any, Any] = {}
+
+        def read(v: Any) -> Any:
+            return v.val if isinstance(v, jex.Literal) else env[v]
+
+        for v, value in zip(jaxpr.constvars, traced.consts, strict=True):
+            env[v] = value
+        for v, value in zip(jaxpr.invars, args, strict=True):
+            env[v] = value
+        for k, eqn in enumerate(jaxpr.eqns):
+            cached = key is not None and k in traced.shared_eqns
+            if cached and (key, eqn.outvars[0]) in self._shared_values:
+                for v in eqn.outvars:
+                    env[v] = self._shared_values[(key, v)]
+                continue
+            params = eqn.primitive.get_bind_params(eqn.params)
+            subfuns: Sequence[Any] = ()
+            if isinstance(params, tuple):  # older jax: (subfuns, params)
+                subfuns, params = params
+            with eqn.ctx.manager:
+                out = eqn.primitive.bind(
+                    *subfuns, *(read(v) for v in eqn.invars), **params
+                )
+            if not eqn.primitive.multiple_results:
+                out = [out]
+            for v, value in zip(eqn.outvars, out, strict=True):
+                storage = traced.rounded.get(v)
+                if storage is not None:
+                    value = value.astype(storage).astype(value.dtype)
+                env[v] = value
+                if cached:
+                    self._shared_values[(key, v)] = value
+        return [read(v) for v in jaxpr.outvars]
