@@ -9,7 +9,9 @@ leaves; same total size) and each registered rule, the jitted optimizer step
   algorithm (``--no-torch`` to skip; on a GPU machine torch runs on CUDA);
 * a bandwidth reference: a donated read-modify-write pass ``a = a + s * b``
   over the same number of bytes the rule nominally moves;
-* the rule with bfloat16 state, for rules that take storage-dtype arguments.
+* the rule with bfloat16 state, for rules that take storage-dtype arguments;
+* with ``--flat``, the rule wrapped in ``jaxopt_rules.flat_leaves`` (one flat
+  buffer per dtype instead of one per leaf).
 
 All candidates of one tree run in the same interleaved rounds (a new random
 order each round, garbage collection paused, 20 ms pauses so one framework's
@@ -113,6 +115,9 @@ BENCH_HYPERPARAMS: dict[str, dict[str, Any]] = {
     "lamb": {"learning_rate": 1e-3},
     "normalized_sgd": {"learning_rate": 1e-2},
 }
+
+# Rules that look at whole leaves, where jr.flat_leaves would change the numbers.
+NOT_ELEMENTWISE = {"lamb", "normalized_sgd"}
 
 # torch.optim counterparts: class name and keyword arguments.
 TORCH_COUNTERPARTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -339,6 +344,14 @@ def bench_tree(
                 leaves,
                 grads,
             )
+        if args.flat and spec.name not in NOT_ELEMENTWISE:
+            group["jaxopt_rules flat"] = jax_candidate(
+                "jaxopt_rules flat",
+                spec.name,
+                jr.flat_leaves(spec.factory(**kwargs)),
+                leaves,
+                grads,
+            )
         if not args.no_torch:
             for c in torch_candidates(
                 spec.name, leaves, grad_leaves, ours.nominal_bytes
@@ -507,6 +520,11 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip torch.optim")
     parser.add_argument(
         "--no-bf16", action="store_true", help="skip the bfloat16-state variants"
+    )
+    parser.add_argument(
+        "--flat",
+        action="store_true",
+        help="add each elementwise rule wrapped in jaxopt_rules.flat_leaves",
     )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     args = parser.parse_args()

@@ -29,6 +29,7 @@ from jaxopt_rules.rules import (
     rmsprop as rmsprop,
     sgd as sgd,
 )
+from jaxopt_rules.wrappers import FlatState as FlatState, flat_leaves as flat_leaves
 
 
 try:

@@ -32,12 +32,15 @@ def test_nominal_bytes_of_float32_adam_is_28():
 
 
 def test_step_benchmark_runs_on_a_tiny_tree():
-    args = argparse.Namespace(rounds=2, round_seconds=0.0, no_torch=True, no_bf16=False)
+    args = argparse.Namespace(
+        rounds=2, round_seconds=0.0, no_torch=True, no_bf16=False, flat=True
+    )
     specs = [s for s in jr.REGISTRY if s.name in ("adam", "lion")]
     rows = step.bench_tree("200", 20_000, specs, args)
     labels = {(r.rule, r.label) for r in rows}
     assert ("adam", "optax") in labels
     assert ("adam", "jaxopt_rules bf16 state") in labels
+    assert ("adam", "jaxopt_rules flat") in labels
     assert ("(paired)", "lion / adam (jaxopt_rules)") in labels
     ours = next(r for r in rows if (r.rule, r.label) == ("adam", "jaxopt_rules"))
     assert ours.state_bytes == pytest.approx(8.0, abs=0.01)
