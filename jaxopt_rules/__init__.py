@@ -29,7 +29,15 @@ from jaxopt_rules.rules import (
     rmsprop as rmsprop,
     sgd as sgd,
 )
-from jaxopt_rules.wrappers import FlatState as FlatState, flat_leaves as flat_leaves
+from jaxopt_rules.wrappers import (
+    CsvSink as CsvSink,
+    FlatState as FlatState,
+    JsonLinesSink as JsonLinesSink,
+    LoggingSink as LoggingSink,
+    TensorBoardSink as TensorBoardSink,
+    flat_leaves as flat_leaves,
+    log_step as log_step,
+)
 
 
 try:

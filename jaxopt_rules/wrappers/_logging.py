@@ -1,0 +1,341 @@
+"""log_step: per-step optimizer statistics from inside jit, vmap, scan and grad.
+
+The wrapped transform's updates and state are untouched; beside them the step
+computes a few float32 statistics and, on steps where ``count % every == 0``,
+hands them to the host with one ``jax.debug.callback`` (never ``io_callback``,
+which breaks ``grad``; never ``ordered=True``, which fails on several
+devices). The callback sits behind ``lax.cond``; under ``vmap`` the emitter is
+a ``custom_vmap`` that reduces the predicate with ``any`` and sends the whole
+batch in one call, so a population of runs costs one callback per fired step,
+not one per member. The host side turns the packed vector into records and a
+:class:`~jaxopt_rules.wrappers.Dispatcher` delivers them off the training
+thread.
+"""
+
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.tree_util import keystr
+
+from jaxopt_rules._core._state import safe_increment
+from jaxopt_rules.wrappers._dispatch import Dispatcher
+from jaxopt_rules.wrappers._sinks import LoggingSink, Record
+
+
+GLOBAL_STATS = ("grad_norm", "update_norm", "param_norm", "update_param_ratio")
+DEFAULT_STATS = (*GLOBAL_STATS, "learning_rate", "nonfinite")
+StatFn = Callable[[Any, Any, Any, Any], jax.Array]
+"""A user statistic: ``fn(grads, updates, params, inner_state) -> scalar``."""
+
+
+class LogStepState(NamedTuple):
+    """State of :func:`log_step`: a step counter and the inner state."""
+
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
+    inner: Any
+
+
+class LoggedTransformation(optax.GradientTransformationExtraArgs):
+    """An optax transform that also reports statistics; see :func:`log_step`."""
+
+    dispatcher: Dispatcher
+
+    def flush(self) -> None:
+        """Waits until every record emitted so far reached the sinks.
+
+        Call ``jax.effects_barrier()`` first (from the thread that ran the
+        steps) so that the device has handed over every fired record.
+        """
+        jax.effects_barrier()
+        self.dispatcher.flush()
+
+    def close(self) -> None:
+        """Flushes, then closes the sinks."""
+        jax.effects_barrier()
+        self.dispatcher.close()
+
+    def __enter__(self) -> "LoggedTransformation":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_hole(x: Any) -> bool:
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def _leaves_with_names(tree: Any) -> tuple[list[Any], list[str]]:
+    pairs = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_hole)[0]
+    kept = [(keystr(path), leaf) for path, leaf in pairs if not _is_hole(leaf)]
+    return [leaf for _, leaf in kept], [name for name, _ in kept]
+
+
+def _sum_squares(leaves: Sequence[Any]) -> jax.Array:
+    total = jnp.zeros((), jnp.float32)
+    for leaf in leaves:
+        x = jnp.asarray(leaf, jnp.float32)
+        total = total + jnp.sum(x * x)
+    return total
+
+
+def _find_learning_rate(state: Any) -> jax.Array | None:
+    """``learning_rate`` from an ``inject_hyperparams`` state inside ``state``."""
+    found: list[Any] = []
+
+    def visit(node: Any) -> None:
+        hyper = getattr(node, "hyperparams", None)
+        if isinstance(hyper, Mapping) and "learning_rate" in hyper:
+            found.append(hyper["learning_rate"])
+            return
+        if isinstance(node, tuple | list):
+            for child in node:
+                visit(child)
+
+    visit(state)
+    return jnp.asarray(found[0], jnp.float32) if found else None
+
+
+class _Layout(NamedTuple):
+    """What each slot of the packed statistics vector means (static)."""
+
+    names: tuple[str, ...]  # scalar statistics, in order
+    leaf_names: tuple[str, ...]  # one per leaf: non-finite counts (and norms)
+    nonfinite: bool
+    per_leaf_norms: bool
+
+
+def _make_record(layout: _Layout, step: int, values: np.ndarray) -> dict[str, Any]:
+    record: dict[str, Any] = {"step": step}
+    n = len(layout.names)
+    for name, value in zip(layout.names, values[:n], strict=True):
+        record[name] = float(value)
+    offset = n
+    leaves = len(layout.leaf_names)
+    if layout.nonfinite:
+        counts = values[offset : offset + leaves]
+        record["nonfinite"] = [
+            name for name, c in zip(layout.leaf_names, counts, strict=True) if c > 0
+        ]
+        offset += leaves
+    if layout.per_leaf_norms:
+        for name, value in zip(
+            layout.leaf_names, values[offset : offset + leaves], strict=True
+        ):
+            record[f"grad_norm{name}"] = float(value)
+    return record
+
+
+def _host_emit(
+    dispatcher: Dispatcher, layout: _Layout, fire: Any, count: Any, values: Any
+) -> None:
+    """Runs on the host: split leading (vmap) axes into records; submit fired ones."""
+    fire = np.asarray(fire)
+    count = np.asarray(count)
+    values = np.asarray(values, np.float64)
+    batch_shape = tuple(fire.shape)
+    for index in np.ndindex(*batch_shape):
+        if not fire[index]:
+            continue
+        record = _make_record(layout, int(count[index]), values[index])
+        if len(batch_shape) == 1:
+            record["batch_index"] = int(index[0])
+        elif batch_shape:
+            record["batch_index"] = [int(i) for i in index]
+        dispatcher.submit(record)
+
+
+def _emitter(callback: Callable[..., None]) -> Callable[..., None]:
+    """``emit(fire, count, values)``: one callback when fired, vmap-aware."""
+
+    @jax.custom_batching.custom_vmap
+    def emit(fire: jax.Array, count: jax.Array, values: jax.Array) -> jax.Array:
+        def fired(fire: jax.Array, count: jax.Array, values: jax.Array) -> None:
+            jax.debug.callback(callback, fire, count, values)
+
+        jax.lax.cond(jnp.any(fire), fired, lambda *a: None, fire, count, values)
+        return jnp.zeros((), jnp.int32)
+
+    @emit.def_vmap
+    def emit_batched(
+        axis_size: int,
+        in_batched: Sequence[bool],
+        fire: jax.Array,
+        count: jax.Array,
+        values: jax.Array,
+    ) -> tuple[jax.Array, bool]:
+        def lead(x: jax.Array, batched: bool) -> jax.Array:
+            return x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+
+        fire, count, values = (
+            lead(x, b) for x, b in zip((fire, count, values), in_batched, strict=True)
+        )
+        # The batch becomes a leading axis of one call: the recursive call
+        # handles any enclosing vmap the same way.
+        out = emit(fire, count, values)
+        return jnp.broadcast_to(out, (axis_size,)), True
+
+    return emit
+
+
+def log_step(
+    tx: optax.GradientTransformation,
+    *,
+    every: int = 100,
+    stats: Iterable[str] = DEFAULT_STATS,
+    per_leaf: bool = False,
+    custom: Mapping[str, StatFn] | None = None,
+    sinks: Iterable[Callable[[Record], None] | str] = (),
+    axis_name: str | None = None,
+) -> LoggedTransformation:
+    r"""Wraps any optax transform so that it reports per-step statistics.
+
+    The updates and the inner state are exactly those of ``tx``. Every
+    ``every`` steps (``count % every == 0``, counting from 0), one record per
+    run reaches the sinks, off the training thread and in step order::
+
+        {"step": 300, "grad_norm": 0.12, "update_norm": 3e-3, "param_norm": 41.0,
+         "update_param_ratio": 7e-5, "learning_rate": 1e-3,
+         "nonfinite": ["['decoder']['w']"]}
+
+    Statistics (float32, on device): ``grad_norm``, ``update_norm``,
+    ``param_norm`` (global L2 norms; the last two need ``params``),
+    ``update_param_ratio`` (``update_norm / param_norm``), ``learning_rate``
+    (when the inner state has ``optax.inject_hyperparams`` hyperparameters),
+    ``nonfinite`` (the paths of the leaves whose gradient holds a NaN or an
+    infinity), with ``per_leaf`` each leaf's gradient norm
+    (``grad_norm['a']['w']``), and ``custom`` statistics.
+
+    Args:
+        tx: the transform to wrap (ours, optax's, chains).
+        every: report on steps where ``count % every == 0``.
+        stats: which of ``DEFAULT_STATS`` to compute.
+        per_leaf: also report each leaf's gradient norm.
+        custom: name -> ``fn(grads, updates, params, inner_state)`` returning a
+            scalar, computed on device.
+        sinks: callables taking a record, or ``.jsonl``/``.csv`` paths; by
+            default a :class:`~jaxopt_rules.LoggingSink`.
+        axis_name: inside ``shard_map``, the mesh axis the leaves are sharded
+            over: statistics are reduced over it and one device reports.
+
+    Returns:
+        A :class:`LoggedTransformation`: an optax transform with ``flush()``,
+        ``close()`` and context-manager support.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import jaxopt_rules as jr
+        >>> records = []
+        >>> tx = jr.log_step(jr.sgd(0.1), every=2, sinks=[records.append])
+        >>> params = {"w": jnp.ones(3)}
+        >>> state = tx.init(params)
+        >>> for _ in range(3):
+        ...     updates, state = jax.jit(tx.update)(params, state, params)
+        >>> tx.flush()
+        >>> [(r["step"], round(r["grad_norm"], 4)) for r in records]
+        [(0, 1.7321), (2, 1.7321)]
+    """
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"log_step: every must be a positive integer, got {every!r}")
+    stats = tuple(stats)
+    unknown = sorted(set(stats) - set(DEFAULT_STATS))
+    if unknown:
+        raise ValueError(
+            f"log_step: unknown statistics {unknown}; choose from {DEFAULT_STATS} "
+            "or pass your own as custom={name: fn}"
+        )
+    custom = dict(custom or {})
+    dispatcher = Dispatcher(list(sinks) or [LoggingSink()])
+
+    def init_fn(params: optax.Params) -> Any:
+        return LogStepState(jnp.zeros([], jnp.int32), tx.init(params))
+
+    def update_fn(
+        updates: optax.Updates,
+        state: Any,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, Any]:
+        if not isinstance(state, LogStepState):
+            raise TypeError(
+                "log_step: expected the LogStepState returned by this transform's "
+                f"init, got {type(state).__name__}"
+            )
+        new_updates, inner = tx.update(updates, state.inner, params, **extra_args)
+        grads, leaf_names = _leaves_with_names(updates)
+        names: list[str] = []
+        values: list[jax.Array] = []
+        wanted = set(stats)
+        grad_sq = _sum_squares(grads)
+        update_sq = param_sq = None
+        if wanted & {"update_norm", "update_param_ratio"}:
+            update_sq = _sum_squares(_leaves_with_names(new_updates)[0])
+        if params is not None and wanted & {"param_norm", "update_param_ratio"}:
+            param_sq = _sum_squares(_leaves_with_names(params)[0])
+        if axis_name is not None:
+            grad_sq = jax.lax.psum(grad_sq, axis_name)
+            update_sq = (
+                None if update_sq is None else jax.lax.psum(update_sq, axis_name)
+            )
+            param_sq = None if param_sq is None else jax.lax.psum(param_sq, axis_name)
+        for name in stats:
+            if name == "grad_norm":
+                value = jnp.sqrt(grad_sq)
+            elif name == "update_norm" and update_sq is not None:
+                value = jnp.sqrt(update_sq)
+            elif name == "param_norm" and param_sq is not None:
+                value = jnp.sqrt(param_sq)
+            elif (
+                name == "update_param_ratio"
+                and update_sq is not None
+                and param_sq is not None
+            ):
+                value = jnp.sqrt(update_sq) / jnp.sqrt(param_sq)
+            elif name == "learning_rate":
+                found = _find_learning_rate(state.inner)
+                if found is None:
+                    continue
+                value = found
+            else:
+                continue
+            names.append(name)
+            values.append(value)
+        for name, fn in custom.items():
+            names.append(name)
+            values.append(
+                jnp.asarray(fn(updates, new_updates, params, inner), jnp.float32)
+            )
+        nonfinite = "nonfinite" in wanted
+        if nonfinite:
+            counts = [
+                jnp.sum(~jnp.isfinite(jnp.asarray(g))).astype(jnp.float32)
+                for g in grads
+            ]
+            if axis_name is not None:
+                counts = [jax.lax.psum(c, axis_name) for c in counts]
+            values.extend(counts)
+        if per_leaf:
+            norms = [_sum_squares([g]) for g in grads]
+            if axis_name is not None:
+                norms = [jax.lax.psum(n, axis_name) for n in norms]
+            values.extend(jnp.sqrt(n) for n in norms)
+        layout = _Layout(tuple(names), tuple(leaf_names), nonfinite, per_leaf)
+        vector = jax.lax.stop_gradient(
+            jnp.stack(values) if values else jnp.zeros((0,), jnp.float32)
+        )
+        count = jax.lax.stop_gradient(state.count)
+        fire = count % every == 0
+        if axis_name is not None:
+            fire = fire & (jax.lax.axis_index(axis_name) == 0)
+        emit = _emitter(functools.partial(_host_emit, dispatcher, layout))
+        emit(fire, count, vector)
+        return new_updates, LogStepState(safe_increment(state.count), inner)
+
+    transform = LoggedTransformation(init_fn, update_fn)
+    transform.dispatcher = dispatcher
+    return transform

@@ -1,0 +1,259 @@
+"""log_step: gating, values, transparency, and the transforms that break naive logs."""
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+import jaxopt_rules as jr
+
+
+def _params():
+    return {
+        "a": {"w": jnp.arange(6.0).reshape(2, 3) / 10},
+        "b": jnp.array([1.0, -2.0]),
+    }
+
+
+def _grads(k):
+    return jax.tree.map(lambda p: jnp.cos(p * (k + 1)), _params())
+
+
+def _norm(tree):
+    return float(np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in tree)))
+
+
+def _train(tx, steps, params=None):
+    params = _params() if params is None else params
+    state = tx.init(params)
+    step = jax.jit(
+        lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s, u))(
+            *tx.update(g, s, p)
+        )
+    )
+    history = []
+    for k in range(steps):
+        new_params, state, updates = step(params, state, _grads(k))
+        history.append((params, _grads(k), updates))
+        params = new_params
+    return params, state, history
+
+
+def test_fires_every_n_steps_with_values_of_an_eager_numpy_computation():
+    records = []
+    with jr.log_step(jr.adam(0.1), every=3, sinks=[records.append]) as tx:
+        _, _, history = _train(tx, 7)
+    assert [r["step"] for r in records] == [0, 3, 6]
+    for record in records:
+        params, grads, updates = history[record["step"]]
+        g = [np.asarray(x) for x in jax.tree.leaves(grads)]
+        u = [np.asarray(x) for x in jax.tree.leaves(updates)]
+        p = [np.asarray(x) for x in jax.tree.leaves(params)]
+        np.testing.assert_allclose(record["grad_norm"], _norm(g), rtol=1e-6)
+        np.testing.assert_allclose(record["update_norm"], _norm(u), rtol=1e-6)
+        np.testing.assert_allclose(record["param_norm"], _norm(p), rtol=1e-6)
+        np.testing.assert_allclose(
+            record["update_param_ratio"], _norm(u) / _norm(p), rtol=1e-6
+        )
+        assert record["nonfinite"] == []
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        lambda: jr.adam(0.1),
+        lambda: optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.1)),
+    ],
+    ids=["jr.adam", "optax.chain"],
+)
+def test_updates_and_inner_state_are_bit_identical(inner):
+    logged_params, logged_state, _ = _train(
+        jr.log_step(inner(), every=2, sinks=[lambda r: None]), 5
+    )
+    plain_params, plain_state, _ = _train(inner(), 5)
+    for a, b in zip(
+        jax.tree.leaves((logged_params, logged_state.inner)),
+        jax.tree.leaves((plain_params, plain_state)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert int(logged_state.count) == 5
+
+
+def test_names_the_leaves_that_hold_non_finite_values():
+    records = []
+    tx = jr.log_step(jr.sgd(0.1), every=1, sinks=[records.append])
+    params = _params()
+    grads = {"a": {"w": jnp.ones((2, 3))}, "b": jnp.array([jnp.nan, 1.0])}
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    tx.flush()
+    assert records[0]["nonfinite"] == ["['b']"]
+    assert np.isnan(records[0]["grad_norm"])
+    assert np.isnan(np.asarray(updates["b"][0]))  # the step itself still returns
+
+
+def test_vmap_over_states_is_one_callback_per_fired_step():
+    records = []
+    tx = jr.log_step(jr.sgd(0.1), every=2, sinks=[records.append])
+    params = _params()
+    population = jax.vmap(lambda s: jax.tree.map(lambda x: x * s, params))(
+        jnp.arange(1.0, 5.0)
+    )
+    states = jax.vmap(tx.init)(population)
+    update = jax.jit(jax.vmap(tx.update))
+    hlo = update.lower(population, states, population).as_text()
+    assert hlo.count("callback") <= 2  # one call site, not one per member
+    for _ in range(3):
+        _, states = update(population, states, population)
+    tx.flush()
+    assert [(r["step"], r["batch_index"]) for r in records] == [
+        (0, 0), (0, 1), (0, 2), (0, 3), (2, 0), (2, 1), (2, 2), (2, 3)
+    ]  # fmt: skip
+    np.testing.assert_allclose(
+        [r["grad_norm"] for r in records[:4]],
+        [s * _norm(jax.tree.leaves(params)) for s in range(1, 5)],
+        rtol=1e-6,
+    )
+
+
+def test_nested_vmap_gives_two_dimensional_batch_indices():
+    records = []
+    tx = jr.log_step(jr.sgd(0.1), every=1, sinks=[records.append])
+    params = {"w": jnp.ones((2, 3, 4))}
+    states = jax.vmap(jax.vmap(tx.init))(params)
+    jax.jit(jax.vmap(jax.vmap(tx.update)))(params, states, params)
+    tx.flush()
+    assert sorted(r["batch_index"] for r in records) == [
+        [i, j] for i in range(2) for j in range(3)
+    ]
+
+
+def test_scan_over_steps_gives_one_record_per_fired_step():
+    records = []
+    tx = jr.log_step(jr.adam(0.1), every=4, sinks=[records.append])
+    params = _params()
+
+    def body(carry, k):
+        p, s = carry
+        u, s = tx.update(jax.tree.map(lambda x: jnp.sin(x + k), p), s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    jax.jit(lambda c: jax.lax.scan(body, c, jnp.arange(10.0))[0])(
+        (params, tx.init(params))
+    )
+    tx.flush()
+    assert [r["step"] for r in records] == [0, 4, 8]
+
+
+def test_grad_through_update():
+    records = []
+    tx = jr.log_step(jr.sgd(0.1, momentum=0.9), every=1, sinks=[records.append])
+    params = _params()
+    state = tx.init(params)
+
+    def meta_loss(grads):
+        updates, _ = tx.update(grads, state, params)
+        return sum(jnp.sum(u**2) for u in jax.tree.leaves(updates))
+
+    meta_grad = jax.jit(jax.grad(meta_loss))(_grads(0))
+    expected = jax.tree.map(lambda g: 2 * 0.01 * g, _grads(0))
+    for a, b in zip(jax.tree.leaves(meta_grad), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    tx.flush()
+    assert len(records) == 1
+
+
+def test_learning_rate_from_inject_hyperparams_and_custom_statistics():
+    records = []
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.25)
+
+    def max_abs_update(grads, updates, params, state):
+        return jnp.max(
+            jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(updates)])
+        )
+
+    tx = jr.log_step(
+        inner,
+        every=1,
+        per_leaf=True,
+        custom={"max_abs_update": max_abs_update},
+        sinks=[records.append],
+    )
+    params = _params()
+    jax.jit(tx.update)(_grads(0), tx.init(params), params)
+    tx.flush()
+    record = records[0]
+    assert record["learning_rate"] == 0.25
+    leaves = [np.asarray(x) for x in jax.tree.leaves(_grads(0))]
+    np.testing.assert_allclose(
+        record["max_abs_update"], 0.25 * max(np.abs(x).max() for x in leaves), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        record["grad_norm['a']['w']"], _norm(leaves[:1]), rtol=1e-6
+    )
+    np.testing.assert_allclose(record["grad_norm['b']"], _norm(leaves[1:]), rtol=1e-6)
+
+
+def test_a_raising_sink_does_not_fail_the_step(caplog):
+    def broken(record):
+        raise OSError("no space left")
+
+    tx = jr.log_step(jr.sgd(0.1), every=1, sinks=[broken])
+    with caplog.at_level(logging.ERROR, logger="jaxopt_rules"):
+        _, state, _ = _train(tx, 3)
+        tx.close()
+    assert int(state.count) == 3
+    assert "no space left" in caplog.text
+
+
+def test_sharded_jit_gives_one_record_with_global_values():
+    records = []
+    tx = jr.log_step(jr.sgd(0.1), every=1, sinks=[records.append])
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharding = NamedSharding(mesh, PartitionSpec("x"))
+    params = {"w": jax.device_put(jnp.arange(16.0), sharding)}
+    jax.jit(tx.update)(params, tx.init(params), params)
+    tx.flush()
+    assert len(records) == 1
+    np.testing.assert_allclose(records[0]["grad_norm"], _norm([np.arange(16.0)]))
+
+
+def test_shard_map_with_axis_name_gives_one_record_with_global_values():
+    records = []
+    tx = jr.log_step(jr.sgd(0.1), every=1, sinks=[records.append], axis_name="x")
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+    spec = PartitionSpec("x")
+
+    @functools.partial(
+        jax.shard_map,
+        mesh=mesh,
+        in_specs=(spec, PartitionSpec()),
+        out_specs=spec,
+    )
+    def step(params, count):
+        inner_state = tx.init(params)
+        inner_state = inner_state._replace(count=count)
+        updates, _ = tx.update(params, inner_state, params)
+        return updates
+
+    params = jax.device_put(jnp.arange(16.0), NamedSharding(mesh, spec))
+    jax.jit(step)(params, jnp.zeros([], jnp.int32))
+    tx.flush()
+    assert len(records) == 1
+    np.testing.assert_allclose(records[0]["grad_norm"], _norm([np.arange(16.0)]))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        jr.log_step(jr.sgd(0.1), every=0)
+    with pytest.raises(ValueError, match="unknown statistics"):
+        jr.log_step(jr.sgd(0.1), stats=["grad_nrom"])
+    tx = jr.log_step(jr.sgd(0.1))
+    with pytest.raises(TypeError, match="expected the LogStepState"):
+        tx.update(_params(), jr.sgd(0.1).init(_params()))
+    tx.close()
