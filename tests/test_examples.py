@@ -1,5 +1,6 @@
 """The examples run, as the README tells users to run them."""
 
+import json
 import subprocess
 import sys
 
@@ -25,3 +26,18 @@ def test_custom_rule_walkthrough():
     example = load_example("custom_rule")
     final_loss = example.main(steps=100)
     assert final_loss < 1e-3  # the noise floor is 1e-4
+
+
+def test_logging_example_writes_json_lines_every_n_steps(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "step_logging.py"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 50, 100]
+    assert all(r["nonfinite"] == [] and r["grad_norm"] > 0 for r in records)
+    assert "update/param" in result.stdout
