@@ -12,12 +12,12 @@ import optax
 from jax.tree_util import keystr
 
 
-def _is_hole(x: Any) -> bool:
+def is_hole(x: Any) -> bool:
     return x is None or isinstance(x, optax.MaskedNode)
 
 
 def _paths(tree: Any) -> list[str]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_hole)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_hole)[0]
     return [keystr(path) or "<root>" for path, _ in leaves]
 
 
@@ -34,10 +34,10 @@ def describe_mismatch(expected: Any, actual: Any) -> str:
     if not parts:
         # Same leaf paths but different node types (a dict against a custom
         # node, a None against a MaskedNode...): show the first differing leaf.
-        holes_want = jax.tree_util.tree_flatten_with_path(expected, is_leaf=_is_hole)
-        holes_got = jax.tree_util.tree_flatten_with_path(actual, is_leaf=_is_hole)
+        holes_want = jax.tree_util.tree_flatten_with_path(expected, is_leaf=is_hole)
+        holes_got = jax.tree_util.tree_flatten_with_path(actual, is_leaf=is_hole)
         for (path, a), (_, b) in zip(holes_want[0], holes_got[0], strict=False):
-            if type(a) is not type(b) and (_is_hole(a) or _is_hole(b)):
+            if type(a) is not type(b) and (is_hole(a) or is_hole(b)):
                 parts.append(
                     f"at {keystr(path)}: expected {type(a).__name__}, "
                     f"got {type(b).__name__}"

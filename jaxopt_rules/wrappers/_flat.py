@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_rules._core._tree import describe_mismatch
+from jaxopt_rules._core._tree import describe_mismatch, is_hole
 
 
 class FlatState(NamedTuple):
@@ -22,15 +22,11 @@ class FlatState(NamedTuple):
     inner: Any
 
 
-def _is_hole(x: Any) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
-
-
 def _groups(leaves: list[Any]) -> dict[str, list[int]]:
     """Leaf indices per dtype name, in tree order; holes are skipped."""
     groups: dict[str, list[int]] = {}
     for i, leaf in enumerate(leaves):
-        if not _is_hole(leaf):
+        if not is_hole(leaf):
             groups.setdefault(np.dtype(leaf.dtype).name, []).append(i)
     return groups
 
@@ -94,7 +90,7 @@ def flat_leaves(
     """
 
     def init_fn(params: optax.Params) -> Any:
-        leaves = jax.tree.leaves(params, is_leaf=_is_hole)
+        leaves = jax.tree.leaves(params, is_leaf=is_hole)
         return FlatState(inner.init(_flatten(leaves, _groups(leaves))))
 
     def update_fn(
@@ -108,16 +104,16 @@ def flat_leaves(
                 "flat_leaves: expected the FlatState returned by this transform's "
                 f"init, got {type(state).__name__}"
             )
-        leaves, treedef = jax.tree.flatten(updates, is_leaf=_is_hole)
+        leaves, treedef = jax.tree.flatten(updates, is_leaf=is_hole)
         groups = _groups(leaves)
         flat_params = None
         if params is not None:
-            if jax.tree.structure(params, is_leaf=_is_hole) != treedef:
+            if jax.tree.structure(params, is_leaf=is_hole) != treedef:
                 raise ValueError(
                     "flat_leaves: the gradient tree does not match the parameter "
                     f"tree: {describe_mismatch(params, updates)}"
                 )
-            flat_params = _flatten(jax.tree.leaves(params, is_leaf=_is_hole), groups)
+            flat_params = _flatten(jax.tree.leaves(params, is_leaf=is_hole), groups)
         flat_updates: dict[str, Any]
         flat_updates, inner_state = inner.update(  # pyright: ignore[reportAssignmentType]
             _flatten(leaves, groups), state.inner, flat_params, **extra_args

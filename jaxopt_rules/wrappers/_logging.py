@@ -23,6 +23,7 @@ import optax
 from jax.tree_util import keystr
 
 from jaxopt_rules._core._state import safe_increment
+from jaxopt_rules._core._tree import is_hole
 from jaxopt_rules.wrappers._dispatch import Dispatcher
 from jaxopt_rules.wrappers._sinks import LoggingSink, Record
 
@@ -66,13 +67,9 @@ class LoggedTransformation(optax.GradientTransformationExtraArgs):
         self.close()
 
 
-def _is_hole(x: Any) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
-
-
 def _leaves_with_names(tree: Any) -> tuple[list[Any], list[str]]:
-    pairs = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_hole)[0]
-    kept = [(keystr(path), leaf) for path, leaf in pairs if not _is_hole(leaf)]
+    pairs = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_hole)[0]
+    kept = [(keystr(path), leaf) for path, leaf in pairs if not is_hole(leaf)]
     return [leaf for _, leaf in kept], [name for name, _ in kept]
 
 
@@ -282,16 +279,19 @@ def log_step(
         grads, leaf_names = _leaves_with_names(updates)
         names: list[str] = []
         values: list[jax.Array] = []
-        grad_sq = _sum_squares(grads)
+        # Each leaf's sum of squares once: the global norm and the per-leaf
+        # norms both read them.
+        leaf_sq = [_sum_squares([g]) for g in grads]
         update_sq = None
         if wanted & {"update_norm", "update_param_ratio"}:
             update_sq = _sum_squares(_leaves_with_names(new_updates)[0])
         if axis_name is not None:
-            grad_sq = jax.lax.psum(grad_sq, axis_name)
+            leaf_sq = jax.lax.psum(leaf_sq, axis_name)
             update_sq = (
                 None if update_sq is None else jax.lax.psum(update_sq, axis_name)
             )
             param_sq = None if param_sq is None else jax.lax.psum(param_sq, axis_name)
+        grad_sq = sum(leaf_sq, jnp.zeros((), jnp.float32))
         for name in stats:
             if name == "grad_norm":
                 value = jnp.sqrt(grad_sq)
@@ -332,10 +332,7 @@ def log_step(
                 counts = [jax.lax.psum(c, axis_name) for c in counts]
             values.extend(counts)
         if per_leaf:
-            norms = [_sum_squares([g]) for g in grads]
-            if axis_name is not None:
-                norms = [jax.lax.psum(n, axis_name) for n in norms]
-            values.extend(jnp.sqrt(n) for n in norms)
+            values.extend(jnp.sqrt(n) for n in leaf_sq)
         layout = _Layout(tuple(names), tuple(leaf_names), nonfinite, per_leaf)
         vector = jax.lax.stop_gradient(
             jnp.stack(values) if values else jnp.zeros((0,), jnp.float32)
