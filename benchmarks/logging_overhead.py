@@ -5,9 +5,14 @@ The jitted, donated step (``update`` + ``optax.apply_updates``) of
 params by default) and on one leaf of the same size, plain and wrapped in
 ``jaxopt_rules.log_step`` with the global statistics, firing every 100 steps
 and every step (the sink is a no-op callable, so only the mechanism is
-measured). Each round is exactly 100 steps, so the ``every=100`` variant fires
-once per round. Prints the median ms/step and the median per-round ratio to
-the plain step.
+measured); then, to split the cost, with no statistics (the gated callback
+alone) and with only the statistics that read the gradients. Each round is
+exactly 100 steps, so the ``every=100`` variants fire once per round. Prints
+the median ms/step and the median per-round ratio to the plain step.
+
+A second table measures what any host callback costs at dispatch, whatever
+log_step does: a jitted ``x + 1`` over n small arrays with and without a
+``lax.cond``-gated ``jax.debug.callback`` that never fires.
 
 Usage::
 
@@ -21,6 +26,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 import step as step_bench
 
@@ -41,11 +47,46 @@ def compiled(tx: optax.GradientTransformation, params: Any, grads: Any) -> Any:
     )
 
 
+def dispatch_cost(counts: list[int], rounds: int) -> None:
+    """Prints the per-call cost of having a (never firing) callback in a jit."""
+
+    def plain(xs: list[jax.Array], c: jax.Array) -> tuple[list[jax.Array], Any]:
+        return [x + 1 for x in xs], c + 1
+
+    def gated(xs: list[jax.Array], c: jax.Array) -> tuple[list[jax.Array], Any]:
+        jax.lax.cond(
+            c < 0, lambda c: jax.debug.callback(lambda c: None, c), lambda c: None, c
+        )
+        return plain(xs, c)
+
+    print()
+    print(
+        "| arrays in + out | plain us/call | with a gated callback | extra us/array |"
+    )
+    print("|---:|---:|---:|---:|")
+    for n in counts:
+        medians = []
+        for fn in (plain, gated):
+            step = jax.jit(fn, donate_argnums=(0,))
+            xs, c = step([jnp.ones(8) for _ in range(n)], jnp.int32(1))
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                for _ in range(200):
+                    xs, c = step(xs, c)
+                jax.block_until_ready(xs)
+                times.append((time.perf_counter() - start) / 200 * 1e6)
+            medians.append(statistics.median(times))
+        extra = (medians[1] - medians[0]) / (2 * n + 2)
+        print(f"| {2 * n + 2} | {medians[0]:.0f} | {medians[1]:.0f} | {extra:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="10M")
     parser.add_argument("--trees", nargs="*", default=["200", "1"])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--arrays", type=int, nargs="*", default=[1, 100, 400])
     args = parser.parse_args()
     total = step_bench.parse_count(args.params)
     device = jax.devices()[0]
@@ -59,13 +100,18 @@ def main() -> None:
         shapes = step_bench.tree_shapes(kind, total)
         leaves = step_bench.numpy_tree(shapes, seed=0)
         grads = step_bench.as_jax(step_bench.numpy_tree(shapes, seed=1))
+        quiet = [lambda r: None]
         variants = {
             "plain": jr.adam(1e-3),
-            "log_step every=100": jr.log_step(
-                jr.adam(1e-3), every=100, sinks=[lambda r: None]
+            "log_step every=100": jr.log_step(jr.adam(1e-3), every=100, sinks=quiet),
+            "log_step every=1": jr.log_step(jr.adam(1e-3), every=1, sinks=quiet),
+            # The decomposition: the gated callback alone, then the statistics
+            # that read only the gradients.
+            "every=100, no statistics": jr.log_step(
+                jr.adam(1e-3), every=100, stats=(), sinks=quiet
             ),
-            "log_step every=1": jr.log_step(
-                jr.adam(1e-3), every=1, sinks=[lambda r: None]
+            "every=100, grad_norm + nonfinite": jr.log_step(
+                jr.adam(1e-3), every=100, stats=("grad_norm", "nonfinite"), sinks=quiet
             ),
         }
         runs = {}
@@ -73,7 +119,8 @@ def main() -> None:
             params = step_bench.as_jax(leaves)
             runs[name] = [compiled(tx, params, grads), params, tx.init(params), []]
         for r in range(args.rounds + 1):
-            for name in list(runs)[r % 3 :] + list(runs)[: r % 3]:
+            names = list(runs)
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 run = runs[name]
                 start = time.perf_counter()
                 for _ in range(100):
@@ -93,6 +140,7 @@ def main() -> None:
         for tx in variants.values():
             if isinstance(tx, jr.wrappers.LoggedTransformation):
                 tx.close()
+    dispatch_cost(args.arrays, args.rounds)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from jaxopt_rules._core import (
     RuleFactory as RuleFactory,
     Scalar as Scalar,
     Slot as Slot,
+    report as report,
     rule as rule,
 )
 from jaxopt_rules._inject import inject_hyperparams as inject_hyperparams

@@ -21,6 +21,7 @@ import optax
 from jaxopt_rules._core._config import RuleConfig
 from jaxopt_rules._core._constraints import Constraint, parse_constraint
 from jaxopt_rules._core._definition import RuleDefinition, Slot, read_definition
+from jaxopt_rules._core._report import report
 from jaxopt_rules._core._state import safe_increment, state_class
 from jaxopt_rules._core._stored import LeafRunner
 from jaxopt_rules._core._tree import describe_mismatch, fill_like, leaf_path
@@ -477,7 +478,9 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                 _narrower(slot_leaves[slot][i].dtype, dtype) if slot in active else None
                 for slot in definition.slot_names
             ]
-            out = run_rule(leaf["grad"], own, shared_for(dtype), storage)
+            out, reports = run_rule(leaf["grad"], own, shared_for(dtype), storage)
+            for name, value in reports:
+                report(f"{name}{leaf_path(updates, i)}", value)
             if n_slots == 0:
                 out = (out,)
             elif not isinstance(out, tuple) or len(out) != 1 + n_slots:

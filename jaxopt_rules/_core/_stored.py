@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex
 
+from jaxopt_rules._core._report import Reports, collecting
+
 
 def _is_dynamic(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array | np.ndarray | np.generic)
@@ -52,10 +54,21 @@ class _Traced:
         shared_inputs: Sequence[bool],
         storage: Sequence[Any],
     ) -> None:
-        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        names: list[str] = []
+
+        def with_reports(*args: Any) -> tuple[Any, list[Any]]:
+            # What the rule reports becomes extra outputs of the jaxpr.
+            with collecting() as reports:
+                out = fn(*args)
+            names[:] = [name for name, _ in reports]
+            return out, [jnp.asarray(value) for _, value in reports]
+
+        closed, (shape, _) = jax.make_jaxpr(with_reports, return_shape=True)(*args)
         self.jaxpr: jex.Jaxpr = closed.jaxpr
         self.consts = closed.consts
+        self.report_names = tuple(names)
         leaves, self.out_tree = jax.tree.flatten(shape, is_leaf=lambda x: x is None)
+        n_out = len([leaf for leaf in leaves if leaf is not None])
         self.out_is_none = [leaf is None for leaf in leaves]
         # Shared: computed only from shared inputs, constants and literals.
         shared = set(self.jaxpr.constvars)
@@ -74,7 +87,7 @@ class _Traced:
         produced = {v for eqn in self.jaxpr.eqns for v in eqn.outvars}
         self.rounded: dict[Any, Any] = {}
         if isinstance(shape, tuple) and len(shape) == 1 + len(storage):
-            outvars = iter(self.jaxpr.outvars)
+            outvars = iter(self.jaxpr.outvars[:n_out])
             for k, is_none in enumerate(self.out_is_none):
                 if is_none:
                     continue
@@ -106,7 +119,7 @@ class LeafRunner:
         per_leaf: dict[str, Any],
         shared: dict[str, Any],
         storage: Sequence[Any],
-    ) -> Any:
+    ) -> tuple[Any, Reports]:
         """``fn(grad, **per_leaf, **shared)``, slots rounded to ``storage``.
 
         Args:
@@ -118,7 +131,7 @@ class LeafRunner:
                 than the compute dtype, else ``None``.
 
         Returns:
-            What ``fn`` returns.
+            What ``fn`` returns, and what it reported (:func:`report`).
         """
         leaves, treedef = jax.tree.flatten((grad, per_leaf, shared))
         n_shared = len(jax.tree.leaves(shared))
@@ -153,12 +166,18 @@ class LeafRunner:
             except TypeError:
                 # Outputs that are not arrays (a malformed rule): call it
                 # directly so that the core reports what it returned.
-                return traced_fn(*args)
+                with collecting() as reports:
+                    return traced_fn(*args), reports
             if key is not None:
                 self._traced[key] = traced
-        values = iter(self._evaluate(traced, key, args))
-        out = [None if none else next(values) for none in traced.out_is_none]
-        return jax.tree.unflatten(traced.out_tree, out)
+        values = self._evaluate(traced, key, args)
+        n_reports = len(traced.report_names)
+        reported = values[len(values) - n_reports :]
+        rest = iter(values[: len(values) - n_reports])
+        out = [None if none else next(rest) for none in traced.out_is_none]
+        return jax.tree.unflatten(traced.out_tree, out), list(
+            zip(traced.report_names, reported, strict=True)
+        )
 
     def _evaluate(
         self, traced: _Traced, key: Hashable, args: Sequence[Any]

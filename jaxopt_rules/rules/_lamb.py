@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules._core import Array, Scalar, rule
+from jaxopt_rules._core import Array, Scalar, report, rule
 from jaxopt_rules.rules._adam import ADAM_CONSTRAINTS, adam_direction, adam_moments
 from jaxopt_rules.rules._catalog import catalog_entry
 
@@ -46,6 +46,7 @@ def _lamb_rule(
     param_norm, direction_norm = _norm(param), _norm(direction)
     ratio = param_norm / direction_norm
     ratio = jnp.where((param_norm == 0) | (direction_norm == 0), 1.0, ratio)
+    report("trust_ratio", ratio)  # free unless log_step listens
     return -learning_rate * (direction * ratio), mu, nu
 
 
@@ -90,6 +91,9 @@ def lamb(
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+        Each leaf's trust ratio is reported (:func:`~jaxopt_rules.report`):
+        under :func:`~jaxopt_rules.log_step` records carry
+        ``trust_ratio['w']`` and so on.
 
     Example:
         >>> import jax.numpy as jnp

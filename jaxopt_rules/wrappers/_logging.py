@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from jax.tree_util import keystr
 
+from jaxopt_rules._core._report import collecting
 from jaxopt_rules._core._state import safe_increment
 from jaxopt_rules._core._tree import is_hole
 from jaxopt_rules.wrappers._dispatch import Dispatcher
@@ -104,6 +105,16 @@ def _find_learning_rate(state: Any) -> jax.Array | None:
 
     visit(state)
     return jnp.asarray(found[0], jnp.float32) if found else None
+
+
+def _unique(name: str, taken: Sequence[str]) -> str:
+    """``name``, or ``name#2``, ``name#3``... if a statistic already has it."""
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name}#{k}" in taken:
+        k += 1
+    return f"{name}#{k}"
 
 
 class _Layout(NamedTuple):
@@ -214,7 +225,9 @@ def log_step(
     (when the inner state has ``optax.inject_hyperparams`` hyperparameters),
     ``nonfinite`` (the paths of the leaves whose gradient holds a NaN or an
     infinity), with ``per_leaf`` each leaf's gradient norm
-    (``grad_norm['a']['w']``), and ``custom`` statistics.
+    (``grad_norm['a']['w']``), ``custom`` statistics, and whatever the inner
+    transform names with :func:`~jaxopt_rules.report` (a rule's per-leaf value
+    arrives as ``name['a']['w']``; LAMB reports ``trust_ratio``).
 
     Args:
         tx: the transform to wrap (ours, optax's, chains).
@@ -275,7 +288,8 @@ def log_step(
         param_sq = None
         if params is not None and wanted & {"param_norm", "update_param_ratio"}:
             param_sq = _sum_squares(_leaves_with_names(params)[0])
-        new_updates, inner = tx.update(updates, state.inner, params, **extra_args)
+        with collecting() as reports:
+            new_updates, inner = tx.update(updates, state.inner, params, **extra_args)
         grads, leaf_names = _leaves_with_names(updates)
         names: list[str] = []
         values: list[jax.Array] = []
@@ -319,6 +333,12 @@ def log_step(
             values.append(
                 jnp.asarray(fn(updates, new_updates, params, inner), jnp.float32)
             )
+        for name, value in reports:
+            names.append(_unique(name, names))
+            value = jnp.asarray(value, jnp.float32)
+            if axis_name is not None:  # a per-shard value: the mean over shards
+                value = jax.lax.pmean(value, axis_name)
+            values.append(value)
         nonfinite = "nonfinite" in wanted
         if nonfinite:
             counts = [
