@@ -97,6 +97,20 @@ def test_names_the_leaves_that_hold_non_finite_values():
     assert np.isnan(np.asarray(updates["b"][0]))  # the step itself still returns
 
 
+def test_nonfinite_flags_infinities_but_not_finite_values_whose_squares_overflow():
+    records = []
+    tx = jr.log_step(jr.sgd(0.1), every=1, sinks=[records.append])
+    grads = {
+        "huge": jnp.array([1e30, -3e38]),  # finite; the sum of squares is inf
+        "neg_inf": jnp.array([1.0, -jnp.inf]),
+        "pos_inf": jnp.array([jnp.inf, 2.0]),
+        "fine": jnp.array([1.0, 2.0]),
+    }
+    jax.jit(tx.update)(grads, tx.init(grads), grads)
+    tx.flush()
+    assert records[0]["nonfinite"] == ["['neg_inf']", "['pos_inf']"]
+
+
 def test_vmap_over_states_is_one_callback_per_fired_step():
     records = []
     tx = jr.log_step(jr.sgd(0.1), every=2, sinks=[records.append])

@@ -90,6 +90,28 @@ def _sum_squares(leaves: Sequence[Any]) -> jax.Array:
     return total
 
 
+def _nonfinite_flag(leaf: Any, sum_squares: jax.Array) -> jax.Array:
+    """1.0 if ``leaf`` holds a NaN or an infinity, else 0.0 (float32).
+
+    Read from the leaf's sum of squares, which the norms compute anyway: it is
+    finite whenever every element is, unless the squares overflow (elements
+    beyond about 1e19), and only then is the leaf itself scanned, inside a
+    ``cond``. A separate ``max(|g|)`` beside the norm's ``|g| * |g|`` made XLA
+    share ``|g|`` between the two reductions and materialise it: a
+    parameter-sized temporary every step.
+    """
+
+    def scan(leaf: Any, sum_squares: jax.Array) -> jax.Array:
+        # max propagates NaN and inf.
+        peak = jnp.max(jnp.abs(jnp.asarray(leaf, jnp.float32)))
+        return (~jnp.isfinite(peak)).astype(jnp.float32)
+
+    def finite(leaf: Any, sum_squares: jax.Array) -> jax.Array:
+        return sum_squares * 0.0  # zero, typed like the value (shard_map)
+
+    return jax.lax.cond(jnp.isfinite(sum_squares), finite, scan, leaf, sum_squares)
+
+
 def _find_learning_rate(state: Any) -> jax.Array | None:
     """``learning_rate`` from an ``inject_hyperparams`` state inside ``state``."""
     found: list[Any] = []
@@ -295,7 +317,8 @@ def log_step(
         values: list[jax.Array] = []
         # Each leaf's sum of squares once: the global norm and the per-leaf
         # norms both read them.
-        leaf_sq = [_sum_squares([g]) for g in grads]
+        local_sq = [_sum_squares([g]) for g in grads]
+        leaf_sq = local_sq
         update_sq = None
         if wanted & {"update_norm", "update_param_ratio"}:
             update_sq = _sum_squares(_leaves_with_names(new_updates)[0])
@@ -341,16 +364,12 @@ def log_step(
             values.append(value)
         nonfinite = "nonfinite" in wanted
         if nonfinite:
-            counts = [
-                # max propagates NaN and inf, and max(|g|) fuses (no temporary).
-                (~jnp.isfinite(jnp.max(jnp.abs(jnp.asarray(g, jnp.float32))))).astype(
-                    jnp.float32
-                )
-                for g in grads
+            flags = [
+                _nonfinite_flag(g, sq) for g, sq in zip(grads, local_sq, strict=True)
             ]
             if axis_name is not None:
-                counts = [jax.lax.psum(c, axis_name) for c in counts]
-            values.extend(counts)
+                flags = [jax.lax.psum(f, axis_name) for f in flags]
+            values.extend(flags)
         if per_leaf:
             values.extend(jnp.sqrt(n) for n in leaf_sq)
         layout = _Layout(tuple(names), tuple(leaf_names), nonfinite, per_leaf)
