@@ -271,3 +271,39 @@ def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match="expected the LogStepState"):
         tx.update(_params(), jr.sgd(0.1).init(_params()))
     tx.close()
+
+
+def test_statistics_are_computed_only_on_the_steps_that_report():
+    evaluated = []
+
+    def probe(grads, updates, params, state):
+        jax.debug.callback(lambda: evaluated.append(1))
+        return jnp.zeros(())
+
+    tx = jr.log_step(jr.sgd(0.1), every=3, custom={"probe": probe}, sinks=[])
+    _train(tx, 7)
+    tx.flush()
+    assert len(evaluated) == 3  # steps 0, 3 and 6
+
+
+@pytest.mark.parametrize("every", [1, 100])
+def test_reading_the_parameters_does_not_copy_them(every):
+    # The parameter norm reads the donated parameters that the step then
+    # overwrites in place; the step waits for the norm instead of copying.
+    tx = jr.log_step(
+        jr.adam(1e-3), every=every, stats=("grad_norm", "param_norm", "nonfinite")
+    )
+    params = {"w": jnp.ones((256, 1024))}
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    compiled = (
+        jax.jit(step, donate_argnums=(0, 1))
+        .lower(params, tx.init(params), params)
+        .compile()
+    )
+    param_bytes = 256 * 1024 * 4
+    assert compiled.memory_analysis().temp_size_in_bytes < param_bytes
+    tx.close()

@@ -4,12 +4,18 @@ The wrapped transform's updates and state are untouched; beside them the step
 computes a few float32 statistics and, on steps where ``count % every == 0``,
 hands them to the host with one ``jax.debug.callback`` (never ``io_callback``,
 which breaks ``grad``; never ``ordered=True``, which fails on several
-devices). The callback sits behind ``lax.cond``; under ``vmap`` the emitter is
-a ``custom_vmap`` that reduces the predicate with ``any`` and sends the whole
-batch in one call, so a population of runs costs one callback per fired step,
-not one per member. The host side turns the packed vector into records and a
-:class:`~jaxopt_rules.wrappers.Dispatcher` delivers them off the training
-thread.
+devices). With ``every > 1`` the statistics and the callback sit inside one
+``lax.cond``, so the other steps compute none of them; under ``vmap`` the
+emitter is a ``custom_vmap`` that reduces the predicate with ``any`` and sends
+the whole batch in one call, so a population of runs costs one callback per
+fired step, not one per member. The host side turns the packed vector into
+records and a :class:`~jaxopt_rules.wrappers.Dispatcher` delivers them off the
+training thread.
+
+What it costs, and why (``benchmarks/README.md``): on XLA:CPU any executable
+holding a host callback runs synchronously and is dispatched on JAX's Python
+path (about 6 us per argument or result array here), and statistics of the
+updates materialise them (XLA:CPU does not fuse a reduction with the update).
 """
 
 import functools
@@ -137,6 +143,25 @@ def _unique(name: str, taken: Sequence[str]) -> str:
     while f"{name}#{k}" in taken:
         k += 1
     return f"{name}#{k}"
+
+
+_NEEDS_PARAMS = frozenset({"param_norm", "update_param_ratio"})
+_NEEDS_UPDATES = frozenset({"update_norm", "update_param_ratio"})
+
+
+def _after(done: jax.Array, tree: Any) -> Any:
+    """``tree`` unchanged, but computed after the float32 scalar ``done``.
+
+    ``done`` is zero or NaN, so ``~(done > 0)`` is always true, but XLA cannot
+    prove it: each leaf becomes ``where(true, leaf, 0)``, the same bits, with a
+    data dependence on ``done``.
+    """
+    keep = ~(done > 0)
+    return jax.tree.map(
+        lambda x: x if is_hole(x) else jnp.where(keep, x, jnp.zeros_like(x)),
+        tree,
+        is_leaf=is_hole,
+    )
 
 
 class _Layout(NamedTuple):
@@ -307,81 +332,100 @@ def log_step(
                 f"init, got {type(state).__name__}"
             )
         wanted = set(stats)
-        param_sq = None
-        if params is not None and wanted & {"param_norm", "update_param_ratio"}:
-            param_sq = _sum_squares(_leaves_with_names(params)[0])
-        with collecting() as reports:
-            new_updates, inner = tx.update(updates, state.inner, params, **extra_args)
-        grads, leaf_names = _leaves_with_names(updates)
-        names: list[str] = []
-        values: list[jax.Array] = []
-        # Each leaf's sum of squares once: the global norm and the per-leaf
-        # norms both read them.
-        local_sq = [_sum_squares([g]) for g in grads]
-        leaf_sq = local_sq
-        update_sq = None
-        if wanted & {"update_norm", "update_param_ratio"}:
-            update_sq = _sum_squares(_leaves_with_names(new_updates)[0])
-        if axis_name is not None:
-            leaf_sq = jax.lax.psum(leaf_sq, axis_name)
-            update_sq = (
-                None if update_sq is None else jax.lax.psum(update_sq, axis_name)
-            )
-            param_sq = None if param_sq is None else jax.lax.psum(param_sq, axis_name)
-        grad_sq = sum(leaf_sq, jnp.zeros((), jnp.float32))
-        for name in stats:
-            if name == "grad_norm":
-                value = jnp.sqrt(grad_sq)
-            elif name == "update_norm" and update_sq is not None:
-                value = jnp.sqrt(update_sq)
-            elif name == "param_norm" and param_sq is not None:
-                value = jnp.sqrt(param_sq)
-            elif (
-                name == "update_param_ratio"
-                and update_sq is not None
-                and param_sq is not None
-            ):
-                value = jnp.sqrt(update_sq) / jnp.sqrt(param_sq)
-            elif name == "learning_rate":
-                found = _find_learning_rate(state.inner)
-                if found is None:
-                    continue
-                value = found
-            else:
-                continue
-            names.append(name)
-            values.append(value)
-        for name, fn in custom.items():
-            names.append(name)
-            values.append(
-                jnp.asarray(fn(updates, new_updates, params, inner), jnp.float32)
-            )
-        for name, value in reports:
-            names.append(_unique(name, names))
-            value = jnp.asarray(value, jnp.float32)
-            if axis_name is not None:  # a per-shard value: the mean over shards
-                value = jax.lax.pmean(value, axis_name)
-            values.append(value)
-        nonfinite = "nonfinite" in wanted
-        if nonfinite:
-            flags = [
-                _nonfinite_flag(g, sq) for g, sq in zip(grads, local_sq, strict=True)
-            ]
-            if axis_name is not None:
-                flags = [jax.lax.psum(f, axis_name) for f in flags]
-            values.extend(flags)
-        if per_leaf:
-            values.extend(jnp.sqrt(n) for n in leaf_sq)
-        layout = _Layout(tuple(names), tuple(leaf_names), nonfinite, per_leaf)
-        vector = jax.lax.stop_gradient(
-            jnp.stack(values) if values else jnp.zeros((0,), jnp.float32)
-        )
         count = jax.lax.stop_gradient(state.count)
         fire = count % every == 0
-        if axis_name is not None:
-            fire = fire & (jax.lax.axis_index(axis_name) == 0)
-        emit = _emitter(functools.partial(_host_emit, dispatcher, layout))
-        emit(fire, count, vector)
+        with collecting() as reports:
+            new_updates, inner = tx.update(updates, state.inner, params, **extra_args)
+        reads_params = params is not None and bool(wanted & _NEEDS_PARAMS)
+        report_names = [name for name, _ in reports]
+        frozen = jax.lax.stop_gradient(
+            (updates, new_updates, params, inner, [value for _, value in reports])
+        )
+
+        def statistics() -> jax.Array:
+            """Computes and emits this step's record; returns a zero scalar."""
+            grads_in, updates_out, params_in, inner_out, reported = frozen
+            grads, leaf_names = _leaves_with_names(grads_in)
+            # Each leaf's sum of squares once: the global norm, the per-leaf
+            # norms and the non-finite flags all read them.
+            local_sq = [_sum_squares([g]) for g in grads]
+            leaf_sq = local_sq
+            param_sq = update_sq = None
+            if reads_params:
+                param_sq = _sum_squares(_leaves_with_names(params_in)[0])
+            if wanted & _NEEDS_UPDATES:
+                update_sq = _sum_squares(_leaves_with_names(updates_out)[0])
+            if axis_name is not None:
+                leaf_sq = jax.lax.psum(leaf_sq, axis_name)
+                if update_sq is not None:
+                    update_sq = jax.lax.psum(update_sq, axis_name)
+                if param_sq is not None:
+                    param_sq = jax.lax.psum(param_sq, axis_name)
+            grad_sq = sum(leaf_sq, jnp.zeros((), jnp.float32))
+            names: list[str] = []
+            values: list[jax.Array] = []
+            for name in stats:
+                if name == "grad_norm":
+                    value = jnp.sqrt(grad_sq)
+                elif name == "update_norm" and update_sq is not None:
+                    value = jnp.sqrt(update_sq)
+                elif name == "param_norm" and param_sq is not None:
+                    value = jnp.sqrt(param_sq)
+                elif (
+                    name == "update_param_ratio"
+                    and update_sq is not None
+                    and param_sq is not None
+                ):
+                    value = jnp.sqrt(update_sq) / jnp.sqrt(param_sq)
+                elif name == "learning_rate":
+                    found = _find_learning_rate(state.inner)
+                    if found is None:
+                        continue
+                    value = found
+                else:
+                    continue
+                names.append(name)
+                values.append(value)
+            for name, fn in custom.items():
+                names.append(name)
+                value = fn(grads_in, updates_out, params_in, inner_out)
+                values.append(jnp.asarray(value, jnp.float32))
+            for name, value in zip(report_names, reported, strict=True):
+                names.append(_unique(name, names))
+                value = jnp.asarray(value, jnp.float32)
+                if axis_name is not None:  # a per-shard value: the shards' mean
+                    value = jax.lax.pmean(value, axis_name)
+                values.append(value)
+            nonfinite = "nonfinite" in wanted
+            if nonfinite:
+                flags = [
+                    _nonfinite_flag(g, sq)
+                    for g, sq in zip(grads, local_sq, strict=True)
+                ]
+                if axis_name is not None:
+                    flags = [jax.lax.psum(f, axis_name) for f in flags]
+                values.extend(flags)
+            if per_leaf:
+                values.extend(jnp.sqrt(n) for n in leaf_sq)
+            layout = _Layout(tuple(names), tuple(leaf_names), nonfinite, per_leaf)
+            vector = jnp.stack(values) if values else jnp.zeros((0,), jnp.float32)
+            emitted = fire
+            if axis_name is not None:
+                emitted = emitted & (jax.lax.axis_index(axis_name) == 0)
+            emit = _emitter(functools.partial(_host_emit, dispatcher, layout))
+            emit(emitted, count, vector)
+            return jnp.sum(vector) * 0.0
+
+        if every == 1:
+            done = statistics()
+        else:
+            # Only the steps that report compute the statistics.
+            done = jax.lax.cond(fire, statistics, lambda: jnp.zeros((), jnp.float32))
+        if reads_params:
+            # The statistics read the parameters, which the caller's
+            # apply_updates then overwrites in place: making the updates wait
+            # for them lets XLA skip copying the parameters first.
+            new_updates = _after(done, new_updates)
         return new_updates, LogStepState(safe_increment(state.count), inner)
 
     transform = LoggedTransformation(init_fn, update_fn)
