@@ -7,7 +7,7 @@ catalog (:data:`REGISTRY`).
 
 import importlib.metadata
 
-from jaxopt_rules import rules as rules
+from jaxopt_rules import rules as rules, torch_compat as torch_compat
 from jaxopt_rules._bytes import tree_bytes as tree_bytes
 from jaxopt_rules._core import (
     Array as Array,

@@ -40,11 +40,24 @@ def _load_script(folder: str, name: str) -> ModuleType:
 def rules_under_test() -> list[tuple[str, Any, dict[str, Any]]]:
     """(name, factory, hyperparams) for every registered rule and the example rules."""
     example = load_example("custom_rule")
-    return [(s.name, s.factory, dict(s.hyperparams)) for s in jr.REGISTRY] + [
-        ("example.scaled_sgd", example.scaled_sgd, example.SCALED_SGD_TEST_HYPERPARAMS),
-        (
-            "example.scaled_momentum",
-            example.scaled_momentum,
-            example.SCALED_MOMENTUM_TEST_HYPERPARAMS,
-        ),
-    ]
+    from jaxopt_rules import torch_compat
+
+    return (
+        [(s.name, s.factory, dict(s.hyperparams)) for s in jr.REGISTRY]
+        + [
+            (f"torch_compat.{s.name}", s.factory, dict(s.hyperparams))
+            for s in torch_compat.REGISTRY
+        ]
+        + [
+            (
+                "example.scaled_sgd",
+                example.scaled_sgd,
+                example.SCALED_SGD_TEST_HYPERPARAMS,
+            ),
+            (
+                "example.scaled_momentum",
+                example.scaled_momentum,
+                example.SCALED_MOMENTUM_TEST_HYPERPARAMS,
+            ),
+        ]
+    )

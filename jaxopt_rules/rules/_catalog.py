@@ -1,5 +1,6 @@
 """Marking the catalog's public factories with the rule they front."""
 
+import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,9 +20,12 @@ def catalog_entry(*rules: RuleFactory) -> Callable[[F], F]:
     """
 
     def mark(factory: F) -> F:
+        # Only what the public factory takes (a factory may not expose every
+        # argument of its rule, such as the slot dtypes).
+        accepted = inspect.signature(factory).parameters
         static: list[str] = []
         for r in rules:
-            static += [name for name in r.static_args if name not in static]
+            static += [n for n in r.static_args if n not in static and n in accepted]
         setattr(factory, "static_args", tuple(static))  # noqa: B010
         setattr(factory, "rules", rules)  # noqa: B010
         return factory

@@ -68,12 +68,24 @@ class RuleUnderTest:
         )
 
     @property
-    def learning_rate(self) -> Any:
-        """The ``learning_rate`` hyperparameter (its default when not given)."""
-        if "learning_rate" in self.hyperparams:
-            return self.hyperparams["learning_rate"]
+    def learning_rate_name(self) -> str:
+        """The learning rate's argument name: optax's, or torch's ``lr``."""
         try:
-            parameter = inspect.signature(self.factory).parameters["learning_rate"]
+            parameters = inspect.signature(self.factory).parameters
+        except (TypeError, ValueError):
+            return "learning_rate"
+        if "learning_rate" not in parameters and "lr" in parameters:
+            return "lr"
+        return "learning_rate"
+
+    @property
+    def learning_rate(self) -> Any:
+        """The learning-rate hyperparameter (its default when not given)."""
+        name = self.learning_rate_name
+        if name in self.hyperparams:
+            return self.hyperparams[name]
+        try:
+            parameter = inspect.signature(self.factory).parameters[name]
         except (KeyError, TypeError, ValueError):
             return None
         return None if parameter.default is parameter.empty else parameter.default
@@ -475,9 +487,10 @@ def check_schedule(rule: RuleUnderTest) -> None:
     """A learning-rate schedule is accepted and evaluated at the right step."""
     lr = rule.learning_rate
     if lr is None or callable(lr):
-        raise CheckSkipped("the rule has no numeric learning_rate")
+        raise CheckSkipped("the rule has no numeric learning_rate (or lr)")
     params = example_params()
-    constant = _run(rule.make(learning_rate=optax.constant_schedule(lr)), params, 3)
+    name = rule.learning_rate_name
+    constant = _run(rule.make(**{name: optax.constant_schedule(lr)}), params, 3)
     plain = _run(rule.make(), params, 3)
     for i, ((uc, _, _), (up, _, _)) in enumerate(zip(constant, plain, strict=True)):
         assert_trees_close(
@@ -486,9 +499,9 @@ def check_schedule(rule: RuleUnderTest) -> None:
     # A decaying schedule, read by the rule itself and by inject_hyperparams
     # (which evaluates it independently at its own count), must agree.
     schedule = optax.linear_schedule(lr, 0.1 * lr, transition_steps=4)
-    direct = _run(rule.make(learning_rate=schedule), params, 4)
+    direct = _run(rule.make(**{name: schedule}), params, 4)
     injected_tx = optax.inject_hyperparams(rule.factory, static_args=rule.static_args)(
-        **{**rule.hyperparams, "learning_rate": schedule}
+        **{**rule.hyperparams, name: schedule}
     )
     injected = _run(injected_tx, params, 4)
     for i, ((ud, _, _), (ui, _, _)) in enumerate(zip(direct, injected, strict=True)):

@@ -1,0 +1,59 @@
+"""Each torch_compat factory against torch.optim: relative error after 100 steps.
+
+Runs every option set of ``jaxopt_rules.torch_compat.REGISTRY`` on the
+verification problem of ``tests/torch_problem.py`` (1-d, 2-d and 3-d leaves,
+a non-quadratic objective), against the stored torch 2.13 trajectories of
+``tests/torch_fixtures.npz``, in float64 and float32, and prints
+``max |ours - torch| / max |torch|`` per case and the worst per dtype.
+
+Usage::
+
+    python benchmarks/torch_agreement.py
+"""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+
+TESTS = pathlib.Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))
+
+import torch_problem  # noqa: E402
+
+from jaxopt_rules import torch_compat  # noqa: E402
+
+
+def main() -> None:
+    fixtures = np.load(TESTS / "torch_fixtures.npz")
+    meta = json.loads((TESTS / "torch_fixtures.json").read_text())
+    data = torch_problem.problem(meta["seed"])
+    worst = {"float64": 0.0, "float32": 0.0}
+    print(f"torch {meta['torch']}, {meta['steps']} steps")
+    print("| factory | options | float64 | float32 |")
+    print("|---|---|---:|---:|")
+    for spec in torch_compat.REGISTRY:
+        for index, kwargs in enumerate(spec.cases):
+            errors = {}
+            for dtype in worst:
+                ours = torch_problem.run_jax(
+                    spec.factory, dict(kwargs), data, np.dtype(dtype).type
+                )
+                key = f"{spec.name}/{index}/{dtype}"
+                torch_run = {
+                    leaf: fixtures[f"{key}/{leaf}"] for leaf in torch_problem.SHAPES
+                }
+                errors[dtype] = torch_problem.relative_error(ours, torch_run)
+                worst[dtype] = max(worst[dtype], errors[dtype])
+            options = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+            print(
+                f"| {spec.name} | {options} | {errors['float64']:.1e} "
+                f"| {errors['float32']:.1e} |"
+            )
+    print(f"| worst | | {worst['float64']:.1e} | {worst['float32']:.1e} |")
+
+
+if __name__ == "__main__":
+    main()

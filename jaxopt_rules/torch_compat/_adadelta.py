@@ -1,0 +1,104 @@
+"""torch.optim.Adadelta."""
+
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._catalog import catalog_entry
+from jaxopt_rules.torch_compat._common import (
+    check_execution_flags,
+    coupled_decay,
+    signed,
+)
+
+
+@rule(
+    name="torch_adadelta",
+    slots={"square_avg": Slot(), "acc_delta": Slot()},
+    constraints={"lr": ">= 0", "rho": "[0, 1]", "eps": ">= 0", "weight_decay": ">= 0"},
+)
+def _adadelta_rule(
+    grad: Array,
+    square_avg: Array,
+    acc_delta: Array,
+    param: Array,
+    *,
+    lr: Scalar,
+    rho: Scalar,
+    eps: Scalar,
+    weight_decay: Scalar,
+    maximize: bool,
+) -> tuple[Array, Array, Array]:
+    """One leaf of torch's single-tensor Adadelta."""
+    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
+    square_avg = rho * square_avg + (1 - rho) * (grad * grad)
+    std = jnp.sqrt(square_avg + eps)
+    delta = jnp.sqrt(acc_delta + eps) / std * grad
+    acc_delta = rho * acc_delta + (1 - rho) * (delta * delta)
+    return (-lr) * delta, square_avg, acc_delta
+
+
+@catalog_entry(_adadelta_rule)
+def adadelta(
+    lr: optax.ScalarOrSchedule = 1.0,
+    rho: Any = 0.9,
+    eps: Any = 1e-6,
+    weight_decay: Any = 0.0,
+    foreach: bool | None = None,
+    *,
+    capturable: bool = False,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.Adadelta``: the same arguments, defaults and numbers.
+
+    Update::
+
+        g  = -g if maximize;  g = g + weight_decay * p
+        s  = rho * s + (1 - rho) * g**2
+        dx = sqrt(u + eps) / sqrt(s + eps) * g
+        u  = rho * u + (1 - rho) * dx**2
+        p  = p - lr * dx
+
+    ``optax.adadelta`` gives the same numbers (without weight decay).
+
+    Args:
+        lr: scales the step (torch's default 1.0 is Zeiler's method).
+        rho: decay of both running averages.
+        eps: added inside both roots.
+        weight_decay: L2 penalty added to the gradient.
+        foreach: see below.
+        capturable: see below.
+        maximize: maximise the objective instead of minimising it.
+        differentiable: ``foreach``, ``capturable`` and ``differentiable`` are
+            torch execution choices with no effect on the numbers: accepted
+            (None or bool) and ignored.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` whose state holds torch's
+        ``square_avg`` and ``acc_delta``; ``update`` needs ``params``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_rules import torch_compat
+        >>> tx = torch_compat.adadelta()
+        >>> params = {"w": jnp.array([1.0])}
+        >>> updates, _ = tx.update(params, tx.init(params), params)
+        >>> bool(jnp.abs(updates["w"][0] + 0.0031622) < 1e-6)
+        True
+
+    References:
+        Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012. Verified
+        against ``torch.optim.Adadelta`` (torch 2.13).
+    """
+    check_execution_flags(
+        "torch_compat.adadelta",
+        foreach=foreach,
+        capturable=capturable,
+        differentiable=differentiable,
+    )
+    return _adadelta_rule(
+        lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize
+    )

@@ -1,0 +1,118 @@
+"""torch.optim.Adagrad: eps outside the root, lr_decay, initial accumulator."""
+
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._catalog import catalog_entry
+from jaxopt_rules.torch_compat._common import (
+    check_execution_flags,
+    coupled_decay,
+    signed,
+)
+
+
+@rule(
+    name="torch_adagrad",
+    slots={"sum": Slot(init="initial_accumulator_value")},
+    constraints={
+        "lr": ">= 0",
+        "lr_decay": ">= 0",
+        "weight_decay": ">= 0",
+        "initial_accumulator_value": ">= 0",
+        "eps": ">= 0",
+    },
+)
+def _adagrad_rule(
+    grad: Array,
+    sum: Array,
+    param: Array,
+    step: Array,
+    *,
+    lr: Scalar,
+    lr_decay: Scalar,
+    weight_decay: Scalar,
+    initial_accumulator_value: Scalar,
+    eps: Scalar,
+    maximize: bool,
+) -> tuple[Array, Array]:
+    """One leaf of torch's single-tensor Adagrad."""
+    del initial_accumulator_value  # read by the slot's init
+    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    sum = sum + grad * grad
+    return (-clr) * (grad / (jnp.sqrt(sum) + eps)), sum
+
+
+@catalog_entry(_adagrad_rule)
+def adagrad(
+    lr: optax.ScalarOrSchedule = 1e-2,
+    lr_decay: Any = 0.0,
+    weight_decay: Any = 0.0,
+    initial_accumulator_value: Any = 0.0,
+    eps: Any = 1e-10,
+    foreach: bool | None = None,
+    *,
+    maximize: bool = False,
+    differentiable: bool = False,
+    fused: bool | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.Adagrad``: the same arguments, defaults and numbers.
+
+    Update (``t`` counts from 1)::
+
+        g   = -g if maximize;  g = g + weight_decay * p
+        clr = lr / (1 + (t - 1) * lr_decay)
+        s   = s + g**2,   s_0 = initial_accumulator_value
+        p   = p - clr * g / (sqrt(s) + eps)
+
+    Where optax differs: ``optax.adagrad`` starts the sum at 0.1, puts
+    ``eps=1e-7`` inside the square root and has no ``lr_decay``.
+
+    Args:
+        lr: learning rate, a number or a schedule of the step count.
+        lr_decay: harmonic decay of the learning rate.
+        weight_decay: L2 penalty added to the gradient.
+        initial_accumulator_value: starting value of the squared-gradient sum.
+        eps: added to the root (outside it).
+        foreach: see below.
+        maximize: maximise the objective instead of minimising it.
+        differentiable: see below.
+        fused: ``foreach``, ``differentiable`` and ``fused`` are torch
+            execution choices with no effect on the numbers: accepted (None or
+            bool) and ignored.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` whose state holds torch's
+        ``sum``; ``update`` needs ``params``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> from jaxopt_rules import torch_compat
+        >>> tx = torch_compat.adagrad(lr=0.5)
+        >>> params = {"w": jnp.array([2.0])}
+        >>> updates, _ = tx.update(params, tx.init(params), params)
+        >>> optax.apply_updates(params, updates)["w"]  # 2 - 0.5 * 2 / 2
+        Array([1.5], dtype=float32)
+
+    References:
+        Duchi, Hazan and Singer, "Adaptive Subgradient Methods for Online
+        Learning and Stochastic Optimization", JMLR 2011. Verified against
+        ``torch.optim.Adagrad`` (torch 2.13).
+    """
+    check_execution_flags(
+        "torch_compat.adagrad",
+        foreach=foreach,
+        differentiable=differentiable,
+        fused=fused,
+    )
+    return _adagrad_rule(
+        lr=lr,
+        lr_decay=lr_decay,
+        weight_decay=weight_decay,
+        initial_accumulator_value=initial_accumulator_value,
+        eps=eps,
+        maximize=maximize,
+    )

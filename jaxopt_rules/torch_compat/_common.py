@@ -1,0 +1,63 @@
+"""What every torch_compat factory shares: torch's lerp, flags, validation."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxopt_rules._core import Array, Scalar
+
+
+def lerp(start: Array, end: Array, weight: Scalar) -> Array:
+    """``torch.lerp``: ``start + weight * (end - start)``, torch's two-branch form.
+
+    torch evaluates ``end - (end - start) * (1 - weight)`` when ``weight >= 0.5``
+    (exact at ``weight = 1``); matching it keeps float32 trajectories together.
+    """
+    diff = end - start
+    return jnp.where(weight < 0.5, start + weight * diff, end - diff * (1 - weight))
+
+
+def check_execution_flags(algorithm: str, **flags: Any) -> None:
+    """Accepts torch's execution-only flags, which cannot change the numbers.
+
+    ``foreach``, ``fused``, ``capturable`` and ``differentiable`` choose how
+    torch runs the step (multi-tensor kernels, one fused kernel, CUDA-graph
+    capture, autograd through ``step``); under XLA the step is always one
+    compiled program and always differentiable. They are accepted (``None`` or
+    a bool) so torch recipes port unchanged; anything else is an error.
+    """
+    for name, value in flags.items():
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(
+                f"{algorithm}: {name} must be None or a bool (it only selects how "
+                f"torch runs the step and has no effect here), got {value!r}"
+            )
+
+
+def pair(algorithm: str, name: str, value: Sequence[Any]) -> tuple[Any, Any]:
+    """Unpacks a torch pair argument (``betas``, ``etas``, ``step_sizes``)."""
+    try:
+        first, second = value
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{algorithm}: {name} must be a pair of numbers, got {value!r}"
+        ) from None
+    return first, second
+
+
+def coupled_decay(grad: Array, param: Array, weight_decay: Scalar) -> Array:
+    """Torch's L2 weight decay: ``grad + weight_decay * param`` (skipped at 0)."""
+    return jnp.where(weight_decay != 0, grad + weight_decay * param, grad)
+
+
+def signed(grad: Array, maximize: bool) -> Array:
+    """Torch's ``maximize``: ascend instead of descend."""
+    return -grad if maximize else grad
+
+
+def decoupled_decay(
+    update: Array, param: Array, lr: Scalar, weight_decay: Scalar
+) -> Array:
+    """Adds torch's decoupled decay ``p <- p * (1 - lr * wd)`` to an update."""
+    return jnp.where(weight_decay != 0, update + (-lr * weight_decay) * param, update)

@@ -1,0 +1,190 @@
+"""The torch_compat registry: each factory, its torch class and its test cases."""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optax
+
+from jaxopt_rules.torch_compat._adadelta import adadelta
+from jaxopt_rules.torch_compat._adagrad import adagrad
+from jaxopt_rules.torch_compat._adam import adam, adamw
+from jaxopt_rules.torch_compat._adamax import adamax
+from jaxopt_rules.torch_compat._asgd import asgd
+from jaxopt_rules.torch_compat._nadam import nadam
+from jaxopt_rules.torch_compat._radam import radam
+from jaxopt_rules.torch_compat._rmsprop import rmsprop
+from jaxopt_rules.torch_compat._rprop import rprop
+from jaxopt_rules.torch_compat._sgd import sgd
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchSpec:
+    """A torch_compat factory and what it is verified with.
+
+    Attributes:
+        name: the factory's name in ``jaxopt_rules.torch_compat``.
+        factory: the factory (torch's argument names and defaults).
+        torch_class: the ``torch.optim`` class it reproduces.
+        hyperparams: arguments for the conformance kit (they make the rule
+            converge on its parabola and Rosenbrock problems).
+        cases: option sets, covering every option, on which 100-step
+            trajectories are compared with torch (``tests/torch_fixtures``).
+    """
+
+    name: str
+    factory: Callable[..., optax.GradientTransformationExtraArgs]
+    torch_class: str
+    hyperparams: Mapping[str, Any]
+    cases: tuple[Mapping[str, Any], ...]
+
+    @property
+    def static_args(self) -> tuple[str, ...]:
+        """Arguments to declare static in ``optax.inject_hyperparams``."""
+        return tuple(getattr(self.factory, "static_args", ()))
+
+
+REGISTRY: tuple[TorchSpec, ...] = (
+    TorchSpec(
+        name="sgd",
+        factory=sgd,
+        torch_class="SGD",
+        hyperparams={"lr": 1e-3, "momentum": 0.9},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "momentum": 0.9},
+            {"lr": 1e-2, "momentum": 0.9, "dampening": 0.1},
+            {"lr": 1e-2, "momentum": 0.9, "nesterov": True},
+            {"lr": 1e-2, "weight_decay": 0.01, "maximize": True},
+            {"lr": 1e-2, "momentum": 0.5, "dampening": 0.5, "weight_decay": 0.01},
+        ),
+    ),
+    TorchSpec(
+        name="adam",
+        factory=adam,
+        torch_class="Adam",
+        hyperparams={"lr": 1e-1},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+            {"lr": 1e-2, "amsgrad": True, "maximize": True},
+            {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
+            {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.05},
+        ),
+    ),
+    TorchSpec(
+        name="adamw",
+        factory=adamw,
+        torch_class="AdamW",
+        hyperparams={"lr": 1e-1, "weight_decay": 0.0},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True},
+            {"lr": 1e-2, "betas": (0.85, 0.95), "maximize": True, "weight_decay": 0},
+        ),
+    ),
+    TorchSpec(
+        name="adagrad",
+        factory=adagrad,
+        torch_class="Adagrad",
+        hyperparams={"lr": 0.5},
+        cases=(
+            {"lr": 0.1},
+            {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01},
+            {
+                "lr": 0.1,
+                "initial_accumulator_value": 0.1,
+                "eps": 1e-6,
+                "maximize": True,
+            },
+        ),
+    ),
+    TorchSpec(
+        name="adadelta",
+        factory=adadelta,
+        torch_class="Adadelta",
+        hyperparams={"lr": 2e-3, "eps": 1.0},
+        cases=(
+            {"lr": 1.0},
+            {"lr": 1.0, "rho": 0.95, "eps": 1e-5, "weight_decay": 0.01},
+            {"lr": 0.5, "maximize": True},
+        ),
+    ),
+    TorchSpec(
+        name="adamax",
+        factory=adamax,
+        torch_class="Adamax",
+        hyperparams={"lr": 1e-1},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.01},
+            {"lr": 1e-2, "maximize": True},
+        ),
+    ),
+    TorchSpec(
+        name="nadam",
+        factory=nadam,
+        torch_class="NAdam",
+        hyperparams={"lr": 1e-2},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "weight_decay": 0.01},
+            {"lr": 1e-2, "weight_decay": 0.05, "decoupled_weight_decay": True},
+            {
+                "lr": 1e-2,
+                "momentum_decay": 1e-2,
+                "betas": (0.85, 0.99),
+                "maximize": True,
+            },
+        ),
+    ),
+    TorchSpec(
+        name="radam",
+        factory=radam,
+        torch_class="RAdam",
+        hyperparams={"lr": 1e-2},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "weight_decay": 0.01},
+            {"lr": 1e-2, "weight_decay": 0.05, "decoupled_weight_decay": True},
+            {"lr": 1e-2, "betas": (0.85, 0.99), "eps": 1e-6, "maximize": True},
+        ),
+    ),
+    TorchSpec(
+        name="rmsprop",
+        factory=rmsprop,
+        torch_class="RMSprop",
+        hyperparams={"lr": 5e-3},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "centered": True},
+            {"lr": 1e-3, "momentum": 0.9},
+            {"lr": 1e-3, "centered": True, "momentum": 0.5, "weight_decay": 0.01},
+            {"lr": 1e-3, "alpha": 0.9, "eps": 1e-6, "maximize": True},
+        ),
+    ),
+    TorchSpec(
+        name="rprop",
+        factory=rprop,
+        torch_class="Rprop",
+        hyperparams={"lr": 1e-2},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "etas": (0.3, 1.5), "step_sizes": (1e-4, 0.5)},
+            {"lr": 1e-3, "maximize": True},
+        ),
+    ),
+    TorchSpec(
+        name="asgd",
+        factory=asgd,
+        torch_class="ASGD",
+        hyperparams={"lr": 1e-3},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "lambd": 1e-2, "alpha": 0.5, "t0": 10},
+            {"lr": 1e-2, "weight_decay": 0.01, "maximize": True, "t0": 50},
+        ),
+    ),
+)
+"""Every torch_compat factory. The conformance kit and the torch comparison run
+over each entry, so a factory added here is fully checked."""

@@ -1,0 +1,117 @@
+"""torch.optim.Rprop: sign steps with per-element adaptive sizes."""
+
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._catalog import catalog_entry
+from jaxopt_rules.torch_compat._common import check_execution_flags, pair, signed
+
+
+@rule(
+    name="torch_rprop",
+    slots={"prev": Slot(), "step_size": Slot(init="lr")},
+    constraints={
+        "lr": ">= 0",
+        "etaminus": "(0, 1)",
+        "etaplus": "> 1",
+        "step_size_min": ">= 0",
+        "step_size_max": ">= 0",
+    },
+)
+def _rprop_rule(
+    grad: Array,
+    prev: Array,
+    step_size: Array,
+    *,
+    lr: Scalar,
+    etaminus: Scalar,
+    etaplus: Scalar,
+    step_size_min: Scalar,
+    step_size_max: Scalar,
+    maximize: bool,
+) -> tuple[Array, Array, Array]:
+    """One leaf of torch's single-tensor Rprop (the update of this step)."""
+    del lr  # only the initial step size (the slot's init)
+    grad = signed(grad, maximize)
+    agreement = jnp.sign(grad * prev)
+    factor = jnp.where(
+        agreement > 0, etaplus, jnp.where(agreement < 0, etaminus, 1.0)
+    ).astype(grad.dtype)
+    step_size = jnp.clip(step_size * factor, step_size_min, step_size_max)
+    grad = jnp.where(factor == etaminus, jnp.zeros_like(grad), grad)
+    return -(jnp.sign(grad) * step_size), grad, step_size
+
+
+@catalog_entry(_rprop_rule)
+def rprop(
+    lr: optax.ScalarOrSchedule = 1e-2,
+    etas: tuple[Any, Any] = (0.5, 1.2),
+    step_sizes: tuple[Any, Any] = (1e-6, 50),
+    *,
+    capturable: bool = False,
+    foreach: bool | None = None,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.Rprop``: the same arguments, defaults and numbers.
+
+    Update (elementwise; ``s_0 = lr``, ``g_prev_0 = 0``)::
+
+        g = -g if maximize
+        f = etaplus if g * g_prev > 0, etaminus if < 0, else 1
+        s = clip(s * f, step_size_min, step_size_max)
+        g = 0 where f == etaminus          (no step after a sign change)
+        p = p - sign(g) * s;   g_prev = g
+
+    Where optax differs: ``optax.rprop`` returns the previous step's update
+    (its first update is zero); torch moves on the first step.
+
+    Args:
+        lr: the initial step size of every element (only read at ``init``;
+            a schedule is read at step 0).
+        etas: ``(etaminus, etaplus)``: shrink and growth factors.
+        step_sizes: ``(step_size_min, step_size_max)``: bounds of the step size.
+        capturable: see below.
+        foreach: see below.
+        maximize: maximise the objective instead of minimising it.
+        differentiable: ``capturable``, ``foreach`` and ``differentiable``
+            are torch execution choices with no effect on the numbers:
+            accepted (None or bool) and ignored.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` whose state holds torch's
+        ``prev`` and ``step_size``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> from jaxopt_rules import torch_compat
+        >>> tx = torch_compat.rprop(lr=0.1)
+        >>> params = {"w": jnp.array([1.0, -1.0])}
+        >>> updates, _ = tx.update(params, tx.init(params), params)
+        >>> updates["w"]
+        Array([-0.1,  0.1], dtype=float32)
+
+    References:
+        Riedmiller and Braun, "A Direct Adaptive Method for Faster
+        Backpropagation Learning: The RPROP Algorithm", ICNN 1993. Verified
+        against ``torch.optim.Rprop`` (torch 2.13).
+    """
+    check_execution_flags(
+        "torch_compat.rprop",
+        capturable=capturable,
+        foreach=foreach,
+        differentiable=differentiable,
+    )
+    etaminus, etaplus = pair("torch_compat.rprop", "etas", etas)
+    step_size_min, step_size_max = pair("torch_compat.rprop", "step_sizes", step_sizes)
+    return _rprop_rule(
+        lr=lr,
+        etaminus=etaminus,
+        etaplus=etaplus,
+        step_size_min=step_size_min,
+        step_size_max=step_size_max,
+        maximize=maximize,
+    )

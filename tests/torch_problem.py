@@ -1,0 +1,101 @@
+"""The torch_compat verification problem, shared by the tests and the fixture script.
+
+A non-quadratic objective over three leaves of different ranks (1-d, 2-d,
+3-d), with elementwise gradient ``c * (x - t) + 0.9 * cos(3 x)``, written out
+for each framework so both compute the same numbers. Each side runs
+``STEPS`` steps from the same start on its own parameters. With
+``maximize=True`` both are handed the gradient of ``-f`` (so the run ascends
+``-f``, a stable problem, instead of diverging on ``f``).
+"""
+
+from typing import Any
+
+import numpy as np
+
+
+SHAPES = {"vec": (7,), "mat": (4, 5), "cube": (2, 3, 4)}
+STEPS = 100
+
+
+def problem(seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Start, curvature and target per leaf, in float64."""
+    rng = np.random.RandomState(seed)
+    out: dict[str, dict[str, np.ndarray]] = {"init": {}, "c": {}, "t": {}}
+    for name, shape in SHAPES.items():
+        out["init"][name] = rng.normal(size=shape)
+        out["c"][name] = rng.uniform(0.5, 2.0, size=shape)
+        out["t"][name] = rng.normal(size=shape)
+    return out
+
+
+def run_jax(
+    factory: Any, kwargs: dict[str, Any], data: dict[str, Any], dtype: Any
+) -> dict[str, np.ndarray]:
+    """Final parameters after ``STEPS`` jitted steps of ``factory(**kwargs)``."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    with jax.enable_x64(dtype == np.float64):
+        cast = {
+            k: {n: jnp.asarray(v, dtype) for n, v in d.items()} for k, d in data.items()
+        }
+        tx = factory(**kwargs)
+
+        sign = -1.0 if kwargs.get("maximize") else 1.0
+
+        def grads(params: Any) -> Any:
+            return {
+                n: sign * (cast["c"][n] * (x - cast["t"][n]) + 0.9 * jnp.cos(3 * x))
+                for n, x in params.items()
+            }
+
+        @jax.jit
+        def step(params: Any, state: Any) -> tuple[Any, Any]:
+            updates, state = tx.update(grads(params), state, params)
+            return optax.apply_updates(params, updates), state
+
+        params = cast["init"]
+        state = tx.init(params)
+        for _ in range(STEPS):
+            params, state = step(params, state)
+        return {n: np.asarray(x, np.float64) for n, x in params.items()}
+
+
+def run_torch(
+    torch_class: str, kwargs: dict[str, Any], data: dict[str, Any], dtype: Any
+) -> dict[str, np.ndarray]:
+    """Final parameters after ``STEPS`` steps of ``torch.optim.<torch_class>``."""
+    import torch
+
+    torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch_dtype)
+    try:
+        params = {
+            n: torch.tensor(v, dtype=torch_dtype, requires_grad=False)
+            for n, v in data["init"].items()
+        }
+        c = {n: torch.tensor(v, dtype=torch_dtype) for n, v in data["c"].items()}
+        t = {n: torch.tensor(v, dtype=torch_dtype) for n, v in data["t"].items()}
+        options = dict(kwargs)
+        if torch_class not in ("Muon",):
+            options.setdefault("foreach", False)
+        optimizer = getattr(torch.optim, torch_class)(list(params.values()), **options)
+        sign = -1.0 if kwargs.get("maximize") else 1.0
+        for _ in range(STEPS):
+            for n, x in params.items():
+                x.grad = sign * (c[n] * (x - t[n]) + 0.9 * torch.cos(3 * x))
+            optimizer.step()
+        return {n: x.detach().numpy().astype(np.float64) for n, x in params.items()}
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def relative_error(
+    actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> float:
+    """``max |actual - expected| / max |expected|`` over all leaves."""
+    diff = max(float(np.max(np.abs(actual[n] - expected[n]))) for n in SHAPES)
+    scale = max(float(np.max(np.abs(expected[n]))) for n in SHAPES)
+    return diff / scale
