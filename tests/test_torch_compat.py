@@ -158,6 +158,14 @@ SAMPLERS = {
         "step_sizes": (_log_u(rng, 1e-6, 1e-4), _u(rng, 0.1, 1.0)),
         "maximize": _flip(rng),
     },
+    "adafactor": lambda rng: {
+        "lr": _u(rng, 5e-3, 1e-2),
+        "beta2_decay": _u(rng, -0.95, -0.75),
+        "eps": (None if _flip(rng) else _log_u(rng, 1e-8, 1e-5), _u(rng, 1e-3, 1e-2)),
+        "d": _u(rng, 1.0, 3.0),
+        "weight_decay": _u(rng, 0.0, 0.1),
+        "maximize": _flip(rng),
+    },
     "asgd": lambda rng: {
         "lr": _u(rng, 1e-3, 2e-2),
         "lambd": _log_u(rng, 1e-4, 1e-2),

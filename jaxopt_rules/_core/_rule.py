@@ -324,8 +324,10 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
             value = option.init(p)
             return jnp.broadcast_to(value, _slot_shape(option, p.shape)).astype(storage)
         value = values[option.init] if isinstance(option.init, str) else option.init
-        if option.shape is not None:
-            return jnp.full(_slot_shape(option, p.shape), value, storage)
+        shape = _slot_shape(option, p.shape)
+        if tuple(shape) != tuple(p.shape):
+            return jnp.full(shape, value, storage)
+        # Shaped like the parameter (always, or for this leaf): sharded like it.
         return fill_like(p, value, storage)
 
     def init_fn(params: optax.Params) -> Any:

@@ -20,6 +20,7 @@ Example:
 """
 
 from jaxopt_rules.torch_compat._adadelta import adadelta as adadelta
+from jaxopt_rules.torch_compat._adafactor import adafactor as adafactor
 from jaxopt_rules.torch_compat._adagrad import adagrad as adagrad
 from jaxopt_rules.torch_compat._adam import adam as adam, adamw as adamw
 from jaxopt_rules.torch_compat._adamax import adamax as adamax

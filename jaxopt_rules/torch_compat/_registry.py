@@ -7,6 +7,7 @@ from typing import Any
 import optax
 
 from jaxopt_rules.torch_compat._adadelta import adadelta
+from jaxopt_rules.torch_compat._adafactor import adafactor
 from jaxopt_rules.torch_compat._adagrad import adagrad
 from jaxopt_rules.torch_compat._adam import adam, adamw
 from jaxopt_rules.torch_compat._adamax import adamax
@@ -172,6 +173,18 @@ REGISTRY: tuple[TorchSpec, ...] = (
             {"lr": 1e-2},
             {"lr": 1e-2, "etas": (0.3, 1.5), "step_sizes": (1e-4, 0.5)},
             {"lr": 1e-3, "maximize": True},
+        ),
+    ),
+    TorchSpec(
+        name="adafactor",
+        factory=adafactor,
+        torch_class="Adafactor",
+        hyperparams={"lr": 1e-2},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "weight_decay": 0.1, "d": 2.0},
+            {"lr": 1e-2, "beta2_decay": -0.9},
+            {"lr": 1e-2, "eps": (1e-5, 1e-2), "maximize": True},
         ),
     ),
     TorchSpec(
