@@ -37,27 +37,36 @@ def _load_script(folder: str, name: str) -> ModuleType:
     return module
 
 
-def rules_under_test() -> list[tuple[str, Any, dict[str, Any]]]:
-    """(name, factory, hyperparams) for every registered rule and the example rules."""
-    example = load_example("custom_rule")
+def rules_under_test() -> list[tuple[str, Any, dict[str, Any], dict[str, Any]]]:
+    """(name, factory, hyperparams, kit options) for every registered rule.
+
+    The catalog, torch_compat (Muon with ``matrices_only``) and the example rules.
+    """
     from jaxopt_rules import torch_compat
 
-    return (
-        [(s.name, s.factory, dict(s.hyperparams)) for s in jr.REGISTRY]
-        + [
-            (f"torch_compat.{s.name}", s.factory, dict(s.hyperparams))
-            for s in torch_compat.REGISTRY
-        ]
-        + [
-            (
-                "example.scaled_sgd",
-                example.scaled_sgd,
-                example.SCALED_SGD_TEST_HYPERPARAMS,
-            ),
-            (
-                "example.scaled_momentum",
-                example.scaled_momentum,
-                example.SCALED_MOMENTUM_TEST_HYPERPARAMS,
-            ),
-        ]
-    )
+    example = load_example("custom_rule")
+    catalog = [(s.name, s.factory, dict(s.hyperparams), {}) for s in jr.REGISTRY]
+    torch_like = [
+        (
+            f"torch_compat.{s.name}",
+            s.factory,
+            dict(s.hyperparams),
+            {"matrices_only": s.matrices_only},
+        )
+        for s in torch_compat.REGISTRY
+    ]
+    examples = [
+        (
+            "example.scaled_sgd",
+            example.scaled_sgd,
+            example.SCALED_SGD_TEST_HYPERPARAMS,
+            {},
+        ),
+        (
+            "example.scaled_momentum",
+            example.scaled_momentum,
+            example.SCALED_MOMENTUM_TEST_HYPERPARAMS,
+            {},
+        ),
+    ]
+    return catalog + torch_like + examples

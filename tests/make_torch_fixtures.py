@@ -34,11 +34,11 @@ def case_key(spec_name: str, index: int, dtype: str) -> str:
 def main() -> None:
     import torch
 
-    data = torch_problem.problem(SEED)
     arrays: dict[str, np.ndarray] = {}
     cases: dict[str, list[str]] = {}
     for spec in torch_compat.REGISTRY:
         cases[spec.name] = [repr(sorted(c.items())) for c in spec.cases]
+        data = torch_problem.problem(SEED, torch_problem.shapes_for(spec))
         for index, kwargs in enumerate(spec.cases):
             for dtype in (np.float64, np.float32):
                 final = torch_problem.run_torch(

@@ -14,10 +14,12 @@ RULES = rules_under_test()
 
 @pytest.mark.parametrize("check", list(testing.CHECKS))
 @pytest.mark.parametrize(
-    ("name", "factory", "hyperparams"), RULES, ids=[name for name, _, _ in RULES]
+    ("name", "factory", "hyperparams", "options"),
+    RULES,
+    ids=[name for name, *_ in RULES],
 )
-def test_conformance(name, factory, hyperparams, check):
-    ran = testing.run_check(check, factory, hyperparams)
+def test_conformance(name, factory, hyperparams, options, check):
+    ran = testing.run_check(check, factory, hyperparams, **options)
     # With the 8 virtual devices of conftest.py, and a numeric learning rate in
     # every registered rule's test hyperparameters, every check applies.
     assert ran, f"check {check!r} did not run for {name}"

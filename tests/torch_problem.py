@@ -14,14 +14,24 @@ import numpy as np
 
 
 SHAPES = {"vec": (7,), "mat": (4, 5), "cube": (2, 3, 4)}
+MATRIX_SHAPES = {"wide": (4, 6), "tall": (7, 3), "square": (5, 5)}
+"""For algorithms on matrices only (Muon): wide, tall (transposed inside
+Newton-Schulz) and square."""
 STEPS = 100
 
 
-def problem(seed: int) -> dict[str, dict[str, np.ndarray]]:
+def shapes_for(spec: Any) -> dict[str, tuple[int, ...]]:
+    """The leaves a registered factory is verified on."""
+    return MATRIX_SHAPES if spec.matrices_only else SHAPES
+
+
+def problem(
+    seed: int, shapes: dict[str, tuple[int, ...]] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """Start, curvature and target per leaf, in float64."""
     rng = np.random.RandomState(seed)
     out: dict[str, dict[str, np.ndarray]] = {"init": {}, "c": {}, "t": {}}
-    for name, shape in SHAPES.items():
+    for name, shape in (shapes or SHAPES).items():
         out["init"][name] = rng.normal(size=shape)
         out["c"][name] = rng.uniform(0.5, 2.0, size=shape)
         out["t"][name] = rng.normal(size=shape)
@@ -79,7 +89,7 @@ def run_torch(
         c = {n: torch.tensor(v, dtype=torch_dtype) for n, v in data["c"].items()}
         t = {n: torch.tensor(v, dtype=torch_dtype) for n, v in data["t"].items()}
         options = dict(kwargs)
-        if torch_class not in ("Muon",):
+        if torch_class != "Muon":  # Muon has no foreach (and no maximize)
             options.setdefault("foreach", False)
         optimizer = getattr(torch.optim, torch_class)(list(params.values()), **options)
         sign = -1.0 if kwargs.get("maximize") else 1.0
@@ -96,6 +106,6 @@ def relative_error(
     actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]
 ) -> float:
     """``max |actual - expected| / max |expected|`` over all leaves."""
-    diff = max(float(np.max(np.abs(actual[n] - expected[n]))) for n in SHAPES)
-    scale = max(float(np.max(np.abs(expected[n]))) for n in SHAPES)
+    diff = max(float(np.max(np.abs(actual[n] - expected[n]))) for n in expected)
+    scale = max(float(np.max(np.abs(expected[n]))) for n in expected)
     return diff / scale

@@ -28,6 +28,8 @@ from jaxopt_rules.testing._compare import (
 from jaxopt_rules.testing._problems import (
     example_grads,
     example_params,
+    matrices_only as _matrix_problems,
+    matrices_only_active,
     parabola,
     rosenbrock,
 )
@@ -54,12 +56,15 @@ class RuleUnderTest:
         static_args: passed to ``optax.inject_hyperparams`` (default: the
             factory's ``static_args`` attribute, if any).
         steps: steps allowed for the convergence checks.
+        matrices_only: the rule takes 2-d leaves only (Muon); the checks then
+            use problems whose leaves are all matrices.
     """
 
     factory: Callable[..., optax.GradientTransformation]
     hyperparams: Mapping[str, Any]
     static_args: tuple[str, ...] = ()
     steps: int = 10_000
+    matrices_only: bool = False
 
     def make(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
         """The transform with ``overrides`` applied to the hyperparameters."""
@@ -344,7 +349,7 @@ def check_apply_if_finite(rule: RuleUnderTest) -> None:
     tx = optax.apply_if_finite(rule.make(), max_consecutive_errors=3)
     state: Any = tx.init(params)
     grads = example_grads(params)
-    bad = {**grads, "scale": jnp.array(jnp.nan, jnp.float32)}
+    bad = {**grads, "scale": jnp.full_like(grads["scale"], jnp.nan)}
     update = jax.jit(tx.update)
     updates, new_state = update(bad, state, params)
     new_state = cast(Any, new_state)
@@ -588,8 +593,27 @@ _SHARDING_SPECS = {
 }
 
 
+_MATRIX_SHARDING_SPECS = {
+    "w": PartitionSpec("x", "y"),
+    "b": PartitionSpec(None, "y"),
+    "v": PartitionSpec("x", None),
+    "s": PartitionSpec(),
+}
+
+
+def _sharding_specs() -> dict[str, PartitionSpec]:
+    return _MATRIX_SHARDING_SPECS if matrices_only_active() else _SHARDING_SPECS
+
+
 def _sharding_problem(rows: int, cols: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
+    if matrices_only_active():
+        return {
+            "w": rng.normal(size=(2 * rows, 2 * cols)),
+            "b": rng.normal(size=(1, 2 * cols)),
+            "v": rng.normal(size=(4 * rows, 2)),
+            "s": rng.normal(size=(2, 2)),
+        }
     return {
         "w": rng.normal(size=(2 * rows, 2 * cols)),
         "b": rng.normal(size=(2 * cols,)),
@@ -615,7 +639,7 @@ def _check_sharding_on(
     expected: Any,
     label: str,
 ) -> None:
-    specs = _SHARDING_SPECS
+    specs = _sharding_specs()
     shardings = {k: NamedSharding(mesh, specs[k]) for k in host}
     params = {
         k: jax.device_put(jnp.asarray(v, jnp.float32), shardings[k])
@@ -727,10 +751,13 @@ def _subject(
     hyperparams: Mapping[str, Any] | None,
     static_args: tuple[str, ...] | None,
     steps: int,
+    matrices_only: bool = False,
 ) -> RuleUnderTest:
     if static_args is None:
         static_args = tuple(getattr(factory, "static_args", ()))
-    return RuleUnderTest(factory, dict(hyperparams or {}), static_args, steps)
+    return RuleUnderTest(
+        factory, dict(hyperparams or {}), static_args, steps, matrices_only
+    )
 
 
 def run_check(
@@ -740,6 +767,7 @@ def run_check(
     *,
     static_args: tuple[str, ...] | None = None,
     steps: int = 10_000,
+    matrices_only: bool = False,
 ) -> bool:
     """Runs one check; raises :class:`ConformanceError` if the rule fails it.
 
@@ -750,6 +778,8 @@ def run_check(
         static_args: for ``optax.inject_hyperparams`` (default: the factory's
             ``static_args`` attribute).
         steps: steps allowed in the convergence checks.
+        matrices_only: the rule takes 2-d leaves only; every problem then has
+            matrix leaves (same tree structure and names).
 
     Returns:
         True if the check ran, False if it does not apply here (for instance
@@ -758,7 +788,10 @@ def run_check(
     if name not in CHECKS:
         raise KeyError(f"unknown check {name!r}; the checks are {sorted(CHECKS)}")
     try:
-        CHECKS[name](_subject(factory, hyperparams, static_args, steps))
+        with _matrix_problems(matrices_only):
+            CHECKS[name](
+                _subject(factory, hyperparams, static_args, steps, matrices_only)
+            )
     except CheckSkipped:
         return False
     except ConformanceError:
@@ -775,6 +808,7 @@ def check_rule(
     static_args: tuple[str, ...] | None = None,
     steps: int = 10_000,
     skip: tuple[str, ...] = (),
+    matrices_only: bool = False,
 ) -> list[str]:
     """Runs every conformance check on a rule; one call from a test.
 
@@ -786,6 +820,7 @@ def check_rule(
             ``static_args`` attribute).
         steps: steps allowed in the convergence checks.
         skip: names of checks not to run.
+        matrices_only: the rule takes 2-d leaves only (see :func:`run_check`).
 
     Returns:
         The names of the checks that ran (those that do not apply are left out).
@@ -807,7 +842,12 @@ def check_rule(
             continue
         try:
             if run_check(
-                name, factory, hyperparams, static_args=static_args, steps=steps
+                name,
+                factory,
+                hyperparams,
+                static_args=static_args,
+                steps=steps,
+                matrices_only=matrices_only,
             ):
                 ran.append(name)
         except ConformanceError as error:

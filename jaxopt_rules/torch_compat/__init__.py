@@ -25,6 +25,7 @@ from jaxopt_rules.torch_compat._adagrad import adagrad as adagrad
 from jaxopt_rules.torch_compat._adam import adam as adam, adamw as adamw
 from jaxopt_rules.torch_compat._adamax import adamax as adamax
 from jaxopt_rules.torch_compat._asgd import asgd as asgd
+from jaxopt_rules.torch_compat._muon import muon as muon
 from jaxopt_rules.torch_compat._nadam import nadam as nadam
 from jaxopt_rules.torch_compat._radam import radam as radam
 from jaxopt_rules.torch_compat._registry import (

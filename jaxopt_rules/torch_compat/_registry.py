@@ -12,6 +12,7 @@ from jaxopt_rules.torch_compat._adagrad import adagrad
 from jaxopt_rules.torch_compat._adam import adam, adamw
 from jaxopt_rules.torch_compat._adamax import adamax
 from jaxopt_rules.torch_compat._asgd import asgd
+from jaxopt_rules.torch_compat._muon import muon
 from jaxopt_rules.torch_compat._nadam import nadam
 from jaxopt_rules.torch_compat._radam import radam
 from jaxopt_rules.torch_compat._rmsprop import rmsprop
@@ -31,6 +32,10 @@ class TorchSpec:
             converge on its parabola and Rosenbrock problems).
         cases: option sets, covering every option, on which 100-step
             trajectories are compared with torch (``tests/torch_fixtures``).
+        matrices_only: the algorithm takes 2-d parameters only (Muon): its
+            problems have matrix leaves only.
+        tolerance: relative tolerance of the trajectory comparison per
+            dtype, where it is not the issue's (1e-10 float64, 1e-5 float32).
     """
 
     name: str
@@ -38,6 +43,10 @@ class TorchSpec:
     torch_class: str
     hyperparams: Mapping[str, Any]
     cases: tuple[Mapping[str, Any], ...]
+    matrices_only: bool = False
+    tolerance: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: {"float64": 1e-10, "float32": 1e-5}
+    )
 
     @property
     def static_args(self) -> tuple[str, ...]:
@@ -186,6 +195,26 @@ REGISTRY: tuple[TorchSpec, ...] = (
             {"lr": 1e-2, "beta2_decay": -0.9},
             {"lr": 1e-2, "eps": (1e-5, 1e-2), "maximize": True},
         ),
+    ),
+    TorchSpec(
+        name="muon",
+        factory=muon,
+        torch_class="Muon",
+        hyperparams={"lr": 1e-3},
+        cases=(
+            {"lr": 1e-2},
+            {"lr": 1e-2, "nesterov": False, "weight_decay": 0.0},
+            {"lr": 1e-2, "adjust_lr_fn": "match_rms_adamw"},
+            {"lr": 1e-2, "adjust_lr_fn": "original", "momentum": 0.9},
+            {"lr": 1e-2, "ns_coefficients": (3.0, -3.2, 1.2), "ns_steps": 3},
+            {"lr": 1e-2, "eps": 1e-5, "weight_decay": 0.05},
+        ),
+        matrices_only=True,
+        # The Newton-Schulz iteration runs in bfloat16 (as in torch): when the
+        # two sides' inputs differ in the last float bit, a product can round
+        # to the neighbouring bfloat16 number (0.4% of that element), and the
+        # trajectories part by up to about 1e-3 after 100 steps.
+        tolerance={"float64": 2e-3, "float32": 2e-3},
     ),
     TorchSpec(
         name="asgd",

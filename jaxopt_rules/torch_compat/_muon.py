@@ -1,0 +1,199 @@
+"""torch.optim.Muon: momentum orthogonalised by a Newton-Schulz iteration."""
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import AxisType, PartitionSpec
+
+from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._catalog import catalog_entry
+from jaxopt_rules.torch_compat._common import lerp
+
+
+_ADJUSTMENTS = (None, "original", "match_rms_adamw")
+
+
+def _bf16(x: Array) -> Array:
+    """Rounds float32 values to bfloat16 precision, and stays float32.
+
+    ``lax.reduce_precision`` is kept by XLA; a plain ``astype(bfloat16)``
+    round trip is not (XLA:CPU computes bfloat16 arithmetic in float32 and
+    drops the intermediate roundings inside a jit).
+    """
+    return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _newton_schulz(
+    matrix: Array, coefficients: tuple[float, float, float], steps: int, eps: Scalar
+) -> Array:
+    """The Newton-Schulz iteration of torch's Muon, with its bfloat16 roundings.
+
+    torch runs it on bfloat16 tensors: products accumulate in float32 and
+    each ``addmm`` result is rounded once. Here the values are float32 rounded
+    to bfloat16 precision at the same points. Always compiled (also when the
+    step runs eagerly), so eager and jitted steps sum the products alike.
+    """
+    a, b, c = coefficients
+    x = _bf16(matrix.astype(jnp.float32))
+    tall = matrix.shape[0] > matrix.shape[1]
+    if tall:
+        x = x.T
+    norm = _bf16(jnp.sqrt(jnp.sum(x * x)))
+    x = _bf16(x / jnp.maximum(norm, _bf16(jnp.asarray(eps, jnp.float32))))
+    for _ in range(steps):
+        gram = _bf16(x @ x.T)
+        gram_update = _bf16(b * gram + c * (gram @ gram))  # addmm(gram, gram, gram)
+        x = _bf16(a * x + gram_update @ x)  # addmm(x, gram_update, x)
+    return x.T if tall else x
+
+
+def _orthogonalise(
+    matrix: Array, coefficients: tuple[float, float, float], steps: int, eps: Scalar
+) -> Array:
+    """:func:`_newton_schulz` on the whole matrix, also when it is sharded.
+
+    Under a mesh with ``Explicit`` axes the matrix products of a sharded
+    matrix have no implied output sharding: the iteration runs on a
+    replicated copy and the result is sharded back like the input.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    explicit = not mesh.empty and any(
+        kind == AxisType.Explicit for kind in mesh.axis_types
+    )
+    if not explicit:
+        return _newton_schulz(matrix, coefficients, steps, eps)
+    spec = jax.typeof(matrix).sharding.spec
+    replicated = jax.sharding.reshard(matrix, PartitionSpec())
+    ortho = _newton_schulz(replicated, coefficients, steps, eps)
+    return jax.sharding.reshard(ortho, spec)
+
+
+@rule(
+    name="torch_muon",
+    slots={"momentum_buffer": Slot()},
+    static=("ns_coefficients", "ns_steps", "adjust_lr_fn"),
+    constraints={"lr": ">= 0", "momentum": ">= 0", "weight_decay": ">= 0"},
+)
+def _muon_rule(
+    grad: Array,
+    momentum_buffer: Array,
+    param: Array,
+    *,
+    lr: Scalar,
+    weight_decay: Scalar,
+    momentum: Scalar,
+    nesterov: bool,
+    ns_coefficients: tuple[float, float, float],
+    eps: Scalar,
+    ns_steps: int,
+    adjust_lr_fn: str | None,
+) -> tuple[Array, Array]:
+    """One leaf of torch's single-tensor Muon (2-D leaves only)."""
+    if grad.ndim != 2:
+        raise ValueError(
+            f"torch_compat.muon: Muon updates 2-D parameters only, got a leaf of "
+            f"shape {grad.shape}; route other leaves to another optimizer with "
+            "optax.partition (as torch users pass them to a second optimizer)"
+        )
+    momentum_buffer = lerp(momentum_buffer, grad, 1 - momentum)
+    direction = lerp(grad, momentum_buffer, momentum) if nesterov else momentum_buffer
+    ortho = _orthogonalise(direction, ns_coefficients, ns_steps, eps)
+    rows, cols = grad.shape
+    if adjust_lr_fn == "match_rms_adamw":
+        ratio = 0.2 * math.sqrt(max(rows, cols))
+    else:
+        ratio = math.sqrt(max(1.0, rows / cols))
+    update = (-lr * ratio) * ortho.astype(grad.dtype)
+    update = jnp.where(weight_decay != 0, update + (-lr * weight_decay) * param, update)
+    return update, momentum_buffer
+
+
+@catalog_entry(_muon_rule)
+def muon(
+    lr: optax.ScalarOrSchedule = 1e-3,
+    weight_decay: Any = 0.1,
+    momentum: Any = 0.95,
+    nesterov: bool = True,
+    ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
+    eps: Any = 1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.Muon``: the same arguments, defaults and (bfloat16) numbers.
+
+    For 2-D parameters only (torch's ``(out, in)`` layout: ``A, B = shape``);
+    route other leaves elsewhere with ``optax.partition``.
+
+    Update::
+
+        b = lerp(b, g, 1 - momentum)
+        d = lerp(g, b, momentum) if nesterov else b
+        X = NS(d): in bfloat16, X = d / max(|d|_F, eps) (transposed when A > B),
+            then ns_steps times  G = X X^T;  X = a X + (b G + c G G) X
+        p = p * (1 - lr * weight_decay) - lr * s * X
+            s = sqrt(max(1, A / B))           (adjust_lr_fn None or "original")
+            s = 0.2 * sqrt(max(A, B))         ("match_rms_adamw")
+
+    The Newton-Schulz iteration runs in bfloat16 as in torch, with float32
+    accumulation in the products and one rounding per ``addmm``; XLA's and
+    torch's kernels sum in different orders, so a few elements differ by one
+    bfloat16 ulp (see ``tests/test_torch_compat.py`` for the tolerance).
+
+    Where optax differs: ``optax.contrib.muon`` bias-corrects the momentum,
+    runs the iteration in the input dtype with ``x / (|x| + 1e-8)``, scales by
+    fan-out over fan-in from dimension numbers, and sends non-2-D leaves to
+    AdamW.
+
+    Args:
+        lr: learning rate, a number or a schedule of the step count.
+        weight_decay: decoupled decay rate (multiplied by the unadjusted lr).
+        momentum: momentum factor of the buffer (and of the Nesterov blend).
+        nesterov: blend the gradient and the buffer before orthogonalising.
+        ns_coefficients: ``(a, b, c)`` of the quintic iteration.
+        eps: floor of the Frobenius norm used to normalise.
+        ns_steps: iterations (fewer than 100).
+        adjust_lr_fn: ``None`` or ``"original"`` (``sqrt(max(1, A / B))``),
+            or ``"match_rms_adamw"`` (``0.2 * sqrt(max(A, B))``).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` whose state holds torch's
+        ``momentum_buffer``; ``update`` needs ``params``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_rules import torch_compat
+        >>> tx = torch_compat.muon(lr=0.02)
+        >>> params = {"w": jnp.eye(3)}
+        >>> updates, _ = tx.update(params, tx.init(params), params)
+        >>> updates["w"].shape
+        (3, 3)
+
+    References:
+        Jordan et al., "Muon: An optimizer for hidden layers in neural
+        networks", 2024 (kellerjordan.github.io/posts/muon). Verified against
+        ``torch.optim.Muon`` (torch 2.13).
+    """
+    if ns_steps >= 100:
+        raise ValueError("torch_compat.muon: ns_steps must be below 100")
+    if len(ns_coefficients) != 3:
+        raise ValueError("torch_compat.muon: ns_coefficients must be (a, b, c)")
+    if adjust_lr_fn not in _ADJUSTMENTS:
+        raise ValueError(
+            f"torch_compat.muon: adjust_lr_fn must be one of {_ADJUSTMENTS}, "
+            f"got {adjust_lr_fn!r}"
+        )
+    return _muon_rule(
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        ns_coefficients=tuple(ns_coefficients),
+        eps=eps,
+        ns_steps=ns_steps,
+        adjust_lr_fn=adjust_lr_fn,
+    )
