@@ -1,6 +1,7 @@
 """The torch_compat registry: each factory, its torch class and its test cases."""
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -54,7 +55,7 @@ class TorchSpec:
         return tuple(getattr(self.factory, "static_args", ()))
 
 
-REGISTRY: tuple[TorchSpec, ...] = (
+_LISTED: tuple[TorchSpec, ...] = (
     TorchSpec(
         name="sgd",
         factory=sgd,
@@ -228,5 +229,100 @@ REGISTRY: tuple[TorchSpec, ...] = (
         ),
     ),
 )
+
+
+def _grid(
+    base: Mapping[str, Any],
+    valid: Callable[[Mapping[str, Any]], bool] = lambda case: True,
+    **choices: tuple[Any, ...],
+) -> tuple[Mapping[str, Any], ...]:
+    """Every combination of ``choices`` on top of ``base`` that torch accepts."""
+    cases = []
+    for values in itertools.product(*choices.values()):
+        case = {**base, **dict(zip(choices, values, strict=True))}
+        if valid(case):
+            cases.append(case)
+    return tuple(cases)
+
+
+_ON_OFF = (False, True)
+# Every combination of each factory's structural options (the listed cases
+# above cover the other hyperparameters).
+_COMBINATIONS: dict[str, tuple[Mapping[str, Any], ...]] = {
+    "sgd": _grid(
+        {"lr": 1e-2},
+        lambda c: not c["nesterov"] or (c["momentum"] != 0 and c["dampening"] == 0),
+        momentum=(0.0, 0.9),
+        dampening=(0.0, 0.1),
+        nesterov=_ON_OFF,
+        weight_decay=(0.0, 0.01),
+        maximize=_ON_OFF,
+    ),
+    "adam": _grid(
+        {"lr": 1e-2},
+        amsgrad=_ON_OFF,
+        maximize=_ON_OFF,
+        decoupled_weight_decay=_ON_OFF,
+        weight_decay=(0.0, 0.05),
+    ),
+    "adamw": _grid(
+        {"lr": 1e-2}, amsgrad=_ON_OFF, maximize=_ON_OFF, weight_decay=(0.0, 0.05)
+    ),
+    "adagrad": _grid(
+        {"lr": 0.1},
+        lr_decay=(0.0, 0.01),
+        weight_decay=(0.0, 0.01),
+        initial_accumulator_value=(0.0, 0.1),
+        maximize=_ON_OFF,
+    ),
+    "adadelta": _grid({"lr": 1.0}, weight_decay=(0.0, 0.01), maximize=_ON_OFF),
+    "adamax": _grid({"lr": 1e-2}, weight_decay=(0.0, 0.01), maximize=_ON_OFF),
+    "nadam": _grid(
+        {"lr": 1e-2},
+        weight_decay=(0.0, 0.02),
+        decoupled_weight_decay=_ON_OFF,
+        maximize=_ON_OFF,
+    ),
+    "radam": _grid(
+        {"lr": 1e-2},
+        weight_decay=(0.0, 0.02),
+        decoupled_weight_decay=_ON_OFF,
+        maximize=_ON_OFF,
+    ),
+    "rmsprop": _grid(
+        {"lr": 1e-3},
+        centered=_ON_OFF,
+        momentum=(0.0, 0.5),
+        weight_decay=(0.0, 0.01),
+        maximize=_ON_OFF,
+    ),
+    "rprop": _grid({"lr": 1e-2}, maximize=_ON_OFF),
+    "asgd": _grid(
+        {"lr": 1e-2}, weight_decay=(0.0, 0.01), maximize=_ON_OFF, t0=(1e6, 10.0)
+    ),
+    "adafactor": _grid(
+        {"lr": 1e-2},
+        weight_decay=(0.0, 0.1),
+        maximize=_ON_OFF,
+        eps=((None, 1e-3), (1e-5, 1e-3)),
+    ),
+    "muon": _grid(
+        {"lr": 1e-2},
+        nesterov=_ON_OFF,
+        weight_decay=(0.0, 0.05),
+        adjust_lr_fn=(None, "original", "match_rms_adamw"),
+    ),
+}
+
+
+def _with_combinations(spec: TorchSpec) -> TorchSpec:
+    cases = list(spec.cases)
+    for case in _COMBINATIONS.get(spec.name, ()):
+        if case not in cases:
+            cases.append(case)
+    return dataclasses.replace(spec, cases=tuple(cases))
+
+
+REGISTRY: tuple[TorchSpec, ...] = tuple(_with_combinations(s) for s in _LISTED)
 """Every torch_compat factory. The conformance kit and the torch comparison run
 over each entry, so a factory added here is fully checked."""
