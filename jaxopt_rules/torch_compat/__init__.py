@@ -5,7 +5,8 @@ Each factory takes the torch class's arguments, names and defaults (``lr``,
 such that ``optax.apply_updates(params, updates)`` reproduces
 ``optimizer.step()`` on the same gradients (verified over 100-step
 trajectories against torch 2.13 on CPU: ``tests/test_torch_compat.py``).
-``update`` always needs ``params``. torch's execution flags (``foreach``,
+Pass ``params`` to ``update`` (every factory but ``rprop`` reads them, as
+torch's step does). torch's execution flags (``foreach``,
 ``fused``, ``capturable``, ``differentiable``) are accepted and have no effect.
 
 Example:
