@@ -24,7 +24,12 @@ from jaxopt_rules._core._definition import RuleDefinition, Slot, read_definition
 from jaxopt_rules._core._report import report
 from jaxopt_rules._core._state import safe_increment, state_class
 from jaxopt_rules._core._stored import LeafRunner
-from jaxopt_rules._core._tree import describe_mismatch, fill_like, leaf_path
+from jaxopt_rules._core._tree import (
+    describe_mismatch,
+    fill_like,
+    leaf_path,
+    leaf_paths,
+)
 
 
 RuleFunction = Callable[..., Any]
@@ -467,6 +472,7 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         # Traced once per leaf signature; slots stored narrower than the
         # compute dtype are read as stored (see _stored.py).
         run_rule = LeafRunner(definition.fn)
+        paths: list[str] | None = None
         new_updates = []
         new_slots: dict[str, list[Any]] = {slot: [] for slot in active}
         n_slots = len(definition.slots)
@@ -481,8 +487,12 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                 for slot in definition.slot_names
             ]
             out, reports = run_rule(leaf["grad"], own, shared_for(dtype), storage)
-            for name, value in reports:
-                report(f"{name}{leaf_path(updates, i)}", value)
+            if reports:
+                # Named once per update (not one tree walk per leaf).
+                if paths is None:
+                    paths = leaf_paths(updates)
+                for name, value in reports:
+                    report(f"{name}{paths[i]}", value)
             if n_slots == 0:
                 out = (out,)
             elif not isinstance(out, tuple) or len(out) != 1 + n_slots:

@@ -48,10 +48,17 @@ def describe_mismatch(expected: Any, actual: Any) -> str:
     return "; ".join(parts)
 
 
+def leaf_paths(tree: Any) -> list[str]:
+    """The ``keystr`` path of every leaf of ``tree``, in flattening order."""
+    return [
+        keystr(path) or "<root>"
+        for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+
+
 def leaf_path(tree: Any, index: int) -> str:
     """The ``keystr`` path of the ``index``-th leaf of ``tree``."""
-    path = jax.tree_util.tree_flatten_with_path(tree)[0][index][0]
-    return keystr(path) or "<root>"
+    return leaf_paths(tree)[index]
 
 
 def fill_like(param: jax.Array, value: Any, dtype: Any) -> jax.Array:

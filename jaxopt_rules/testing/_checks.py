@@ -56,15 +56,12 @@ class RuleUnderTest:
         static_args: passed to ``optax.inject_hyperparams`` (default: the
             factory's ``static_args`` attribute, if any).
         steps: steps allowed for the convergence checks.
-        matrices_only: the rule takes 2-d leaves only (Muon); the checks then
-            use problems whose leaves are all matrices.
     """
 
     factory: Callable[..., optax.GradientTransformation]
     hyperparams: Mapping[str, Any]
     static_args: tuple[str, ...] = ()
     steps: int = 10_000
-    matrices_only: bool = False
 
     def make(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
         """The transform with ``overrides`` applied to the hyperparameters."""
@@ -751,13 +748,10 @@ def _subject(
     hyperparams: Mapping[str, Any] | None,
     static_args: tuple[str, ...] | None,
     steps: int,
-    matrices_only: bool = False,
 ) -> RuleUnderTest:
     if static_args is None:
         static_args = tuple(getattr(factory, "static_args", ()))
-    return RuleUnderTest(
-        factory, dict(hyperparams or {}), static_args, steps, matrices_only
-    )
+    return RuleUnderTest(factory, dict(hyperparams or {}), static_args, steps)
 
 
 def run_check(
@@ -789,9 +783,7 @@ def run_check(
         raise KeyError(f"unknown check {name!r}; the checks are {sorted(CHECKS)}")
     try:
         with _matrix_problems(matrices_only):
-            CHECKS[name](
-                _subject(factory, hyperparams, static_args, steps, matrices_only)
-            )
+            CHECKS[name](_subject(factory, hyperparams, static_args, steps))
     except CheckSkipped:
         return False
     except ConformanceError:

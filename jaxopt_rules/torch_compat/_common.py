@@ -1,6 +1,6 @@
 """What every torch_compat factory shares: torch's lerp, flags, validation."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax.numpy as jnp
@@ -44,6 +44,11 @@ def pair(algorithm: str, name: str, value: Sequence[Any]) -> tuple[Any, Any]:
             f"{algorithm}: {name} must be a pair of numbers, got {value!r}"
         ) from None
     return first, second
+
+
+def has_momentum(hyper: Mapping[str, Any]) -> bool:
+    """Slot condition: torch keeps a momentum buffer only for momentum != 0."""
+    return hyper["momentum"] != 0
 
 
 def coupled_decay(grad: Array, param: Array, weight_decay: Scalar) -> Array:

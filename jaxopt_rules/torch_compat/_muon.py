@@ -11,7 +11,7 @@ from jax.sharding import AxisType, PartitionSpec
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._catalog import catalog_entry
-from jaxopt_rules.torch_compat._common import lerp
+from jaxopt_rules.torch_compat._common import decoupled_decay, lerp
 
 
 _ADJUSTMENTS = (None, "original", "match_rms_adamw")
@@ -109,7 +109,7 @@ def _muon_rule(
     else:
         ratio = math.sqrt(max(1.0, rows / cols))
     update = (-lr * ratio) * ortho.astype(grad.dtype)
-    update = jnp.where(weight_decay != 0, update + (-lr * weight_decay) * param, update)
+    update = decoupled_decay(update, param, lr, weight_decay)
     return update, momentum_buffer
 
 

@@ -1,6 +1,5 @@
 """torch.optim.RMSprop: eps outside the root, torch's alpha, momentum on the ratio."""
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -11,20 +10,17 @@ from jaxopt_rules.rules._catalog import catalog_entry
 from jaxopt_rules.torch_compat._common import (
     check_execution_flags,
     coupled_decay,
+    has_momentum,
     lerp,
     signed,
 )
-
-
-def _has_momentum(hyper: Mapping[str, Any]) -> bool:
-    return hyper["momentum"] != 0
 
 
 @rule(
     name="torch_rmsprop",
     slots={
         "square_avg": Slot(),
-        "momentum_buffer": Slot(when=_has_momentum),
+        "momentum_buffer": Slot(when=has_momentum),
         "grad_avg": Slot(when="centered"),
     },
     # Structural, as in torch (momentum 0 keeps no buffer): not injectable.

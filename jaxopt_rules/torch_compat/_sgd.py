@@ -1,6 +1,5 @@
 """torch.optim.SGD: momentum with dampening, Nesterov, L2 weight decay."""
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -11,17 +10,14 @@ from jaxopt_rules.rules._catalog import catalog_entry
 from jaxopt_rules.torch_compat._common import (
     check_execution_flags,
     coupled_decay,
+    has_momentum,
     signed,
 )
 
 
-def _has_momentum(hyper: Mapping[str, Any]) -> bool:
-    return hyper["momentum"] != 0
-
-
 @rule(
     name="torch_sgd",
-    slots={"momentum_buffer": Slot(when=_has_momentum)},
+    slots={"momentum_buffer": Slot(when=has_momentum)},
     # Structural, as in torch (momentum 0 keeps no buffer): not injectable.
     static=("momentum",),
     constraints={"lr": ">= 0", "momentum": ">= 0", "weight_decay": ">= 0"},
@@ -110,7 +106,7 @@ def sgd(
     check_execution_flags(
         "torch_compat.sgd", foreach=foreach, differentiable=differentiable, fused=fused
     )
-    if nesterov and (not _has_momentum({"momentum": momentum}) or dampening != 0):
+    if nesterov and (not has_momentum({"momentum": momentum}) or dampening != 0):
         raise ValueError(
             "torch_compat.sgd: Nesterov momentum requires a momentum and zero "
             f"dampening (got momentum={momentum!r}, dampening={dampening!r})"
