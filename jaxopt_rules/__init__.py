@@ -7,7 +7,11 @@ catalog (:data:`REGISTRY`).
 
 import importlib.metadata
 
-from jaxopt_rules import rules as rules, torch_compat as torch_compat
+from jaxopt_rules import (
+    quantized as quantized,
+    rules as rules,
+    torch_compat as torch_compat,
+)
 from jaxopt_rules._bytes import tree_bytes as tree_bytes
 from jaxopt_rules._core import (
     Array as Array,
@@ -18,6 +22,11 @@ from jaxopt_rules._core import (
     rule as rule,
 )
 from jaxopt_rules._inject import inject_hyperparams as inject_hyperparams
+from jaxopt_rules.quantized import (
+    QuantizedArray as QuantizedArray,
+    is_quantized as is_quantized,
+    quantized_state as quantized_state,
+)
 from jaxopt_rules.rules import (
     REGISTRY as REGISTRY,
     RuleSpec as RuleSpec,

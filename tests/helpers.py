@@ -1,6 +1,8 @@
 """Shared test helpers: the rules under test, loaded from the package and examples."""
 
+import functools
 import importlib.util
+import inspect
 import pathlib
 import sys
 from types import ModuleType
@@ -70,3 +72,36 @@ def rules_under_test() -> list[tuple[str, Any, dict[str, Any], dict[str, Any]]]:
         ),
     ]
     return catalog + torch_like + examples
+
+
+QUANTIZED_KIT_OPTIONS = {"min_size": 0, "block_size": 4}
+"""quantized_state options for the kit: every leaf of its small problems
+quantized (none has 4096 elements), in several blocks."""
+
+
+def quantized(factory: Any, bits: int) -> Any:
+    """``factory`` whose transforms are wrapped in ``jr.quantized_state``.
+
+    The wrapper keeps the factory's signature and ``static_args`` so that the
+    kit finds the learning rate and ``optax.inject_hyperparams`` works.
+    """
+
+    @functools.wraps(factory)
+    def make(*args: Any, **kwargs: Any) -> Any:
+        return jr.quantized_state(
+            factory(*args, **kwargs), bits=bits, **QUANTIZED_KIT_OPTIONS
+        )
+
+    make.__signature__ = inspect.signature(factory)  # type: ignore[attr-defined]
+    make.static_args = tuple(getattr(factory, "static_args", ()))  # type: ignore[attr-defined]
+    return make
+
+
+def quantized_rules_under_test(
+    bits: int,
+) -> list[tuple[str, Any, dict[str, Any], dict[str, Any]]]:
+    """:func:`rules_under_test`, every factory wrapped in ``quantized_state``."""
+    return [
+        (f"{name}+quantized{bits}", quantized(factory, bits), hyperparams, options)
+        for name, factory, hyperparams, options in rules_under_test()
+    ]

@@ -243,11 +243,28 @@ def test_per_leaf_mask_prefix_and_callable():
 
 def test_factory_signature_and_static_args():
     signature = inspect.signature(heavy_ball)
-    assert list(signature.parameters) == ["learning_rate", "beta", "velocity_dtype"]
-    assert signature.parameters["velocity_dtype"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert heavy_ball.static_args == ("velocity_dtype",)
+    assert list(signature.parameters) == [
+        "learning_rate",
+        "beta",
+        "velocity_dtype",
+        "stochastic_rounding",
+        "rounding_seed",
+    ]
+    for name in ("velocity_dtype", "stochastic_rounding", "rounding_seed"):
+        assert signature.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+    assert heavy_ball.static_args == (
+        "velocity_dtype",
+        "stochastic_rounding",
+        "rounding_seed",
+    )
     assert heavy_ball(0.1, 0.5) is not None  # positional hyperparameters
-    assert set(jr.adamw.static_args) == {"mask", "mu_dtype", "nu_dtype"}
+    assert set(jr.adamw.static_args) == {
+        "mask",
+        "mu_dtype",
+        "nu_dtype",
+        "stochastic_rounding",
+        "rounding_seed",
+    }
     assert "learning_rate" in repr(heavy_ball)
 
 
@@ -314,7 +331,11 @@ def test_static_structural_hyperparameter():
             grad = 0.5 * grad
         return -learning_rate * grad
 
-    assert repeated_halving.static_args == ("n_iter",)
+    assert repeated_halving.static_args == (
+        "n_iter",
+        "stochastic_rounding",
+        "rounding_seed",
+    )
     tx = jr.inject_hyperparams(repeated_halving)(learning_rate=1.0, n_iter=2)
     params = jnp.ones(2)
     updates, _ = jax.jit(tx.update)(jnp.ones(2), tx.init(params), params)

@@ -3,6 +3,8 @@
 Hyperparameters fall into four kinds:
 
 * *dtype arguments* (one per slot): ``None`` or a floating dtype;
+* the *rounding arguments* ``stochastic_rounding`` (a bool) and
+  ``rounding_seed`` (an int), which every factory takes;
 * *static* ones (declared, plus every ``bool``): fixed at trace time;
 * *per-leaf* ones (such as a weight-decay ``mask``): a pytree prefix of the
   gradients, or a function of the gradients returning one, read at trace time;
@@ -22,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_rules._core._constraints import concrete_scalar
-from jaxopt_rules._core._definition import RuleDefinition
+from jaxopt_rules._core._definition import ROUNDING_ARGS, RuleDefinition
 
 
 def _is_array(value: Any) -> bool:
@@ -59,6 +61,8 @@ class RuleConfig:
     slot_dtypes: Mapping[str, np.dtype | None]
     active_slots: tuple[str, ...]
     schedules: frozenset[str]
+    stochastic_rounding: bool = False
+    rounding_seed: Any = 0
 
     @classmethod
     def bind(
@@ -71,6 +75,35 @@ class RuleConfig:
             slot: _canonical_dtype(rule, arg, arguments[arg])
             for slot, arg in dtype_args.items()
         }
+        stochastic = arguments.get("stochastic_rounding", False)
+        if not isinstance(stochastic, bool):
+            raise TypeError(
+                f"{rule}: stochastic_rounding must be True or False, got "
+                f"{stochastic!r}. With optax.inject_hyperparams, pass "
+                f"static_args={ROUNDING_ARGS!r}."
+            )
+        seed = arguments.get("rounding_seed")
+        if seed is None:
+            seed = 0
+        elif (
+            isinstance(seed, bool)
+            or not isinstance(seed, int | np.integer | jax.Array | np.ndarray)
+            or np.ndim(seed) != 0
+            or not jnp.issubdtype(jnp.result_type(seed), jnp.integer)
+        ):
+            raise TypeError(f"{rule}: rounding_seed must be an integer, got {seed!r}")
+        if stochastic:
+            for slot, dtype in slot_dtypes.items():
+                if (
+                    dtype is not None
+                    and dtype != jnp.bfloat16
+                    and (jnp.finfo(dtype).bits < 32)
+                ):
+                    raise ValueError(
+                        f"{rule}: stochastic_rounding stores to bfloat16, but "
+                        f"{dtype_args[slot]}={dtype}; use bfloat16 or a 32/64-bit "
+                        "dtype for that slot"
+                    )
         hyper = {name: arguments[name] for name in definition.hyperparam_names}
         schedules: set[str] = set()
         for name, value in hyper.items():
@@ -119,6 +152,8 @@ class RuleConfig:
             slot_dtypes=slot_dtypes,
             active_slots=tuple(active),
             schedules=frozenset(schedules),
+            stochastic_rounding=stochastic,
+            rounding_seed=seed,
         )
 
     def values_at(self, count: jax.Array) -> dict[str, Any]:

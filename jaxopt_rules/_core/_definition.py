@@ -20,6 +20,9 @@ from jaxopt_rules._core._constraints import Constraint
 RESERVED = ("param", "step", "stats")
 """Positional names with a fixed meaning in a rule function."""
 
+ROUNDING_ARGS = ("stochastic_rounding", "rounding_seed")
+"""Keyword-only arguments every factory takes after the slot dtypes."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Slot:
@@ -165,6 +168,14 @@ def read_definition(
             )
     dtype_names = [o.dtype_arg or f"{s}_dtype" for s, o in slot_options]
     taken = set(hyper_names)
+    clash_rounding = taken & set(ROUNDING_ARGS)
+    if clash_rounding:
+        raise TypeError(
+            f"rule {rule_name!r}: {sorted(clash_rounding)} are arguments of every "
+            "rule factory (stochastic rounding of bfloat16 slots); rename the "
+            "hyperparameter"
+        )
+    taken |= set(ROUNDING_ARGS)
     for dtype_name in dtype_names:
         if dtype_name in taken:
             raise TypeError(

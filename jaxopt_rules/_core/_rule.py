@@ -20,8 +20,14 @@ import optax
 
 from jaxopt_rules._core._config import RuleConfig
 from jaxopt_rules._core._constraints import Constraint, parse_constraint
-from jaxopt_rules._core._definition import RuleDefinition, Slot, read_definition
+from jaxopt_rules._core._definition import (
+    ROUNDING_ARGS,
+    RuleDefinition,
+    Slot,
+    read_definition,
+)
 from jaxopt_rules._core._report import report
+from jaxopt_rules._core._rounding import new_state_key, slot_keys
 from jaxopt_rules._core._state import safe_increment, state_class
 from jaxopt_rules._core._stored import LeafRunner
 from jaxopt_rules._core._tree import (
@@ -44,13 +50,14 @@ class RuleFactory:
     Calling it with hyperparameters returns an
     ``optax.GradientTransformationExtraArgs``. Its signature (``inspect``,
     ``help``, ``optax.inject_hyperparams``) lists the rule's hyperparameters,
-    then one keyword-only storage-dtype argument per state slot.
+    then one keyword-only storage-dtype argument per state slot, then
+    ``stochastic_rounding`` and ``rounding_seed``.
 
     Attributes:
         definition: what the core read from the rule function.
         static_args: names to pass as ``static_args`` to
             ``optax.inject_hyperparams``: structural and per-leaf
-            hyperparameters and the dtype arguments.
+            hyperparameters, the dtype arguments and the rounding arguments.
     """
 
     definition: RuleDefinition
@@ -69,6 +76,7 @@ class RuleFactory:
             *sorted(definition.static),
             *sorted(definition.per_leaf),
             *definition.dtype_args.values(),
+            *ROUNDING_ARGS,
         )
 
     def __call__(
@@ -114,6 +122,22 @@ def _factory_signature(definition: RuleDefinition) -> inspect.Signature:
                 annotation="jax.typing.DTypeLike | None",
             )
         )
+    parameters.append(
+        inspect.Parameter(
+            "stochastic_rounding",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=bool,
+        )
+    )
+    parameters.append(
+        inspect.Parameter(
+            "rounding_seed",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation="int | None",
+        )
+    )
     return inspect.Signature(
         parameters, return_annotation=optax.GradientTransformationExtraArgs
     )
@@ -172,7 +196,10 @@ def rule(
       stored in fewer bits than the compute dtype is rounded to its storage
       dtype as soon as the rule computes it, so the update reads the value
       that is stored, as ``torch.optim`` does with low-precision state (this
-      spares XLA a per-step copy of the state); float hyperparameters, Python
+      spares XLA a per-step copy of the state); with
+      ``stochastic_rounding=True`` slots stored in bfloat16 are rounded
+      stochastically instead (unbiased; reproducible from ``rounding_seed``,
+      whose key the state carries as ``rounding_key``); float hyperparameters, Python
       floats included, are rounded to the compute dtype before use, so
       baked-in and injected values give bit-identical results;
     * init through tree maps only, so ``jax.eval_shape`` and
@@ -310,6 +337,21 @@ def _narrower(storage: np.dtype, compute: np.dtype) -> np.dtype | None:
     return None
 
 
+def _rounding_key(
+    rule: str, tree: Any, index: int, storage: np.dtype | None, key: jax.Array
+) -> jax.Array | None:
+    """The stochastic-rounding key of one slot of one leaf, or None."""
+    if storage is None:
+        return None
+    if storage != jnp.bfloat16:
+        raise ValueError(
+            f"{rule}: stochastic_rounding stores to bfloat16, but a slot of "
+            f"{leaf_path(tree, index)} is stored in {storage}; pass a bfloat16 or "
+            "32-bit dtype for it"
+        )
+    return key
+
+
 def _slot_shape(option: Slot, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(option.shape(shape)) if option.shape is not None else shape
 
@@ -320,7 +362,8 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
     rule_name = definition.name
     options = dict(definition.slots)
     active = config.active_slots
-    state_cls = state_class(rule_name, active, definition.slot_names)
+    extra = ("rounding_key",) if config.stochastic_rounding else ()
+    state_cls = state_class(rule_name, active, definition.slot_names, extra)
 
     def init_slot(slot: str, values: Mapping[str, Any], p: Any) -> Any:
         option = options[slot]
@@ -344,6 +387,8 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
             slot: jax.tree.map(lambda p, slot=slot: init_slot(slot, values, p), params)
             for slot in active
         }
+        if config.stochastic_rounding:
+            slots["rounding_key"] = new_state_key(config.rounding_seed)
         return state_cls(count, **slots)
 
     def update_fn(
@@ -363,6 +408,12 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
             raise TypeError(
                 f"{rule_name}: expected the state returned by this transform's "
                 f"init, got {type(state).__name__}"
+            )
+        if config.stochastic_rounding and "rounding_key" not in state._fields:
+            raise TypeError(
+                f"{rule_name}: with stochastic_rounding=True the state carries a "
+                f"rounding_key; got {type(state).__name__} without one (a state "
+                "from a factory called without stochastic_rounding?)"
             )
         grads, treedef = jax.tree.flatten(updates)
         for i, g in enumerate(grads):
@@ -472,6 +523,11 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         # Traced once per leaf signature; slots stored narrower than the
         # compute dtype are read as stored (see _stored.py).
         run_rule = LeafRunner(definition.fn)
+        keys = None
+        if config.stochastic_rounding:
+            keys = slot_keys(
+                state.rounding_key, count, len(grads), len(definition.slots)
+            )
         paths: list[str] | None = None
         new_updates = []
         new_slots: dict[str, list[Any]] = {slot: [] for slot in active}
@@ -486,7 +542,15 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                 _narrower(slot_leaves[slot][i].dtype, dtype) if slot in active else None
                 for slot in definition.slot_names
             ]
-            out, reports = run_rule(leaf["grad"], own, shared_for(dtype), storage)
+            rounding = None
+            if keys is not None:
+                rounding = [
+                    _rounding_key(rule_name, updates, i, stored, keys[i, k])
+                    for k, stored in enumerate(storage)
+                ]
+            out, reports = run_rule(
+                leaf["grad"], own, shared_for(dtype), storage, rounding
+            )
             if reports:
                 # Named once per update (not one tree walk per leaf).
                 if paths is None:
@@ -526,9 +590,13 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                     )
                 new_slots[slot].append(value.astype(old.dtype))
 
+        extra_fields = {}
+        if config.stochastic_rounding:
+            extra_fields["rounding_key"] = state.rounding_key
         new_state = state_cls(
             count_inc,
             **{slot: treedef.unflatten(new_slots[slot]) for slot in active},
+            **extra_fields,
         )
         return treedef.unflatten(new_updates), new_state
 

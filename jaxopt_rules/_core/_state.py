@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 
-_CLASSES: dict[tuple[str, tuple[str, ...]], type] = {}
+_CLASSES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], type] = {}
 
 
 def _camel(name: str) -> str:
@@ -23,15 +23,20 @@ def _camel(name: str) -> str:
 
 
 def state_class(
-    rule_name: str, slot_names: tuple[str, ...], all_slots: tuple[str, ...]
+    rule_name: str,
+    slot_names: tuple[str, ...],
+    all_slots: tuple[str, ...],
+    extra: tuple[str, ...] = (),
 ) -> type:
-    """Returns the NamedTuple class ``<RuleName>State(count, *slot_names)``.
+    """Returns the NamedTuple class ``<RuleName>State(count, *slot_names, *extra)``.
 
-    The name depends only on the rule and its slots, so it is the same in
+    The name depends only on the rule and its fields, so it is the same in
     every process: ``AdamState`` when all slots are present, otherwise the
-    present slots are spelled out (``RmspropNuTraceState``, ``SgdCountState``).
+    present slots are spelled out (``RmspropNuTraceState``, ``SgdCountState``);
+    with the stochastic-rounding key (``extra=("rounding_key",)``) the name
+    ends in ``RoundingState`` (``AdamRoundingState``).
     """
-    key = (rule_name, slot_names)
+    key = (rule_name, slot_names, extra)
     cls = _CLASSES.get(key)
     if cls is not None:
         return cls
@@ -39,26 +44,30 @@ def state_class(
     rule_part = _camel(rule_name)
     if not rule_part or rule_part[0].isdigit():
         rule_part = f"Rule{rule_part}"
+    suffix_name = "RoundingState" if extra else "State"
     if slot_names == all_slots:
-        base = f"{rule_part}State"
+        base = f"{rule_part}{suffix_name}"
     else:
-        base = f"{rule_part}{''.join(map(_camel, slot_names)) or 'Count'}State"
+        base = f"{rule_part}{''.join(map(_camel, slot_names)) or 'Count'}{suffix_name}"
+    fields_wanted = ("count", *slot_names, *extra)
     qualname = base
     suffix = 1
     while hasattr(module, qualname):
         existing = getattr(module, qualname)
-        if getattr(existing, "_fields", None) == ("count", *slot_names):
+        if getattr(existing, "_fields", None) == fields_wanted:
             break
         suffix += 1
         qualname = f"{base}{suffix}"
     else:
         fields: list[tuple[str, Any]] = [("count", jax.Array)]
         fields += [(name, Any) for name in slot_names]
+        fields += [(name, jax.Array) for name in extra]
         cls = NamedTuple(qualname, fields)
         cls.__module__ = __name__
         cls.__doc__ = (
             f"State of the {rule_name!r} rule: an int32 step count and the "
-            f"slots {', '.join(slot_names) or '(none)'}."
+            f"slots {', '.join(slot_names) or '(none)'}"
+            + (f", and {', '.join(extra)}." if extra else ".")
         )
         setattr(module, qualname, cls)
     cls = getattr(module, qualname)

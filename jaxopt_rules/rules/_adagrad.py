@@ -40,6 +40,8 @@ def adagrad(
     eps: jax.typing.ArrayLike = 1e-7,
     *,
     sum_of_squares_dtype: Any | None = None,
+    stochastic_rounding: bool = False,
+    rounding_seed: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adagrad: per-coordinate steps shrinking with the gradients seen so far.
 
@@ -57,6 +59,9 @@ def adagrad(
         initial_accumulator_value: starting value of the sum of squares.
         eps: added inside the square root.
         sum_of_squares_dtype: storage dtype of the accumulator.
+        stochastic_rounding: round slots stored in bfloat16 stochastically
+            (unbiased) instead of to nearest; the state then carries a key.
+        rounding_seed: seed of the stochastic rounding (default 0).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -80,4 +85,6 @@ def adagrad(
         initial_accumulator_value,
         eps,
         sum_of_squares_dtype=sum_of_squares_dtype,
+        stochastic_rounding=stochastic_rounding,
+        rounding_seed=rounding_seed,
     )

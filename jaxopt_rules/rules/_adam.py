@@ -84,6 +84,8 @@ def adam(
     *,
     nesterov: bool = False,
     nu_dtype: Any | None = None,
+    stochastic_rounding: bool = False,
+    rounding_seed: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adam: steps scaled by bias-corrected estimates of the gradient's moments.
 
@@ -108,6 +110,9 @@ def adam(
         mu_dtype: storage dtype of the first moment (default: the parameter's).
         nesterov: use the Nesterov (NAdam) form of the first moment.
         nu_dtype: storage dtype of the second moment (default: the parameter's).
+        stochastic_rounding: round slots stored in bfloat16 stochastically
+            (unbiased) instead of to nearest; the state then carries a key.
+        rounding_seed: seed of the stochastic rounding (default 0).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -137,4 +142,6 @@ def adam(
         nesterov,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        stochastic_rounding=stochastic_rounding,
+        rounding_seed=rounding_seed,
     )

@@ -55,6 +55,8 @@ def adamw(
     *,
     nesterov: bool = False,
     nu_dtype: Any | None = None,
+    stochastic_rounding: bool = False,
+    rounding_seed: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdamW: Adam with weight decay decoupled from the adaptive scaling.
 
@@ -82,6 +84,9 @@ def adamw(
             decays every leaf.
         nesterov: use the Nesterov (NAdam) form of the first moment.
         nu_dtype: storage dtype of the second moment (default: the parameter's).
+        stochastic_rounding: round slots stored in bfloat16 stochastically
+            (unbiased) instead of to nearest; the state then carries a key.
+        rounding_seed: seed of the stochastic rounding (default 0).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -111,4 +116,6 @@ def adamw(
         nesterov,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        stochastic_rounding=stochastic_rounding,
+        rounding_seed=rounding_seed,
     )

@@ -62,6 +62,8 @@ def lamb(
     *,
     mu_dtype: Any | None = None,
     nu_dtype: Any | None = None,
+    stochastic_rounding: bool = False,
+    rounding_seed: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""LAMB: layer-wise adaptive moments for large batches.
 
@@ -88,6 +90,9 @@ def lamb(
             gradients returning one); ``None`` decays every leaf.
         mu_dtype: storage dtype of the first moment (default: the parameter's).
         nu_dtype: storage dtype of the second moment (default: the parameter's).
+        stochastic_rounding: round slots stored in bfloat16 stochastically
+            (unbiased) instead of to nearest; the state then carries a key.
+        rounding_seed: seed of the stochastic rounding (default 0).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -119,4 +124,6 @@ def lamb(
         mask,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        stochastic_rounding=stochastic_rounding,
+        rounding_seed=rounding_seed,
     )

@@ -48,6 +48,9 @@ def lion(
     mu_dtype: Any | None = None,
     weight_decay: optax.ScalarOrSchedule = 1e-3,
     mask: Any | Callable[[optax.Params], Any] | None = None,
+    *,
+    stochastic_rounding: bool = False,
+    rounding_seed: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Lion: steps of constant size in the sign of an interpolated momentum.
 
@@ -68,6 +71,9 @@ def lion(
         weight_decay: decoupled decay rate, a number or a schedule.
         mask: which leaves are decayed (pytree of booleans or a function of the
             gradients returning one); ``None`` decays every leaf.
+        stochastic_rounding: round slots stored in bfloat16 stochastically
+            (unbiased) instead of to nearest; the state then carries a key.
+        rounding_seed: seed of the stochastic rounding (default 0).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -86,4 +92,13 @@ def lion(
         Chen et al., "Symbolic Discovery of Optimization Algorithms",
         NeurIPS 2023. Verified against ``optax.lion``.
     """
-    return _lion_rule(learning_rate, b1, b2, weight_decay, mask, mu_dtype=mu_dtype)
+    return _lion_rule(
+        learning_rate,
+        b1,
+        b2,
+        weight_decay,
+        mask,
+        mu_dtype=mu_dtype,
+        stochastic_rounding=stochastic_rounding,
+        rounding_seed=rounding_seed,
+    )

@@ -72,6 +72,8 @@ def rmsprop(
     nu_dtype: Any | None = None,
     mu_dtype: Any | None = None,
     trace_dtype: Any | None = None,
+    stochastic_rounding: bool = False,
+    rounding_seed: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSProp: steps scaled by a running root mean square of the gradients.
 
@@ -106,6 +108,9 @@ def rmsprop(
         nu_dtype: storage dtype of the squared-gradient average.
         mu_dtype: storage dtype of the gradient average (``centered``).
         trace_dtype: storage dtype of the momentum trace.
+        stochastic_rounding: round slots stored in bfloat16 stochastically
+            (unbiased) instead of to nearest; the state then carries a key.
+        rounding_seed: seed of the stochastic rounding (default 0).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -137,4 +142,6 @@ def rmsprop(
         nu_dtype=nu_dtype,
         mu_dtype=mu_dtype,
         trace_dtype=trace_dtype,
+        stochastic_rounding=stochastic_rounding,
+        rounding_seed=rounding_seed,
     )

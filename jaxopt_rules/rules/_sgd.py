@@ -36,6 +36,9 @@ def sgd(
     momentum: jax.typing.ArrayLike | None = None,
     nesterov: bool = False,
     accumulator_dtype: Any | None = None,
+    *,
+    stochastic_rounding: bool = False,
+    rounding_seed: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic gradient descent, with optional heavy-ball or Nesterov momentum.
 
@@ -54,6 +57,9 @@ def sgd(
         nesterov: use Nesterov's look-ahead form of momentum.
         accumulator_dtype: storage dtype of the momentum trace (default: the
             parameter's dtype). Arithmetic is done in at least float32.
+        stochastic_rounding: round slots stored in bfloat16 stochastically
+            (unbiased) instead of to nearest; the state then carries a key.
+        rounding_seed: seed of the stochastic rounding (default 0).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -75,5 +81,10 @@ def sgd(
         deep learning", ICML 2013. Verified against ``optax.sgd``.
     """
     return _sgd_rule(
-        learning_rate, momentum, nesterov, accumulator_dtype=accumulator_dtype
+        learning_rate,
+        momentum,
+        nesterov,
+        accumulator_dtype=accumulator_dtype,
+        stochastic_rounding=stochastic_rounding,
+        rounding_seed=rounding_seed,
     )

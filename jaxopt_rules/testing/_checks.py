@@ -619,6 +619,11 @@ def _sharding_problem(rows: int, cols: int) -> dict[str, np.ndarray]:
     }
 
 
+def _is_stored_array(x: Any) -> bool:
+    """A pytree node standing for one array (``jaxopt_rules.QuantizedArray``)."""
+    return not isinstance(x, jax.Array) and hasattr(x, "dequantize")
+
+
 def _example_step(
     tx: optax.GradientTransformationExtraArgs,
 ) -> Callable[[Any, Any], tuple[Any, Any]]:
@@ -646,10 +651,13 @@ def _check_sharding_on(
 
     def check_state(state: Any, when: str) -> None:
         def check_leaf(leaf: Any, param: Any) -> Any:
-            # Only state shaped like its parameter can be sharded like it.
-            if jnp.shape(leaf) == jnp.shape(
-                param
-            ) and not leaf.sharding.is_equivalent_to(param.sharding, jnp.ndim(leaf)):
+            # Only state shaped like its parameter can be sharded like it (an
+            # array stored in another form, such as quantized, is skipped).
+            if (
+                isinstance(leaf, jax.Array)
+                and jnp.shape(leaf) == jnp.shape(param)
+                and not leaf.sharding.is_equivalent_to(param.sharding, jnp.ndim(leaf))
+            ):
                 raise fail(
                     "sharding",
                     f"{label}, {when}: a state leaf of shape "
@@ -658,7 +666,9 @@ def _check_sharding_on(
                 )
             return leaf
 
-        optax.tree_utils.tree_map_params(tx, check_leaf, state, params)
+        optax.tree_utils.tree_map_params(
+            tx, check_leaf, state, params, is_leaf=_is_stored_array
+        )
 
     try:
         state = jax.jit(tx.init)(params)
