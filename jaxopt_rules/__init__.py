@@ -24,6 +24,7 @@ from jaxopt_rules._core import (
 from jaxopt_rules._inject import inject_hyperparams as inject_hyperparams
 from jaxopt_rules.quantized import (
     QuantizedArray as QuantizedArray,
+    QuantizedState as QuantizedState,
     is_quantized as is_quantized,
     quantized_state as quantized_state,
 )

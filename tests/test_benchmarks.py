@@ -76,3 +76,19 @@ def test_charlm_model_learns_a_little():
         task, convergence.make_optimizer("adam", "charlm"), "adam", steps=30
     )
     assert result.final < first - 0.5
+
+
+def test_quantized_state_benchmark_runs(capsys):
+    quantized = load_benchmark("quantized_state")
+    quantized.memory_table()
+    quantized.speed_table(20_000, ["1"], rounds=1)
+    out = capsys.readouterr().out
+    assert "State bytes per parameter" in out
+    assert (
+        "| transformer 10.1M x196 | 10,132,992 | adam | 8.000 | 4.000 | 2.055 |" in out
+    )
+    assert "Step time" in out
+    bf16 = quantized.with_format(quantized.rule_maker("lion", "digits"), "bfloat16")
+    state = bf16.init({"w": jnp.zeros(8)})
+    assert state.mu["w"].dtype == jnp.bfloat16
+    assert hasattr(state, "rounding_key")
