@@ -1,6 +1,7 @@
 """The conformance kit over every registered rule and the custom-rule example.
 
-A rule added to ``jaxopt_rules.REGISTRY`` is checked here with no new test code.
+A rule added to ``jaxopt_rules.REGISTRY`` is checked here with no new test code,
+as registered and with its state quantized (``jr.quantized_state``).
 """
 
 import pytest
@@ -9,45 +10,32 @@ from helpers import quantized_rules_under_test, rules_under_test
 from jaxopt_rules import testing
 
 
-RULES = rules_under_test()
+# Every rule as registered, then wrapped in jr.quantized_state at 8 and 4 bits
+# (those marked slow). Every leaf of the kit's problems is quantized, in blocks
+# of 4. The equivalence checks (jit vs eager, chain, masked, partition,
+# MultiSteps, inject_hyperparams, extra args, vmap, scan, schedules, sharding)
+# keep the kit's own tolerance (rtol 1e-6) for the quantized rules too:
+# quantization, stochastic rounding included, is a deterministic function of
+# the state, the gradients and the wrapper's step count, and both sides of each
+# check quantize the same numbers. A tolerance for the quantization error would
+# be needed only if two programs rounded a value to different sides of a code
+# boundary (one map step: up to 1/64 of a block's absmax at 8 bits, 1/4 at 4);
+# no rule here does. The convergence checks keep their 3e-2 as well.
+RULES = [
+    pytest.param(name, factory, hyperparams, options, id=name)
+    for name, factory, hyperparams, options in rules_under_test()
+] + [
+    pytest.param(name, factory, hyperparams, options, id=name, marks=pytest.mark.slow)
+    for name, factory, hyperparams, options in (
+        quantized_rules_under_test(8) + quantized_rules_under_test(4)
+    )
+]
 
 
 @pytest.mark.parametrize("check", list(testing.CHECKS))
-@pytest.mark.parametrize(
-    ("name", "factory", "hyperparams", "options"),
-    RULES,
-    ids=[name for name, *_ in RULES],
-)
+@pytest.mark.parametrize(("name", "factory", "hyperparams", "options"), RULES)
 def test_conformance(name, factory, hyperparams, options, check):
     ran = testing.run_check(check, factory, hyperparams, **options)
     # With the 8 virtual devices of conftest.py, and a numeric learning rate in
     # every registered rule's test hyperparameters, every check applies.
-    assert ran, f"check {check!r} did not run for {name}"
-
-
-QUANTIZED = quantized_rules_under_test(8) + quantized_rules_under_test(4)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("check", list(testing.CHECKS))
-@pytest.mark.parametrize(
-    ("name", "factory", "hyperparams", "options"),
-    QUANTIZED,
-    ids=[name for name, *_ in QUANTIZED],
-)
-def test_conformance_with_quantized_state(name, factory, hyperparams, options, check):
-    """Every rule wrapped in ``jr.quantized_state`` (8 and 4 bits), whole kit.
-
-    Every leaf of the kit's problems is quantized, in blocks of 4. The
-    equivalence checks (jit vs eager, chain, masked, partition, MultiSteps,
-    inject_hyperparams, extra args, vmap, scan, schedules, sharding) keep the
-    kit's own tolerance (rtol 1e-6): quantization, stochastic rounding
-    included, is a deterministic function of the state, the gradients and
-    the wrapper's step count, and both sides of each check quantize the same
-    numbers. A tolerance for the quantization error would be needed only if
-    two programs rounded a value to different sides of a code boundary (one
-    map step, up to 1/64 of a block's absmax at 8 bits and 1/4 at 4 bits);
-    no rule here does. The convergence checks keep their 3e-2 too.
-    """
-    ran = testing.run_check(check, factory, hyperparams, **options)
     assert ran, f"check {check!r} did not run for {name}"
