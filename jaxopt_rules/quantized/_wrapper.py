@@ -40,6 +40,7 @@ NON_NEGATIVE_SLOTS = frozenset(
         "sum",
         "acc_delta",
         "exp_inf",
+        "step_size",
         "row_var",
         "col_var",
         "variance",
@@ -48,7 +49,7 @@ NON_NEGATIVE_SLOTS = frozenset(
 """State fields holding non-negative quantities (second moments, accumulators)."""
 
 SIGNED_SLOTS = frozenset(
-    {"mu", "trace", "exp_avg", "momentum_buffer", "grad_avg", "ax", "prev", "mu_prod"}
+    {"mu", "trace", "exp_avg", "momentum_buffer", "grad_avg", "ax", "prev"}
 )
 """State fields known to change sign; they stop the search for a field name."""
 
