@@ -38,7 +38,7 @@ _CASES = [
         else [],
     )
     for spec in jr.REGISTRY
-    for state in ("float32", "bfloat16")
+    for state in ("float32", "bfloat16", "bfloat16-stochastic")
     if state == "float32" or _dtype_args(spec)
 ]
 
@@ -48,8 +48,10 @@ def test_step_allocates_no_parameter_sized_temporary(spec, state):
     params = {"w": jnp.zeros((256, 512)), "b": jnp.zeros((512,))}
     n = 256 * 512 + 512
     kwargs = dict(spec.hyperparams)
-    if state == "bfloat16":
+    if state != "float32":
         kwargs |= {a: jnp.bfloat16 for a in _dtype_args(spec)}
+    if state == "bfloat16-stochastic":
+        kwargs["stochastic_rounding"] = True
     tx = spec.factory(**kwargs)
 
     def step(params, opt_state, grads):

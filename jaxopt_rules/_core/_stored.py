@@ -225,9 +225,12 @@ class LeafRunner:
                     storage, slot = stored
                     noise_key = rounding[slot] if rounding is not None else None
                     if noise_key is not None:
+                        # Exact in bfloat16 already; the round trip through
+                        # the storage dtype lets XLA read the stored value
+                        # (without it, it recomputed the rounding from the
+                        # old slot and copied the slot first: 3x the step).
                         value = stochastic_round_bf16(value, noise_key)
-                    else:
-                        value = value.astype(storage).astype(value.dtype)
+                    value = value.astype(storage).astype(value.dtype)
                 env[v] = value
                 if cached:
                     self._shared_values[(key, v)] = value
