@@ -42,12 +42,17 @@ class Slot:
             function as ``None`` and it must return ``None`` for them.
         shape: the slot's shape as a function of the parameter's shape, for
             factored or matrix-valued state (default: the parameter's shape).
+        square: the slot accumulates squared magnitudes (a second moment,
+            ``|g|**2``): for complex parameters it is stored in the matching
+            real dtype, and storage dtypes whose range cannot hold the squares
+            of small gradients (float16) are refused.
     """
 
     init: float | str | Callable[[Any], Any] = 0.0
     dtype_arg: str | None = None
     when: str | Callable[[Mapping[str, Any]], bool] | None = None
     shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
+    square: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
