@@ -18,6 +18,7 @@ from jaxopt_rules._core import (
     RuleFactory as RuleFactory,
     Scalar as Scalar,
     Slot as Slot,
+    abs_sq as abs_sq,
     report as report,
     rule as rule,
 )

@@ -7,21 +7,21 @@ import optax
 
 
 def inject_hyperparams(
-    factory: Callable[..., optax.GradientTransformation],
-    *,
-    static_args: Iterable[str] = (),
+    inner_factory: Callable[..., optax.GradientTransformation],
+    static_args: str | Iterable[str] = (),
     hyperparam_dtype: Any | None = None,
 ) -> Callable[..., optax.GradientTransformationExtraArgs]:
-    """Wraps ``factory`` so its numeric hyperparameters live in the state.
+    """Wraps ``inner_factory`` so its numeric hyperparameters live in the state.
 
-    Same as ``optax.inject_hyperparams``, except that the factory's own
-    ``static_args`` (structural and per-leaf hyperparameters and storage
-    dtypes, which must not be traced or turned into schedules) are added to
-    ``static_args``.
+    Same signature and behaviour as ``optax.inject_hyperparams``, except that
+    the factory's own ``static_args`` (structural and per-leaf
+    hyperparameters and storage dtypes, which must not be traced or turned
+    into schedules) are added to ``static_args``.
 
     Args:
-        factory: a rule factory of this package or any optax factory.
-        static_args: further argument names to keep static.
+        inner_factory: a rule factory of this package or any optax factory.
+        static_args: further argument names to keep static: one name as a
+            string, or an iterable of names.
         hyperparam_dtype: as in ``optax.inject_hyperparams``.
 
     Returns:
@@ -37,9 +37,18 @@ def inject_hyperparams(
         >>> state.hyperparams["learning_rate"]
         Array(0.001, dtype=float32)
     """
-    names = (*getattr(factory, "static_args", ()), *static_args)
+    if isinstance(static_args, str):
+        static_args = (static_args,)
+    static_args = tuple(static_args)
+    for name in static_args:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"inject_hyperparams: static_args holds {name!r}; it takes "
+                "argument names (strings)"
+            )
+    names = (*getattr(inner_factory, "static_args", ()), *static_args)
     return optax.inject_hyperparams(
-        factory,
+        inner_factory,
         static_args=tuple(dict.fromkeys(names)),
         hyperparam_dtype=hyperparam_dtype,
     )

@@ -10,6 +10,7 @@ from jaxopt_rules._core._definition import (
     RuleDefinition as RuleDefinition,
     Slot as Slot,
 )
+from jaxopt_rules._core._math import abs_sq as abs_sq
 from jaxopt_rules._core._report import report as report
 from jaxopt_rules._core._rule import (
     RuleFactory as RuleFactory,

@@ -70,6 +70,8 @@ class RuleDefinition:
     global_stats: Callable[..., Mapping[str, Any]] | None
     stats_inputs: frozenset[str]
     stats_hyperparams: tuple[str, ...]
+    complex_params: bool = False
+    """Whether the rule's math is defined for complex parameters."""
 
     @property
     def slot_names(self) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ NamedTuple state with a saturating int32 ``count``, tree mapping that skips
 that name the offending leaf, and init through tree maps only.
 """
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, overload
@@ -28,7 +29,11 @@ from jaxopt_rules._core._definition import (
 )
 from jaxopt_rules._core._report import report
 from jaxopt_rules._core._rounding import new_state_key, slot_keys
-from jaxopt_rules._core._state import safe_increment, state_class
+from jaxopt_rules._core._state import (
+    all_state_classes,
+    safe_increment,
+    state_class,
+)
 from jaxopt_rules._core._stored import LeafRunner
 from jaxopt_rules._core._tree import (
     describe_mismatch,
@@ -156,6 +161,7 @@ def rule(
     per_leaf: Mapping[str, Any] | None = None,
     constraints: Mapping[str, ConstraintSpec] | None = None,
     global_stats: Callable[..., Mapping[str, Any]] | None = None,
+    complex_params: bool = False,
 ) -> Callable[[RuleFunction], RuleFactory]: ...
 
 
@@ -169,6 +175,7 @@ def rule(
     per_leaf: Mapping[str, Any] | None = None,
     constraints: Mapping[str, ConstraintSpec] | None = None,
     global_stats: Callable[..., Mapping[str, Any]] | None = None,
+    complex_params: bool = False,
 ) -> RuleFactory | Callable[[RuleFunction], RuleFactory]:
     """Turns a per-leaf update function into a factory of optax transforms.
 
@@ -259,6 +266,17 @@ def rule(
             },
             global_stats=global_stats,
         )
+        if not isinstance(complex_params, bool):
+            raise TypeError(
+                f"rule {definition.name!r}: complex_params must be True or False"
+            )
+        definition = dataclasses.replace(definition, complex_params=complex_params)
+        all_state_classes(
+            definition.name,
+            definition.slot_names,
+            [option.when is not None for _, option in definition.slots],
+            owner=definition.fn.__module__,
+        )
         return RuleFactory(definition)
 
     if fn is not None:
@@ -271,7 +289,7 @@ def rule(
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    return jnp.promote_types(dtype, jnp.float32)
+    return np.dtype(jnp.promote_types(dtype, jnp.float32))
 
 
 def _cast_value(value: Any, dtype: np.dtype) -> Any:
@@ -292,20 +310,107 @@ def _cast_value(value: Any, dtype: np.dtype) -> Any:
     return value
 
 
-def _check_leaf(rule: str, tree: Any, index: int, leaf: Any, what: str) -> None:
+_INERT, _REAL, _COMPLEX = "inert", "real", "complex"
+
+_COMPLEX_OF = {
+    np.dtype(np.float32): np.dtype(np.complex64),
+    np.dtype(np.float64): np.dtype(np.complex128),
+}
+
+
+def _as_leaf(leaf: Any) -> Any:
+    """Python numbers as arrays (frameworks put them in parameter trees)."""
+    if isinstance(leaf, bool | int | float | complex):
+        return jnp.asarray(leaf)
+    return leaf
+
+
+def _real_dtype(dtype: np.dtype) -> np.dtype:
+    """The real dtype of the same precision (``float32`` for ``complex64``)."""
+    return np.dtype(jnp.finfo(dtype).dtype)
+
+
+def _leaf_kind(
+    rule: str, complex_ok: bool, tree: Any, index: int, leaf: Any, what: str
+) -> str:
+    """How the core treats a leaf: a real or complex float, or inert.
+
+    Integer, boolean and ``float0`` leaves (step counters, integer buffers and
+    their gradients) are *inert*, as in optax: they get slots of zeros of
+    their own dtype, and a zero update.
+    """
     dtype = getattr(leaf, "dtype", None)
     if dtype is None:
         raise TypeError(
             f"{rule}: {what} at {leaf_path(tree, index)} is a "
             f"{type(leaf).__name__}, not an array"
         )
-    if not jnp.issubdtype(dtype, jnp.floating):
+    dtype = np.dtype(dtype)
+    if (
+        dtype == jax.dtypes.float0
+        or jnp.issubdtype(dtype, jnp.integer)
+        or jnp.issubdtype(dtype, jnp.bool_)
+    ):
+        return _INERT
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        if not complex_ok:
+            raise TypeError(
+                f"{rule}: {what} at {leaf_path(tree, index)} is complex ({dtype}), "
+                f"and the {rule} rule is not defined for complex parameters. Use a "
+                "rule that supports them (sgd, adam, adamw, adagrad, rmsprop, lamb, "
+                "normalized_sgd), or split the parameter into real and imaginary "
+                "parts."
+            )
+        return _COMPLEX
+    if jnp.issubdtype(dtype, jnp.floating):
+        if jnp.finfo(dtype).bits < 16:
+            raise TypeError(
+                f"{rule}: {what} at {leaf_path(tree, index)} has dtype {dtype}; "
+                "8-bit float parameters are not supported (their steps would "
+                "round to zero): keep the parameters in bfloat16 or float32 "
+                "and cast them for the forward pass."
+            )
+        return _REAL
+    raise TypeError(
+        f"{rule}: {what} at {leaf_path(tree, index)} has dtype {dtype}; rules work "
+        "on floating-point leaves (float16, bfloat16, float32, float64, complex64, "
+        "complex128) and leave integer and boolean leaves untouched. Exclude other "
+        "leaves with optax.masked or optax.partition."
+    )
+
+
+def _storage_dtype(
+    rule: str,
+    slot: str,
+    option: Slot,
+    dtype_arg: str,
+    chosen: np.dtype | None,
+    param: Any,
+    tree: Any,
+    index: int,
+) -> np.dtype:
+    """The dtype a slot of this parameter is stored in.
+
+    Real parameters: the slot's dtype argument, else the parameter's dtype.
+    Complex parameters: slots of squared magnitudes (``Slot(square=True)``)
+    are real (the argument's dtype, else the parameter's real dtype); other
+    slots are complex, of the argument's precision (``float32`` stores
+    ``complex64``) or else of the parameter's dtype.
+    """
+    dtype = np.dtype(param.dtype)
+    if not jnp.issubdtype(dtype, jnp.complexfloating):
+        return chosen if chosen is not None else dtype
+    if option.square:
+        return chosen if chosen is not None else _real_dtype(dtype)
+    if chosen is None:
+        return dtype
+    if chosen not in _COMPLEX_OF:
         raise TypeError(
-            f"{rule}: {what} at {leaf_path(tree, index)} has dtype {dtype}; "
-            "rules work on real floating-point leaves (float16, bfloat16, "
-            "float32, float64). Exclude other leaves with optax.masked or "
-            "optax.partition."
+            f"{rule}: {dtype_arg}={chosen} cannot store slot {slot!r} of the complex "
+            f"parameter at {leaf_path(tree, index)}: there is no complex {chosen}. "
+            "Use float32 or float64 (stored as complex64 or complex128)."
         )
+    return _COMPLEX_OF[chosen]
 
 
 def _per_leaf_values(
@@ -363,13 +468,43 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
     options = dict(definition.slots)
     active = config.active_slots
     extra = ("rounding_key",) if config.stochastic_rounding else ()
-    state_cls = state_class(rule_name, active, definition.slot_names, extra)
+    state_cls = state_class(
+        rule_name,
+        active,
+        definition.slot_names,
+        extra,
+        owner=definition.fn.__module__,
+    )
 
-    def init_slot(slot: str, values: Mapping[str, Any], p: Any) -> Any:
+    dtype_args = definition.dtype_args
+    complex_ok = definition.complex_params
+
+    def init_slot(
+        slot: str, values: Mapping[str, Any], p: Any, params: Any, i: int
+    ) -> Any:
+        if _leaf_kind(rule_name, complex_ok, params, i, p, "parameter") == _INERT:
+            return jnp.zeros_like(p)
         option = options[slot]
-        storage = config.slot_dtypes[slot] or p.dtype
+        storage = _storage_dtype(
+            rule_name,
+            slot,
+            option,
+            dtype_args[slot],
+            config.slot_dtypes[slot],
+            p,
+            params,
+            i,
+        )
         if callable(option.init):
-            value = option.init(p)
+            value = jnp.asarray(option.init(p))
+            if jnp.iscomplexobj(value) and not jnp.issubdtype(
+                storage, jnp.complexfloating
+            ):
+                raise TypeError(
+                    f"{rule_name}: the initial value of slot {slot!r} is complex "
+                    f"at {leaf_path(params, i)}, but the slot holds squared "
+                    "magnitudes and is real"
+                )
             return jnp.broadcast_to(value, _slot_shape(option, p.shape)).astype(storage)
         value = values[option.init] if isinstance(option.init, str) else option.init
         shape = _slot_shape(option, p.shape)
@@ -379,12 +514,24 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         return fill_like(p, value, storage)
 
     def init_fn(params: optax.Params) -> Any:
+        leaves = jax.tree.leaves(params)
+        if any(isinstance(p, jax.ShapeDtypeStruct) for p in leaves):
+            # Abstract parameters give abstract state (as jax.eval_shape does).
+            return jax.eval_shape(init_fn, params)
+        params = jax.tree.map(_as_leaf, params)
         for i, p in enumerate(jax.tree.leaves(params)):
-            _check_leaf(rule_name, params, i, p, "parameter")
+            _leaf_kind(rule_name, complex_ok, params, i, p, "parameter")
         count = jnp.zeros([], jnp.int32)
         values = config.values_at(count)
+        treedef = jax.tree.structure(params)
+        param_leaves = treedef.flatten_up_to(params)
         slots = {
-            slot: jax.tree.map(lambda p, slot=slot: init_slot(slot, values, p), params)
+            slot: treedef.unflatten(
+                [
+                    init_slot(slot, values, p, params, i)
+                    for i, p in enumerate(param_leaves)
+                ]
+            )
             for slot in active
         }
         if config.stochastic_rounding:
@@ -415,9 +562,23 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                 f"rounding_key; got {type(state).__name__} without one (a state "
                 "from a factory called without stochastic_rounding?)"
             )
+        if type(state) is not state_cls and (
+            type(state).__name__ != state_cls.__name__
+            or tuple(state._fields) != tuple(state_cls._fields)
+        ):
+            raise TypeError(
+                f"{rule_name}: expected a {state_cls.__name__}"
+                f"{tuple(state_cls._fields)} (the state returned by this "
+                f"transform's init), got a {type(state).__name__}"
+                f"{tuple(state._fields)}: a state from another rule, or from "
+                "this rule with other hyperparameters?"
+            )
         grads, treedef = jax.tree.flatten(updates)
-        for i, g in enumerate(grads):
-            _check_leaf(rule_name, updates, i, g, "gradient")
+        grads = [_as_leaf(g) for g in grads]
+        kinds = [
+            _leaf_kind(rule_name, complex_ok, updates, i, g, "gradient")
+            for i, g in enumerate(grads)
+        ]
 
         slot_leaves: dict[str, list[Any]] = {}
         for slot in active:
@@ -433,8 +594,28 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                     f"{rule_name}: the gradient tree does not match the state "
                     f"(slot {slot!r}): {describe_mismatch(tree, updates)}"
                 )
-            leaves = treedef.flatten_up_to(tree)
+            leaves = [_as_leaf(s) for s in treedef.flatten_up_to(tree)]
             for i, (g, s) in enumerate(zip(grads, leaves, strict=True)):
+                if not jnp.issubdtype(s.dtype, jnp.inexact):
+                    kinds[i] = _INERT
+                if kinds[i] == _INERT:
+                    continue
+                slot_complex = jnp.issubdtype(s.dtype, jnp.complexfloating)
+                if options[slot].square and slot_complex:
+                    raise TypeError(
+                        f"{rule_name}: state slot {slot!r} at "
+                        f"{leaf_path(updates, i)} is complex ({s.dtype}), but it "
+                        "holds squared magnitudes and must be real (a state "
+                        "converted from optax, which stores them complex? use "
+                        "jaxopt_rules.from_optax)"
+                    )
+                if kinds[i] == _COMPLEX and not options[slot].square:
+                    if not slot_complex:
+                        raise ValueError(
+                            f"{rule_name}: the gradient at {leaf_path(updates, i)} "
+                            f"is complex but its state slot {slot!r} is {s.dtype}: "
+                            "initialise the state with the complex parameters"
+                        )
                 expected = _slot_shape(options[slot], g.shape)
                 if tuple(s.shape) != expected:
                     raise ValueError(
@@ -452,9 +633,13 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                     f"{rule_name}: the gradient tree does not match the parameter "
                     f"tree: {describe_mismatch(params, updates)}"
                 )
-            leaves = treedef.flatten_up_to(params)
+            leaves = [_as_leaf(p) for p in treedef.flatten_up_to(params)]
             for i, (g, p) in enumerate(zip(grads, leaves, strict=True)):
-                _check_leaf(rule_name, params, i, p, "parameter")
+                if (
+                    _leaf_kind(rule_name, complex_ok, params, i, p, "parameter")
+                    == _INERT
+                ):
+                    kinds[i] = _INERT
                 if tuple(p.shape) != tuple(g.shape):
                     raise ValueError(
                         f"{rule_name}: gradient at {leaf_path(updates, i)} has shape "
@@ -472,6 +657,7 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         cast_cache: dict[np.dtype, dict[str, Any]] = {}
 
         def scalars_for(dtype: np.dtype) -> dict[str, Any]:
+            dtype = _real_dtype(dtype)  # hyperparameters are real
             if dtype not in cast_cache:
                 cast = {k: _cast_value(v, dtype) for k, v in values.items()}
                 cast["step"] = count_inc.astype(dtype)
@@ -479,11 +665,22 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
             return cast_cache[dtype]
 
         # Each leaf's arrays in its compute dtype, read by both phases below.
-        dtypes = [_compute_dtype(g.dtype) for g in grads]
+        dtypes = [
+            _compute_dtype(g.dtype) if kind != _INERT else np.dtype(np.float32)
+            for g, kind in zip(grads, kinds, strict=True)
+        ]
         inputs: list[dict[str, Any]] = []
         for i, (g, dtype) in enumerate(zip(grads, dtypes, strict=True)):
+            if kinds[i] == _INERT:
+                inputs.append({})
+                continue
+            real = _real_dtype(dtype)
             leaf: dict[str, Any] = {
-                slot: slot_leaves[slot][i].astype(dtype) if slot in active else None
+                slot: slot_leaves[slot][i].astype(
+                    real if options[slot].square else dtype
+                )
+                if slot in active
+                else None
                 for slot in definition.slot_names
             }
             leaf["grad"] = g.astype(dtype)
@@ -493,7 +690,9 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
 
         totals: dict[str, Any] = {}
         if definition.global_stats is not None:
-            for leaf, dtype in zip(inputs, dtypes, strict=True):
+            for leaf, dtype, kind in zip(inputs, dtypes, kinds, strict=True):
+                if kind == _INERT:
+                    continue
                 scalars = scalars_for(dtype)
                 leaf_stats = definition.global_stats(
                     leaf["grad"],
@@ -516,7 +715,10 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                 if "step" in definition.reserved:
                     shared["step"] = scalars["step"]
                 if "stats" in definition.reserved:
-                    shared["stats"] = {k: v.astype(dtype) for k, v in totals.items()}
+                    real = _real_dtype(dtype)
+                    shared["stats"] = {
+                        k: jnp.real(v).astype(real) for k, v in totals.items()
+                    }
                 shared_cache[dtype] = shared
             return shared_cache[dtype]
 
@@ -533,6 +735,14 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         new_slots: dict[str, list[Any]] = {slot: [] for slot in active}
         n_slots = len(definition.slots)
         for i, (g, dtype, leaf) in enumerate(zip(grads, dtypes, inputs, strict=True)):
+            if kinds[i] == _INERT:
+                # Integer and boolean leaves: a zero update (float0 gradients
+                # pass through), slots unchanged.
+                inert = g if g.dtype == jax.dtypes.float0 else jnp.zeros_like(g)
+                new_updates.append(inert)
+                for slot in active:
+                    new_slots[slot].append(slot_leaves[slot][i])
+                continue
             own = {slot: leaf[slot] for slot in definition.slot_names}
             if "param" in definition.reserved:
                 own["param"] = leaf["param"]
@@ -557,6 +767,15 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                     paths = leaf_paths(updates)
                 for name, value in reports:
                     report(f"{name}{paths[i]}", value)
+            if out is None:
+                raise TypeError(
+                    f"{rule_name}: the rule function returned None; it must return "
+                    + (
+                        f"(update, {', '.join(definition.slot_names)})"
+                        if n_slots
+                        else "the update"
+                    )
+                )
             if n_slots == 0:
                 out = (out,)
             elif not isinstance(out, tuple) or len(out) != 1 + n_slots:
@@ -571,6 +790,11 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                     f"{rule_name}: the update for {leaf_path(updates, i)} has shape "
                     f"{update.shape}, expected the gradient's shape {g.shape}"
                 )
+            if jnp.iscomplexobj(update) and not jnp.iscomplexobj(g):
+                raise TypeError(
+                    f"{rule_name}: the update for the real gradient at "
+                    f"{leaf_path(updates, i)} is complex ({update.dtype})"
+                )
             new_updates.append(update.astype(g.dtype))
             for slot, value in zip(definition.slot_names, out[1:], strict=True):
                 if slot not in active:
@@ -583,6 +807,18 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
                     continue
                 old = slot_leaves[slot][i]
                 value = jnp.asarray(value)
+                if jnp.iscomplexobj(value) and not jnp.iscomplexobj(old):
+                    raise TypeError(
+                        f"{rule_name}: the rule returned a complex value for slot "
+                        f"{slot!r} at {leaf_path(updates, i)}, which is stored "
+                        f"real ({old.dtype})"
+                        + (
+                            "; it holds squared magnitudes: compute them with "
+                            "jaxopt_rules.abs_sq(grad), not grad**2"
+                            if options[slot].square
+                            else ""
+                        )
+                    )
                 if value.shape != old.shape:
                     raise ValueError(
                         f"{rule_name}: new slot {slot!r} for {leaf_path(updates, i)} "

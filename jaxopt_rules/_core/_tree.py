@@ -70,6 +70,7 @@ def fill_like(param: jax.Array, value: Any, dtype: Any) -> jax.Array:
     fold because of NaN semantics), so the sharding propagates to the state.
     It costs one read of ``param`` at init and is exact for every input.
     """
-    p = param.astype(dtype)
+    size = jnp.abs(param)  # real, also for complex parameters
     fill = jnp.asarray(value, dtype)
-    return jnp.where(jnp.isfinite(p), jnp.abs(p) * 0 + fill, fill)
+    zero = (size * 0).astype(dtype)
+    return jnp.where(jnp.isfinite(size), zero + fill, fill)

@@ -6,18 +6,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
 from jaxopt_rules.rules._catalog import catalog_entry
 
 
 @rule(
     name="adagrad",
-    slots={"sum_of_squares": Slot(init="initial_accumulator_value")},
+    slots={"sum_of_squares": Slot(init="initial_accumulator_value", square=True)},
     constraints={
         "learning_rate": ">= 0",
         "initial_accumulator_value": ">= 0",
         "eps": ">= 0",
     },
+    complex_params=True,
 )
 def _adagrad_rule(
     grad: Array,
@@ -28,7 +29,7 @@ def _adagrad_rule(
     eps: Scalar = 1e-7,
 ) -> tuple[Array, Array]:
     """Per-leaf Adagrad step."""
-    sum_of_squares = grad**2 + sum_of_squares
+    sum_of_squares = abs_sq(grad) + sum_of_squares
     scale = jnp.where(sum_of_squares > 0, jax.lax.rsqrt(sum_of_squares + eps), 0.0)
     return -learning_rate * (scale * grad), sum_of_squares
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules._core import Array, Scalar, rule
+from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
 from jaxopt_rules.rules._catalog import catalog_entry
 
 
@@ -22,8 +22,8 @@ ADAM_CONSTRAINTS = {
 def adam_moments(
     grad: Array, mu: Array, nu: Array, *, b1: Scalar, b2: Scalar
 ) -> tuple[Array, Array]:
-    """The exponential moving averages of ``g`` and ``g**2``."""
-    return (1 - b1) * grad + b1 * mu, (1 - b2) * grad**2 + b2 * nu
+    """The exponential moving averages of ``g`` and ``|g|**2``."""
+    return (1 - b1) * grad + b1 * mu, (1 - b2) * abs_sq(grad) + b2 * nu
 
 
 def adam_direction(
@@ -51,7 +51,12 @@ def adam_direction(
     return mu_hat / (jnp.sqrt(nu_hat + eps_root) + eps)
 
 
-@rule(name="adam", constraints=ADAM_CONSTRAINTS)
+@rule(
+    name="adam",
+    slots={"nu": Slot(square=True)},
+    constraints=ADAM_CONSTRAINTS,
+    complex_params=True,
+)
 def _adam_rule(
     grad: Array,
     mu: Array,

@@ -6,14 +6,16 @@ from typing import Any
 import jax
 import optax
 
-from jaxopt_rules._core import Array, Scalar, rule
+from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._adam import ADAM_CONSTRAINTS, adam_direction, adam_moments
 from jaxopt_rules.rules._catalog import catalog_entry
 
 
 @rule(
     name="adamw",
+    slots={"nu": Slot(square=True)},
     per_leaf={"mask": True},
+    complex_params=True,
     constraints={**ADAM_CONSTRAINTS, "weight_decay": ">= 0"},
 )
 def _adamw_rule(

@@ -7,18 +7,20 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules._core import Array, Scalar, report, rule
+from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, report, rule
 from jaxopt_rules.rules._adam import ADAM_CONSTRAINTS, adam_direction, adam_moments
 from jaxopt_rules.rules._catalog import catalog_entry
 
 
 def _norm(x: Array) -> Array:
-    return jnp.sqrt(jnp.sum(x * x))
+    return jnp.sqrt(jnp.sum(abs_sq(x)))
 
 
 @rule(
     name="lamb",
+    slots={"nu": Slot(square=True)},
     per_leaf={"mask": True},
+    complex_params=True,
     constraints={**ADAM_CONSTRAINTS, "weight_decay": ">= 0"},
 )
 def _lamb_rule(

@@ -4,17 +4,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules._core import Array, Scalar, rule
+from jaxopt_rules._core import Array, Scalar, abs_sq, rule
 from jaxopt_rules.rules._catalog import catalog_entry
 
 
 def _squared_norm(grad: Array) -> dict[str, Array]:
-    return {"grad_sq_norm": jnp.sum(grad * grad)}
+    return {"grad_sq_norm": jnp.sum(abs_sq(grad))}
 
 
 @rule(
     name="normalized_sgd",
     global_stats=_squared_norm,
+    complex_params=True,
     constraints={"learning_rate": ">= 0", "eps": ">= 0"},
 )
 def _normalized_sgd_rule(

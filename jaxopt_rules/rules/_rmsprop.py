@@ -6,14 +6,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
 from jaxopt_rules.rules._catalog import catalog_entry
 
 
 @rule(
     name="rmsprop",
     slots={
-        "nu": Slot(init="initial_scale"),
+        "nu": Slot(init="initial_scale", square=True),
         "mu": Slot(when="centered"),
         "trace": Slot(when="momentum"),
     },
@@ -24,6 +24,7 @@ from jaxopt_rules.rules._catalog import catalog_entry
         "initial_scale": ">= 0",
         "momentum": ">= 0",
     },
+    complex_params=True,
 )
 def _rmsprop_rule(
     grad: Array,
@@ -43,12 +44,12 @@ def _rmsprop_rule(
     bias_correction: bool = False,
 ) -> tuple[Array, Array, Array | None, Array | None]:
     """Per-leaf RMSProp step (optionally centered, with momentum after lr)."""
-    nu = (1 - decay) * grad**2 + decay * nu
+    nu = (1 - decay) * abs_sq(grad) + decay * nu
     correction = 1 - decay**step if bias_correction else 1.0
     var = nu / correction
     if mu is not None:
         mu = (1 - decay) * grad + decay * mu
-        var = var - (mu / correction) ** 2
+        var = var - abs_sq(mu / correction)
     scale = jax.lax.rsqrt(var + eps) if eps_in_sqrt else 1 / (jnp.sqrt(var) + eps)
     update = -learning_rate * (scale * grad)
     if momentum is not None and trace is not None:

@@ -13,6 +13,7 @@ from jaxopt_rules.rules._catalog import catalog_entry
     name="sgd",
     slots={"trace": Slot(dtype_arg="accumulator_dtype", when="momentum")},
     constraints={"learning_rate": ">= 0", "momentum": ">= 0"},
+    complex_params=True,
 )
 def _sgd_rule(
     grad: Array,
