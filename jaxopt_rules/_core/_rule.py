@@ -237,6 +237,10 @@ def rule(
             or a predicate.
         global_stats: ``f(grad, [param], [slots...], **hyperparams) -> dict``,
             per leaf, summed over leaves into ``stats``.
+        complex_params: the rule's math holds for complex parameters (it
+            computes squared magnitudes with :func:`abs_sq`, marks second
+            moments ``Slot(square=True)``). Without it, complex leaves are
+            refused with an error naming the rule and the leaf.
 
     Returns:
         A :class:`RuleFactory`, or a decorator producing one.
