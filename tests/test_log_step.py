@@ -2,6 +2,7 @@
 
 import functools
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -306,4 +307,229 @@ def test_reading_the_parameters_does_not_copy_them(every):
     )
     param_bytes = 256 * 1024 * 4
     assert compiled.memory_analysis().temp_size_in_bytes < param_bytes
+    tx.close()
+
+
+# --- optax.MultiSteps and optax.apply_if_finite, log_step around or inside ---
+
+
+def _run_steps(tx, grads_seq, params):
+    """Runs the jitted update over ``grads_seq``; returns each step's updates."""
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    returned = []
+    for grads in grads_seq:
+        updates, state = update(grads, state, params)
+        returned.append(updates)
+    return returned, state
+
+
+def _micro_grads(n):
+    return [{"w": jnp.array([1.0, -2.0, 0.5]) * (k + 1)} for k in range(n)]
+
+
+def test_log_step_around_multisteps_reports_each_applied_update_once():
+    records = []
+    tx = jr.log_step(
+        optax.MultiSteps(optax.sgd(0.1), every_k_schedule=3),
+        every=1,
+        sinks=[records.append],
+    )
+    grads = _micro_grads(6)
+    returned, state = _run_steps(tx, grads, {"w": jnp.ones(3)})
+    tx.flush()
+    # Calls 2 and 5 emit the averaged update; the others return zeros.
+    assert [(r["step"], r["applied"], r["micro_steps"]) for r in records] == [
+        (0, True, 3),
+        (1, True, 3),
+    ]
+    for record, call in zip(records, [2, 5], strict=True):
+        np.testing.assert_allclose(
+            record["update_norm"], _norm([np.asarray(returned[call]["w"])]), rtol=1e-6
+        )
+        # grad_norm: the micro-batch gradient handed to log_step on that call.
+        np.testing.assert_allclose(
+            record["grad_norm"], _norm([np.asarray(grads[call]["w"])]), rtol=1e-6
+        )
+    assert int(state.count) == 2  # applied updates
+
+
+def test_log_step_inside_multisteps_reports_only_the_kept_micro_step():
+    records = []
+    tx = optax.MultiSteps(
+        jr.log_step(optax.sgd(0.1), every=1, sinks=[records.append]),
+        every_k_schedule=3,
+    )
+    grads = _micro_grads(6)
+    returned, _ = _run_steps(tx, grads, {"w": jnp.ones(3)})
+    jax.effects_barrier()
+    tx.inner_opt.flush()
+    assert [(r["step"], r["applied"], r["micro_steps"]) for r in records] == [
+        (0, True, 3),
+        (1, True, 3),
+    ]
+    for record, first in zip(records, [0, 3], strict=True):
+        mean = np.mean([np.asarray(g["w"]) for g in grads[first : first + 3]], axis=0)
+        np.testing.assert_allclose(record["grad_norm"], _norm([mean]), rtol=1e-5)
+        np.testing.assert_allclose(
+            record["update_norm"],
+            _norm([np.asarray(returned[first + 2]["w"])]),
+            rtol=1e-5,
+        )
+
+
+def test_every_counts_applied_updates_around_multisteps():
+    records = []
+    tx = jr.log_step(
+        optax.MultiSteps(optax.sgd(0.1), every_k_schedule=2),
+        every=2,
+        sinks=[records.append],
+    )
+    _run_steps(tx, _micro_grads(8), {"w": jnp.ones(3)})
+    tx.flush()
+    assert [r["step"] for r in records] == [0, 2]  # of the 4 applied updates
+
+
+_OK = {"w": jnp.array([1.0, 2.0])}
+_BAD = {"w": jnp.array([jnp.nan, 2.0])}
+
+
+def test_log_step_around_apply_if_finite_reports_skipped_steps_as_not_applied():
+    records = []
+    tx = jr.log_step(
+        optax.apply_if_finite(optax.adam(0.1), max_consecutive_errors=2),
+        every=1,
+        sinks=[records.append],
+    )
+    returned, state = _run_steps(
+        tx, [_OK, _BAD, _OK, _BAD, _BAD, _BAD, _OK], {"w": jnp.ones(2)}
+    )
+    tx.flush()
+    # The third NaN in a row exceeds max_consecutive_errors=2: optax applies it.
+    assert [(r["step"], r["applied"], r["nonfinite"]) for r in records] == [
+        (0, True, []),
+        (1, False, ["['w']"]),
+        (1, True, []),
+        (2, False, ["['w']"]),
+        (2, False, ["['w']"]),
+        (2, True, ["['w']"]),
+        (3, True, []),
+    ]
+    assert records[1]["update_norm"] == 0.0
+    assert np.all(np.asarray(returned[1]["w"]) == 0)
+    assert int(state.count) == 4
+
+
+def test_skipped_steps_are_reported_even_between_every():
+    records = []
+    tx = jr.log_step(
+        optax.apply_if_finite(optax.sgd(0.1), max_consecutive_errors=5),
+        every=100,
+        sinks=[records.append],
+    )
+    _run_steps(tx, [_OK, _OK, _BAD, _OK], {"w": jnp.ones(2)})
+    tx.flush()
+    assert [(r["step"], r["applied"]) for r in records] == [(0, True), (2, False)]
+
+
+def test_log_step_inside_apply_if_finite_reports_only_applied_updates():
+    records = []
+    logged = jr.log_step(optax.adam(0.1), every=1, sinks=[records.append])
+    tx = optax.apply_if_finite(logged, max_consecutive_errors=1)
+    _run_steps(tx, [_OK, _BAD, _OK, _BAD, _BAD], {"w": jnp.ones(2)})
+    logged.flush()
+    assert [(r["step"], r["applied"], r["nonfinite"]) for r in records] == [
+        (0, True, []),
+        (1, True, []),
+        (2, True, ["['w']"]),  # the second NaN in a row: applied by optax
+    ]
+
+
+def test_log_step_inside_apply_if_finite_under_vmap_skips_rejected_members():
+    # Under vmap apply_if_finite's cond becomes a select: both branches run.
+    records = []
+    logged = jr.log_step(optax.sgd(0.1), every=1, sinks=[records.append])
+    tx = optax.apply_if_finite(logged, max_consecutive_errors=3)
+    params = {"w": jnp.ones((2, 2))}
+    grads = {"w": jnp.array([[1.0, 2.0], [jnp.nan, 2.0]])}
+    states = jax.vmap(tx.init)(params)
+    jax.jit(jax.vmap(tx.update))(grads, states, params)
+    logged.flush()
+    assert [(r["batch_index"], r["applied"]) for r in records] == [(0, True)]
+
+
+# --- nonfinite, zero-size leaves, sinks' copies, custom statistics ---
+
+
+@pytest.mark.parametrize("size", [4096, 10_000, 1_000_000])
+def test_nonfinite_names_nan_and_inf_anywhere_in_large_leaves(size):
+    positions = [0, 1, 7, size // 2, size - 2, size - 1]
+    grads = {"clean": jnp.ones(size)}
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+        for position in positions:
+            leaf = np.ones(size, np.float32)
+            leaf[position] = bad
+            grads[f"{bad}@{position}"] = jnp.asarray(leaf)
+    records = []
+    tx = jr.log_step(optax.sgd(0.1), every=1, sinks=[records.append])
+    jax.jit(tx.update)(grads, tx.init(grads), grads)
+    tx.flush()
+    expected = sorted(f"['{name}']" for name in grads if name != "clean")
+    assert sorted(records[0]["nonfinite"]) == expected
+
+
+def test_zero_size_leaves_have_zero_norms():
+    records = []
+    tx = jr.log_step(
+        jr.adam(0.1),
+        every=1,
+        per_leaf=True,
+        sinks=[records.append],
+    )
+    params = {"empty": jnp.zeros((0, 3)), "w": jnp.array([3.0, 4.0])}
+    updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+    tx.flush()
+    assert updates["empty"].shape == (0, 3)
+    record = records[0]
+    assert record["grad_norm['empty']"] == 0.0
+    assert record["grad_norm['w']"] == 5.0
+    assert record["grad_norm"] == 5.0
+    assert record["nonfinite"] == []
+
+
+def test_each_sink_gets_its_own_copy_of_the_record():
+    seen = []
+
+    def greedy(record):
+        record.pop("grad_norm")
+        record["nonfinite"].append("mine")
+
+    tx = jr.log_step(optax.sgd(0.1), every=1, sinks=[greedy, seen.append])
+    params = {"w": jnp.ones(4)}
+    jax.jit(tx.update)(params, tx.init(params), params)
+    tx.close()
+    assert seen[0]["grad_norm"] == 2.0
+    assert seen[0]["nonfinite"] == []
+
+
+@pytest.mark.parametrize(
+    "name", ["grad_norm", "nonfinite", "step", "learning_rate", "grad_norm['w']"]
+)
+def test_a_custom_statistic_named_like_a_built_in_is_refused(name):
+    with pytest.raises(
+        ValueError, match=re.escape(f"statistic {name!r} is named like")
+    ):
+        jr.log_step(optax.sgd(0.1), custom={name: lambda g, u, p, s: 0.0})
+
+
+def test_a_custom_statistic_returning_a_vector_is_named():
+    tx = jr.log_step(
+        optax.sgd(0.1),
+        every=1,
+        custom={"abs_w": lambda g, u, p, s: jnp.abs(g["w"])},
+        sinks=[lambda r: None],
+    )
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ValueError, match=r"'abs_w' must return a scalar.*\(3,\)"):
+        jax.jit(tx.update)(params, tx.init(params), params)
     tx.close()

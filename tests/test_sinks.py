@@ -34,7 +34,7 @@ def test_delivery_is_off_the_submitting_thread():
     assert threads[0] is not threading.current_thread()
 
 
-def test_a_failing_sink_is_logged_and_the_others_still_deliver(caplog):
+def test_a_failing_sink_is_logged_once_then_counted_and_the_others_deliver(caplog):
     seen = []
 
     def broken(record):
@@ -42,12 +42,19 @@ def test_a_failing_sink_is_logged_and_the_others_still_deliver(caplog):
 
     with caplog.at_level(logging.ERROR, logger="jaxopt_rules"):
         with Dispatcher([broken, seen.append]) as dispatcher:
-            dispatcher.submit({"step": 1})
-            dispatcher.submit({"step": 2})
-    assert [r["step"] for r in seen] == [1, 2]
-    failures = [r for r in caplog.records if "training continues" in r.getMessage()]
-    assert len(failures) == 2
+            for step in range(5):
+                dispatcher.submit({"step": step})
+            dispatcher.flush()
+            assert dispatcher.failures == {
+                "test_a_failing_sink_is_logged_once_then_counted_and_the_others_"
+                "deliver.<locals>.broken": 5
+            }
+    assert [r["step"] for r in seen] == [0, 1, 2, 3, 4]
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1  # one traceback, not one per record
     assert "disk full" in caplog.text
+    summaries = [r for r in caplog.records if "failed 5 time(s)" in r.getMessage()]
+    assert len(summaries) == 1  # the count, reported at close
 
 
 def test_close_is_idempotent_and_drops_later_records(caplog):

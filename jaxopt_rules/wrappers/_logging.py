@@ -10,7 +10,9 @@ emitter is a ``custom_vmap`` that reduces the predicate with ``any`` and sends
 the whole batch in one call, so a population of runs costs one callback per
 fired step, not one per member. The host side turns the packed vector into
 records and a :class:`~jaxopt_rules.wrappers.Dispatcher` delivers them off the
-training thread.
+training thread (in order, each sink its own copy, drained at interpreter exit).
+Around or inside ``optax.MultiSteps`` / ``optax.apply_if_finite``, records
+describe the applied updates (``_applied.py``).
 
 What it costs, and why (``benchmarks/README.md``): on XLA:CPU any executable
 holding a host callback runs synchronously and is dispatched on JAX's Python
@@ -18,7 +20,10 @@ path (about 6 us per argument or result array here), and statistics of the
 updates materialise them (XLA:CPU does not fuse a reduction with the update).
 """
 
+import atexit
 import functools
+import logging
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -31,14 +36,41 @@ from jax.tree_util import keystr
 from jaxopt_rules._core._report import collecting
 from jaxopt_rules._core._state import safe_increment
 from jaxopt_rules._core._tree import is_hole
-from jaxopt_rules.wrappers._dispatch import Dispatcher
+from jaxopt_rules.wrappers._applied import (
+    InnerStatus,
+    OuterStatus,
+    applied_despite_nonfinite,
+    enclosing_status,
+    outer_status,
+)
+from jaxopt_rules.wrappers._dispatch import Dispatcher, close_all
 from jaxopt_rules.wrappers._sinks import LoggingSink, Record
 
 
 GLOBAL_STATS = ("grad_norm", "update_norm", "param_norm", "update_param_ratio")
 DEFAULT_STATS = (*GLOBAL_STATS, "learning_rate", "nonfinite")
+RESERVED_FIELDS = (*DEFAULT_STATS, "step", "batch_index", "applied", "micro_steps")
+"""Record fields that a ``custom`` statistic may not be named."""
 StatFn = Callable[[Any, Any, Any, Any], jax.Array]
 """A user statistic: ``fn(grads, updates, params, inner_state) -> scalar``."""
+
+_LOG = logging.getLogger("jaxopt_rules")
+
+
+def _drain_at_exit() -> None:
+    """At interpreter exit: take every fired record from the device, deliver all.
+
+    Registered after JAX's own exit hooks, so it runs before them (``atexit``
+    runs last-registered first), while the backend still exists.
+    """
+    try:
+        jax.effects_barrier()
+    except Exception:
+        _LOG.exception("jaxopt_rules: could not wait for pending step records")
+    close_all()
+
+
+atexit.register(_drain_at_exit)
 
 
 class LogStepState(NamedTuple):
@@ -63,7 +95,11 @@ class LoggedTransformation(optax.GradientTransformationExtraArgs):
         self.dispatcher.flush()
 
     def close(self) -> None:
-        """Flushes, then closes the sinks."""
+        """Flushes, then closes the sinks (at once when called from a sink).
+
+        Optional: a log_step never closed is drained and closed at interpreter
+        exit, or when it is garbage-collected.
+        """
         jax.effects_barrier()
         self.dispatcher.close()
 
@@ -108,9 +144,10 @@ def _nonfinite_flag(leaf: Any, sum_squares: jax.Array) -> jax.Array:
     """
 
     def scan(leaf: Any, sum_squares: jax.Array) -> jax.Array:
-        # max propagates NaN and inf.
-        peak = jnp.max(jnp.abs(jnp.asarray(leaf, jnp.float32)))
-        return (~jnp.isfinite(peak)).astype(jnp.float32)
+        # Not max(|x|): on XLA:CPU a max over 4096 or more elements can drop
+        # a NaN. isfinite per element, then a logical reduction, cannot.
+        bad = jnp.any(~jnp.isfinite(jnp.asarray(leaf, jnp.float32)))
+        return bad.astype(jnp.float32)
 
     def finite(leaf: Any, sum_squares: jax.Array) -> jax.Array:
         return sum_squares * 0.0  # zero, typed like the value (shard_map)
@@ -177,7 +214,12 @@ def _make_record(layout: _Layout, step: int, values: np.ndarray) -> dict[str, An
     record: dict[str, Any] = {"step": step}
     n = len(layout.names)
     for name, value in zip(layout.names, values[:n], strict=True):
-        record[name] = float(value)
+        if name == "applied":
+            record[name] = bool(value)
+        elif name == "micro_steps":
+            record[name] = int(value)
+        else:
+            record[name] = float(value)
     offset = n
     leaves = len(layout.leaf_names)
     if layout.nonfinite:
@@ -195,9 +237,21 @@ def _make_record(layout: _Layout, step: int, values: np.ndarray) -> dict[str, An
 
 
 def _host_emit(
-    dispatcher: Dispatcher, layout: _Layout, fire: Any, count: Any, values: Any
+    dispatcher_ref: "weakref.ref[Dispatcher]",
+    layout: _Layout,
+    fire: Any,
+    count: Any,
+    values: Any,
 ) -> None:
-    """Runs on the host: split leading (vmap) axes into records; submit fired ones."""
+    """Runs on the host: split leading (vmap) axes into records; submit fired ones.
+
+    The dispatcher is held weakly: JAX's caches keep this callback, and must
+    not keep a dropped log_step's thread and files alive.
+    """
+    dispatcher = dispatcher_ref()
+    if dispatcher is None:
+        _LOG.warning("jaxopt_rules: a step record of a discarded log_step was dropped")
+        return
     fire = np.asarray(fire)
     count = np.asarray(count)
     values = np.asarray(values, np.float64)
@@ -276,15 +330,53 @@ def log_step(
     transform names with :func:`~jaxopt_rules.report` (a rule's per-leaf value
     arrives as ``name['a']['w']``; LAMB reports ``trust_ratio``).
 
+    ``nonfinite`` tests every element with ``isfinite`` (never a ``max``,
+    which on XLA:CPU can drop a NaN from 4096 elements on); a leaf with no
+    elements has norm 0 and is never non-finite.
+
+    Updates that are not applied (``optax.MultiSteps``,
+    ``optax.apply_if_finite``): records describe applied updates, and
+    ``step`` counts applied updates, wherever ``log_step`` is placed. When
+    ``tx``'s state holds one of these wrappers (``log_step`` around it), or
+    when ``log_step`` runs inside one (found at trace time from optax 0.2.8's
+    ``update``), each record gets ``"applied"`` (bool) and, for MultiSteps,
+    ``"micro_steps"`` (gradients accumulated into the update), and:
+
+    - ``MultiSteps``: only the micro-step that emits the update reports
+      (``every`` counts emitted updates). Around it, ``grad_norm`` is that
+      micro-step's gradient; inside it, the accumulated gradient the inner
+      optimizer received.
+    - ``apply_if_finite`` around: a step it rejects always reports, with
+      ``"applied": False``, ``update_norm`` 0 and the ``nonfinite`` leaves,
+      under the step number the next applied update will have; a step it
+      applies after ``max_consecutive_errors`` rejections has
+      ``"applied": True``. Inside it, rejected steps are not seen (the inner
+      ``update`` does not run), so put ``log_step`` around it to see them.
+
+    Delivery: records go to the sinks in order on one thread per
+    ``log_step``, each sink receiving its own copy. Nothing emitted is lost
+    at exit: at interpreter exit (normal, or an uncaught exception) the
+    pending records are taken from the device and delivered, and the sinks
+    closed, even without ``close()``. A sink that raises anything is logged
+    once with its traceback, then counted (the count is logged at close); it
+    never stops training or the other sinks. ``close()`` called from a sink
+    returns at once. A ``log_step`` that is dropped without ``close()``
+    closes its sinks and stops its thread when garbage-collected. With no
+    ``sinks``, records are logged at ``INFO`` on ``"jaxopt_rules.steps"``;
+    if that logger drops them (Python's default level is ``WARNING``), a
+    one-time warning says how to see them.
+
     Args:
         tx: the transform to wrap (ours, optax's, chains).
         every: report on steps where ``count % every == 0``.
         stats: which of ``DEFAULT_STATS`` to compute.
         per_leaf: also report each leaf's gradient norm.
         custom: name -> ``fn(grads, updates, params, inner_state)`` returning a
-            scalar, computed on device.
+            scalar, computed on device. A name of a built-in field
+            (``RESERVED_FIELDS``, ``grad_norm[...]``) is refused; a non-scalar
+            result raises an error naming the statistic.
         sinks: callables taking a record, or ``.jsonl``/``.csv`` paths; by
-            default a :class:`~jaxopt_rules.LoggingSink`.
+            default a :class:`~jaxopt_rules.LoggingSink` (``INFO`` level).
         axis_name: inside ``shard_map``, the mesh axis the leaves are sharded
             over: statistics are reduced over it and one device reports.
 
@@ -304,6 +396,21 @@ def log_step(
         >>> tx.flush()
         >>> [(r["step"], round(r["grad_norm"], 4)) for r in records]
         [(0, 1.7321), (2, 1.7321)]
+
+        Around gradient accumulation, one record per applied update:
+
+        >>> acc = jr.log_step(
+        ...     optax.MultiSteps(jr.sgd(0.1), every_k_schedule=2),
+        ...     every=1,
+        ...     sinks=[records.append],
+        ... )
+        >>> records.clear()
+        >>> state = acc.init(params)
+        >>> for _ in range(4):
+        ...     updates, state = jax.jit(acc.update)(params, state, params)
+        >>> acc.close()
+        >>> [(r["step"], r["applied"], r["micro_steps"]) for r in records]
+        [(0, True, 2), (1, True, 2)]
     """
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"log_step: every must be a positive integer, got {every!r}")
@@ -315,7 +422,24 @@ def log_step(
             "or pass your own as custom={name: fn}"
         )
     custom = dict(custom or {})
+    for name, fn in custom.items():
+        if not isinstance(name, str):
+            raise TypeError(
+                f"log_step: custom statistic names must be str, got {name!r}"
+            )
+        if name in RESERVED_FIELDS or name.startswith("grad_norm["):
+            raise ValueError(
+                f"log_step: custom statistic {name!r} is named like a built-in "
+                f"record field and would replace it; rename it (taken: "
+                f"{RESERVED_FIELDS} and grad_norm[...])"
+            )
+        if not callable(fn):
+            raise TypeError(
+                f"log_step: custom statistic {name!r} must be a function "
+                f"fn(grads, updates, params, inner_state), got {type(fn).__name__}"
+            )
     dispatcher = Dispatcher(list(sinks) or [LoggingSink()])
+    dispatcher_ref = weakref.ref(dispatcher)
 
     def init_fn(params: optax.Params) -> Any:
         return LogStepState(jnp.zeros([], jnp.int32), tx.init(params))
@@ -332,18 +456,24 @@ def log_step(
                 f"init, got {type(state).__name__}"
             )
         wanted = set(stats)
+        inside = enclosing_status()  # trace time: inside MultiSteps/apply_if_finite?
         count = jax.lax.stop_gradient(state.count)
-        fire = count % every == 0
         with collecting() as reports:
             new_updates, inner = tx.update(updates, state.inner, params, **extra_args)
+        outside = outer_status(state.inner, inner)
+        fire, kept = _gate(count % every == 0, inside, outside)
         reads_params = params is not None and bool(wanted & _NEEDS_PARAMS)
         report_names = [name for name, _ in reports]
         frozen = jax.lax.stop_gradient(
             (updates, new_updates, params, inner, [value for _, value in reports])
         )
 
-        def statistics() -> jax.Array:
-            """Computes and emits this step's record; returns a zero scalar."""
+        def statistics() -> tuple[jax.Array, jax.Array]:
+            """Computes and emits this step's record.
+
+            Returns a zero scalar (to order the updates after the reads) and
+            whether this step's update is applied.
+            """
             grads_in, updates_out, params_in, inner_out, reported = frozen
             grads, leaf_names = _leaves_with_names(grads_in)
             # Each leaf's sum of squares once: the global norm, the per-leaf
@@ -364,6 +494,14 @@ def log_step(
             grad_sq = sum(leaf_sq, jnp.zeros((), jnp.float32))
             names: list[str] = []
             values: list[jax.Array] = []
+            applied = _applied(kept, outside, updates_out)
+            if inside is not None or outside is not None:
+                names.append("applied")
+                values.append(applied.astype(jnp.float32))
+                micro = _micro_steps(inside, outside)
+                if micro is not None:
+                    names.append("micro_steps")
+                    values.append(micro.astype(jnp.float32))
             for name in stats:
                 if name == "grad_norm":
                     value = jnp.sqrt(grad_sq)
@@ -389,7 +527,7 @@ def log_step(
             for name, fn in custom.items():
                 names.append(name)
                 value = fn(grads_in, updates_out, params_in, inner_out)
-                values.append(jnp.asarray(value, jnp.float32))
+                values.append(_custom_scalar(name, value))
             for name, value in zip(report_names, reported, strict=True):
                 names.append(_unique(name, names))
                 value = jnp.asarray(value, jnp.float32)
@@ -412,22 +550,90 @@ def log_step(
             emitted = fire
             if axis_name is not None:
                 emitted = emitted & (jax.lax.axis_index(axis_name) == 0)
-            emit = _emitter(functools.partial(_host_emit, dispatcher, layout))
+            emit = _emitter(functools.partial(_host_emit, dispatcher_ref, layout))
             emit(emitted, count, vector)
-            return jnp.sum(vector) * 0.0
+            return jnp.sum(vector) * 0.0, applied
 
-        if every == 1:
-            done = statistics()
+        if every == 1 and kept is None:
+            done, applied = statistics()
         else:
             # Only the steps that report compute the statistics.
-            done = jax.lax.cond(fire, statistics, lambda: jnp.zeros((), jnp.float32))
+            done, applied = jax.lax.cond(
+                fire,
+                statistics,
+                lambda: (jnp.zeros((), jnp.float32), _applied(kept, None, None)),
+            )
         if reads_params:
             # The statistics read the parameters, which the caller's
             # apply_updates then overwrites in place: making the updates wait
             # for them lets XLA skip copying the parameters first.
             new_updates = _after(done, new_updates)
-        return new_updates, LogStepState(safe_increment(state.count), inner)
+        new_count = safe_increment(state.count)
+        if inside is not None or outside is not None:
+            # The step number counts applied updates only.
+            new_count = jnp.where(applied, new_count, state.count)
+        return new_updates, LogStepState(new_count, inner)
 
     transform = LoggedTransformation(init_fn, update_fn)
     transform.dispatcher = dispatcher
     return transform
+
+
+def _gate(
+    due: jax.Array, inside: InnerStatus | None, outside: OuterStatus | None
+) -> tuple[jax.Array, jax.Array | None]:
+    """Whether a step reports, and whether its update is kept (None: always).
+
+    A step reports when it is due (``count % every == 0``) and its update is
+    kept by an enclosing or wrapped MultiSteps / apply_if_finite; a step that
+    ``apply_if_finite`` (wrapped) found non-finite always reports.
+    """
+    kept = None
+    if inside is not None:
+        kept = inside.applied
+    if outside is not None:
+        kept = outside.emitted if kept is None else kept & outside.emitted
+    fire = due if kept is None else due & kept
+    if outside is not None and outside.finite is not None:
+        fire = fire | ~outside.finite
+    return fire, kept
+
+
+def _applied(
+    kept: jax.Array | None, outside: OuterStatus | None, updates: Any
+) -> jax.Array:
+    """Whether this step's update is applied (bool scalar)."""
+    applied = jnp.array(True) if kept is None else kept
+    if outside is not None and outside.finite is not None:
+        assert outside.skip_inner is not None
+        gave_up = applied_despite_nonfinite(outside.skip_inner, updates)
+        applied = applied & (outside.finite | gave_up)
+    return applied
+
+
+def _micro_steps(
+    inside: InnerStatus | None, outside: OuterStatus | None
+) -> jax.Array | None:
+    if inside is not None and inside.micro_steps is not None:
+        return inside.micro_steps
+    if outside is not None:
+        return outside.micro_steps
+    return None
+
+
+def _custom_scalar(name: str, value: Any) -> jax.Array:
+    """A custom statistic's value as a float32 scalar, or a clear error."""
+    try:
+        array = jnp.asarray(value)
+    except TypeError as error:
+        raise TypeError(
+            f"log_step: custom statistic {name!r} must return a scalar array, "
+            f"got {type(value).__name__}"
+        ) from error
+    if array.shape != ():
+        raise ValueError(
+            f"log_step: custom statistic {name!r} must return a scalar, got an "
+            f"array of shape {array.shape}; reduce it (e.g. jnp.max) or log its "
+            "entries as separate statistics"
+        )
+    return array.astype(jnp.float32)

@@ -2,7 +2,8 @@
 
 A record is a flat dict: ``{"step": 300, "grad_norm": 0.12, ...,
 "nonfinite": ["['decoder']['w']"]}``. A sink is any callable taking one record;
-the classes here add ``flush`` and ``close``, which the dispatcher calls.
+the classes here add ``flush`` and ``close``, which the dispatcher calls. Each
+sink receives its own copy of each record, so a sink may modify it.
 """
 
 import csv
@@ -10,6 +11,7 @@ import json
 import logging
 import math
 import pathlib
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,8 +34,34 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+_HINTED: set[str] = set()
+_HINT_LOCK = threading.Lock()
+
+
+def _hint_disabled(logger: logging.Logger, level: int) -> None:
+    """Says once per logger that its level drops the records sent to it."""
+    with _HINT_LOCK:
+        if logger.name in _HINTED:
+            return
+        _HINTED.add(logger.name)
+    logging.getLogger("jaxopt_rules").warning(
+        "jaxopt_rules: step records go to the logger %r at level %s, which "
+        "drops them (Python's default level is WARNING). To see them, call "
+        "logging.basicConfig(level=logging.INFO), or give log_step sinks, e.g. "
+        "sinks=['steps.jsonl'] or sinks=[print]. This is said once.",
+        logger.name,
+        logging.getLevelName(level),
+    )
+
+
 class LoggingSink:
     """Writes each record as one line to a Python logger.
+
+    The default sink of :func:`~jaxopt_rules.log_step`. Records are logged at
+    ``INFO``, which Python drops unless logging is configured: the first
+    record that the logger drops triggers a one-time ``WARNING`` on the
+    ``"jaxopt_rules"`` logger saying how to see them
+    (``logging.basicConfig(level=logging.INFO)``, or other sinks).
 
     Args:
         logger: the logger (default: ``logging.getLogger("jaxopt_rules.steps")``).
@@ -51,6 +79,9 @@ class LoggingSink:
 
     def __call__(self, record: Record) -> None:
         """Logs ``step=3 grad_norm=0.5 ...``."""
+        if not self.logger.isEnabledFor(self.level):
+            _hint_disabled(self.logger, self.level)
+            return
         text = " ".join(f"{k}={_format_value(v)}" for k, v in record.items())
         self.logger.log(self.level, text)
 
