@@ -209,11 +209,21 @@ def rule(
       whose key the state carries as ``rounding_key``); float hyperparameters, Python
       floats included, are rounded to the compute dtype before use, so
       baked-in and injected values give bit-identical results;
+    * complex parameters, for rules declared ``complex_params=True``: slots
+      marked ``Slot(square=True)`` are stored real (``|g|**2``, see
+      :func:`abs_sq`), other slots complex of the parameter's precision (or
+      of their dtype argument's: ``float32`` stores ``complex64``; there is no
+      complex bfloat16, so stochastic rounding only ever applies to the real
+      slots); other rules refuse complex leaves by name;
+    * integer, boolean and ``float0`` leaves left untouched, as optax does
+      (zero slots of their dtype, a zero update), and Python numbers taken as
+      arrays;
     * init through tree maps only, so ``jax.eval_shape`` and
       ``optax.tree_utils.tree_map_params`` work, with state sharded like the
-      parameters under ``jax.jit``;
+      parameters under ``jax.jit``; ``init`` of ``jax.ShapeDtypeStruct``
+      leaves returns the abstract state;
     * errors that name the problem: params missing, a gradient tree that does
-      not match the state (with the path), non-float leaves, hyperparameters
+      not match the state (with the path), unsupported leaves, hyperparameters
       outside their constraints (checked on concrete numbers only).
 
     Rules that need more than one leaf at a time pass ``global_stats``: a
