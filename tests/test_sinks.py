@@ -121,3 +121,21 @@ def test_bad_sinks_are_rejected_with_a_clear_error(tmp_path):
         Dispatcher([tmp_path / "steps.txt"])
     with pytest.raises(TypeError, match="must be callable or a path"):
         Dispatcher([42])
+
+
+def test_each_sink_gets_a_copy_and_an_uncopyable_record_only_counts_as_a_failure():
+    first, second = [], []
+
+    def mutating(record):
+        record["tags"].append("mutated")
+        first.append(record)
+
+    dispatcher = Dispatcher([mutating, second.append])
+    dispatcher.submit({"step": 0, "tags": []})
+    dispatcher.submit({"step": 1, "lock": threading.Lock()})  # cannot be copied
+    dispatcher.submit({"step": 2, "tags": []})
+    dispatcher.close()
+    assert [r["step"] for r in second] == [0, 2]
+    assert second[0]["tags"] == []  # not the list the first sink changed
+    assert first[0]["tags"] == ["mutated"]
+    assert sum(dispatcher.failures.values()) == 2  # step 1, once per sink

@@ -117,7 +117,7 @@ class _Worker:
                     continue
                 self.delivered += 1
                 for index, sink in enumerate(self.sinks):
-                    self.call(index, sink, copy.deepcopy(item))
+                    self.call(index, _deliver, sink, item)
             for index, sink in enumerate(self.sinks):
                 self.call(index, getattr(sink, "flush", None))
                 self.call(index, getattr(sink, "close", None))
@@ -144,6 +144,11 @@ class _Worker:
                     break
                 if isinstance(item, threading.Event):
                     item.set()
+
+
+def _deliver(sink: Callable[[Record], None], record: Record) -> None:
+    """Hands ``sink`` its own deep copy of ``record``."""
+    sink(copy.deepcopy(record))
 
 
 def close_all() -> None:
@@ -192,7 +197,10 @@ class Dispatcher:
         self.sinks = [as_sink(s) for s in sinks]
         self._worker = _Worker(self.sinks)
         self._thread = self._worker.thread
-        weakref.finalize(self, self._worker.close, False)
+        # At garbage collection: stop without waiting. At exit, close_all()
+        # (which waits for the device's pending records first) does it.
+        finalizer = weakref.finalize(self, self._worker.close, False)
+        finalizer.atexit = False
 
     @property
     def failures(self) -> dict[str, int]:
