@@ -23,6 +23,11 @@ from jaxopt_rules._core import (
     rule as rule,
 )
 from jaxopt_rules._inject import inject_hyperparams as inject_hyperparams
+from jaxopt_rules.checkpoint import (
+    from_optax as from_optax,
+    restore_state as restore_state,
+    to_optax as to_optax,
+)
 from jaxopt_rules.quantized import (
     QuantizedArray as QuantizedArray,
     QuantizedState as QuantizedState,

@@ -1,0 +1,274 @@
+"""Converting optimizer states between layouts (optax chains ⇄ rule states) by name."""
+
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.core import Tracer
+
+from jaxopt_rules.quantized import is_quantized
+
+
+COUNT = "count"
+"""The field holding the number of updates taken, in optax's states and ours."""
+
+FROM_INIT = frozenset({"rounding_key"})
+"""Fields that only this package's states have: taken from the target's
+``init`` when the source lacks them, dropped when the target lacks them
+(the stochastic-rounding key, seeded by ``rounding_seed``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    """A named field of a state, where it was found and its value."""
+
+    path: str
+    value: Any
+
+
+def _is_namedtuple(node: Any) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields")
+
+
+def _is_container(node: Any) -> bool:
+    """Whether ``node`` is state structure (not a slot's tree of arrays).
+
+    NamedTuples are state; tuples and lists are state when every element is
+    (an ``optax.chain``'s tuple of states). Dicts and everything else are
+    values (a slot shaped like the parameters, a dict of hyperparameters).
+    """
+    if _is_namedtuple(node):
+        return True
+    if isinstance(node, tuple | list):
+        return all(_is_container(x) for x in node)
+    return False
+
+
+def _has_leaves(value: Any) -> bool:
+    return bool(jax.tree.leaves(value))
+
+
+def _fields(state: Any) -> dict[str, list[_Field]]:
+    """Every named field of ``state`` holding arrays, by name.
+
+    NamedTuples are entered field by field and chains element by element;
+    a field whose value is not state structure is recorded under its name
+    (``mu``, ``count``, ``hyperparams``). Fields holding no arrays
+    (``EmptyState``, ``None``, an empty dict) are left out.
+    """
+    found: dict[str, list[_Field]] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if _is_namedtuple(node):
+            for name in node._fields:
+                value = getattr(node, name)
+                if _is_container(value):
+                    walk(value, f"{path}.{name}")
+                elif _has_leaves(value):
+                    found.setdefault(name, []).append(_Field(f"{path}.{name}", value))
+        elif isinstance(node, tuple | list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    if not _is_container(state):
+        raise TypeError(
+            f"expected an optimizer state (a NamedTuple or a tuple of them), "
+            f"got {type(state).__name__}"
+        )
+    walk(state, "state")
+    return found
+
+
+def _is_tracer(x: Any) -> bool:
+    return isinstance(x, Tracer)
+
+
+def _cast(value: Any, like: Any, where: str) -> jax.Array:
+    """``value`` in the dtype of the template leaf ``like``, shapes checked.
+
+    Complex to real (optax stores ``|g|**2`` of a complex parameter in a
+    complex array with a zero imaginary part; this package in the matching
+    real dtype) keeps the real part and refuses a non-zero imaginary part.
+    """
+    if is_quantized(value):
+        value = value.dequantize()
+    value = jnp.asarray(value)
+    if value.shape != tuple(like.shape):
+        raise ValueError(
+            f"{where}: shape {value.shape} in the source, {tuple(like.shape)} in "
+            "the target (were both states built for the same parameters?)"
+        )
+    if jnp.iscomplexobj(value) and not jnp.issubdtype(like.dtype, jnp.complexfloating):
+        if not _is_tracer(value) and bool(jnp.any(jnp.imag(value) != 0)):
+            raise ValueError(
+                f"{where}: complex values with a non-zero imaginary part cannot "
+                f"go into the target's {np.dtype(like.dtype)} slot"
+            )
+        value = jnp.real(value)
+    return value.astype(like.dtype)
+
+
+def _fill_value(source: _Field, like: Any, where: str) -> Any:
+    """The source field's tree cast leaf by leaf onto the template's tree."""
+    src_value = source.value
+    src_def = jax.tree.structure(src_value, is_leaf=is_quantized)
+    like_def = jax.tree.structure(like)
+    if src_def != like_def:
+        raise ValueError(
+            f"{where}: the source's {source.path} has tree structure {src_def}, "
+            f"the target's {like_def} (were both states built for the same "
+            "parameters and options?)"
+        )
+    paths = [
+        jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(like)
+    ]
+    return jax.tree.unflatten(
+        like_def,
+        [
+            _cast(v, t, f"{where}{p}")
+            for v, t, p in zip(
+                jax.tree.leaves(src_value, is_leaf=is_quantized),
+                jax.tree.leaves(like),
+                paths,
+                strict=True,
+            )
+        ],
+    )
+
+
+def _resolve_count(
+    found: dict[str, list[_Field]], count: Any | None, direction: str
+) -> Any | None:
+    """The step count to write: ``count`` if given, else the source's one."""
+    sources = found.get(COUNT, [])
+    concrete = [f for f in sources if not _is_tracer(f.value)]
+    values = {int(np.asarray(f.value)) for f in concrete}
+    if len(values) > 1:
+        raise ValueError(
+            f"{direction}: the source state holds different step counts: "
+            + ", ".join(f"{f.path}={int(np.asarray(f.value))}" for f in concrete)
+        )
+    if count is not None:
+        if values and int(np.asarray(count)) not in values and not _is_tracer(count):
+            raise ValueError(
+                f"{direction}: count={int(np.asarray(count))} differs from the "
+                f"source's step count {values.pop()}"
+            )
+        return count
+    return sources[0].value if sources else None
+
+
+def convert(
+    source: Any,
+    target_init: Callable[[Any], Any],
+    params: Any,
+    *,
+    direction: str,
+    rename: Mapping[str, str],
+    count: Any | None,
+    ignore: Collection[str],
+) -> Any:
+    """Fills ``target_init(params)``'s fields by name from ``source``'s.
+
+    ``rename`` maps a target field name to the source's name for it.
+    """
+    found = _fields(source)
+    template = jax.eval_shape(target_init, params)
+    step = _resolve_count(found, count, direction)
+    used: set[str] = {COUNT, *FROM_INIT, *ignore}
+    from_init: list[str] = []
+
+    def fill(like: Any, path: str) -> Any:
+        if _is_namedtuple(like):
+            values = {}
+            for name in like._fields:
+                value = getattr(like, name)
+                values[name] = fill_field(name, value, f"{path}.{name}")
+            return type(like)(**values)
+        if isinstance(like, tuple | list):
+            return type(like)(fill(x, f"{path}[{i}]") for i, x in enumerate(like))
+        return like
+
+    def fill_field(name: str, like: Any, path: str) -> Any:
+        if _is_container(like):
+            return fill(like, path)
+        if not _has_leaves(like):
+            return like
+        if any(map(is_quantized, jax.tree.leaves(like, is_leaf=is_quantized))):
+            raise ValueError(
+                f"{direction}: the target's {path} is quantized (quantized_state); "
+                "convert into the unwrapped rule's state instead: this function "
+                "does not quantize"
+            )
+        if name == COUNT:
+            if step is None:
+                raise ValueError(
+                    f"{direction}: the target's {path} is a step count and the "
+                    "source state holds none (optax's states keep no count when "
+                    "nothing depends on it, e.g. optax.sgd without momentum); "
+                    "pass count=<updates taken>"
+                )
+            return _cast(step, like, f"{direction}: {path}")
+        source_name = rename.get(name, name)
+        candidates = found.get(source_name, [])
+        if not candidates:
+            if name in FROM_INIT:
+                from_init.append(path)
+                return like
+            available = sorted(n for n in found if n != COUNT)
+            raise ValueError(
+                f"{direction}: the source state has no field {source_name!r} for "
+                f"the target's {path} (its fields: {', '.join(available) or 'none'}); "
+                "were both built with the same options? (rename= maps names "
+                "that differ)"
+            )
+        if len(candidates) > 1:
+            raise ValueError(
+                f"{direction}: the source state has several fields named "
+                f"{source_name!r} ({', '.join(c.path for c in candidates)}), so "
+                f"the target's {path} is ambiguous"
+            )
+        used.add(source_name)
+        return _fill_value(candidates[0], like, f"{direction}: {path}")
+
+    result = fill(template, "state")
+    unused = sorted(
+        f"{c.path}" for name, fs in found.items() if name not in used for c in fs
+    )
+    if unused:
+        raise ValueError(
+            f"{direction}: the target state has no field for the source's "
+            f"{', '.join(unused)} (were both built with the same options? pass "
+            "ignore=(<name>, ...) to drop a field knowingly)"
+        )
+    if from_init:
+        concrete = target_init(params)
+        # The same structure as the template: read those leaves from it.
+        result = _take_from(result, concrete, set(from_init))
+    return result
+
+
+def _take_from(result: Any, concrete: Any, paths: set[str]) -> Any:
+    """``result`` with the fields at ``paths`` replaced by ``concrete``'s."""
+
+    def walk(node: Any, other: Any, path: str) -> Any:
+        if path in paths:
+            return other
+        if _is_namedtuple(node):
+            return type(node)(
+                **{
+                    n: walk(getattr(node, n), getattr(other, n), f"{path}.{n}")
+                    for n in node._fields
+                }
+            )
+        if isinstance(node, tuple | list) and _is_container(node):
+            return type(node)(
+                walk(x, y, f"{path}[{i}]")
+                for i, (x, y) in enumerate(zip(node, other, strict=True))
+            )
+        return node
+
+    return walk(result, concrete, "state")
