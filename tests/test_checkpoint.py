@@ -510,3 +510,21 @@ def test_conversion_works_under_jit():
     _assert_identical(state, jr.from_optax(ref_state, ours, params))
     back = jax.jit(lambda s: jr.to_optax(s, ref, params))(state)
     _assert_identical(back, ref_state)
+
+
+def test_a_raw_restore_is_pointed_to_restore_state():
+    params = testing.example_params()
+    raw = {"count": 0, "mu": params, "nu": params}
+    with pytest.raises(
+        TypeError, match=r"got dict \(a checkpoint restored .*restore_state"
+    ):
+        jr.from_optax(raw, jr.adam(0.1), params)
+
+
+def test_a_traced_count_is_accepted():
+    params = testing.example_params()
+    ref_state = optax.adam(0.1).init(params)
+    state = jax.jit(lambda c: jr.from_optax(ref_state, jr.adam(0.1), params, count=c))(
+        jnp.asarray(0)
+    )
+    assert int(state.count) == 0

@@ -74,9 +74,15 @@ def _fields(state: Any) -> dict[str, list[_Field]]:
                 walk(value, f"{path}[{i}]")
 
     if not _is_container(state):
+        hint = (
+            " (a checkpoint restored without a target? rebuild it first with "
+            "restore_state(raw, jax.eval_shape(<its optimizer>.init, params)))"
+            if isinstance(state, dict | list)
+            else ""
+        )
         raise TypeError(
             f"expected an optimizer state (a NamedTuple or a tuple of them), "
-            f"got {type(state).__name__}"
+            f"got {type(state).__name__}{hint}"
         )
     walk(state, "state")
     return found
@@ -152,7 +158,7 @@ def _resolve_count(
             + ", ".join(f"{f.path}={int(np.asarray(f.value))}" for f in concrete)
         )
     if count is not None:
-        if values and int(np.asarray(count)) not in values and not _is_tracer(count):
+        if values and not _is_tracer(count) and int(np.asarray(count)) not in values:
             raise ValueError(
                 f"{direction}: count={int(np.asarray(count))} differs from the "
                 f"source's step count {values.pop()}"
