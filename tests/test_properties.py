@@ -1,18 +1,28 @@
-"""Property tests: the core over random tree structures, shapes and dtypes."""
+"""Property tests: the core and the wrappers over random trees, shapes and dtypes."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 import jaxopt_rules as jr
 
 
+# The dtypes random leaves are drawn from: the one place to extend (complex and
+# integer leaves join here); _values fills a leaf of any dtype.
+LEAF_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+
 _shapes = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
-_leaf = st.one_of(
-    _shapes.map(lambda s: ("array", s)),
-    st.just(("none", None)),
+_zero_size = st.sampled_from([(0,), (3, 0)])
+# A leaf spec: (kind, shape, dtype); about one leaf in five is zero-size and
+# one in five a hole (None).
+_leaf = st.sampled_from(["array", "array", "array", "zero-size", "none"]).flatmap(
+    lambda kind: st.tuples(
+        st.just(kind),
+        _zero_size if kind == "zero-size" else _shapes,
+        st.sampled_from(LEAF_DTYPES),
+    )
 )
 _trees = st.recursive(
     _leaf,
@@ -24,15 +34,26 @@ _trees = st.recursive(
 )
 
 
-def _build(spec, dtype, rng):
+def _values(shape, dtype, rng):
+    """A leaf of ``dtype``: normal values, rounded for integer dtypes."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return jnp.asarray(rng.normal(size=shape) + 1j * rng.normal(size=shape), dtype)
+    if jnp.issubdtype(dtype, jnp.floating):
+        return jnp.asarray(rng.normal(size=shape), dtype)
+    return jnp.asarray(np.round(3 * rng.normal(size=shape)), dtype)
+
+
+def _build(spec, rng, dtype=None):
+    """The tree ``spec`` describes; ``dtype``, if given, for every leaf."""
     if isinstance(spec, tuple):
-        kind, shape = spec
+        kind, shape, leaf_dtype = spec
         if kind == "none":
             return None
-        return jnp.asarray(rng.normal(size=shape), dtype)
+        return _values(shape, leaf_dtype if dtype is None else dtype, rng)
     if isinstance(spec, list):
-        return [_build(s, dtype, rng) for s in spec]
-    return {k: _build(v, dtype, rng) for k, v in spec.items()}
+        return [_build(s, rng, dtype) for s in spec]
+    return {k: _build(v, rng, dtype) for k, v in spec.items()}
 
 
 @settings(
@@ -50,7 +71,7 @@ def _build(spec, dtype, rng):
 )
 def test_sgd_matches_its_formula_on_any_tree(spec, dtype, momentum, nesterov, lr):
     rng = np.random.default_rng(0)
-    params = _build(spec, dtype, rng)
+    params = _build(spec, rng, dtype)
     grads = jax.tree.map(lambda p: (p * 0.5 + 0.1).astype(p.dtype), params)
     tx = jr.sgd(lr, momentum=momentum, nesterov=nesterov)
     state = tx.init(params)
@@ -81,7 +102,7 @@ def test_sgd_matches_its_formula_on_any_tree(spec, dtype, momentum, nesterov, lr
 @settings(max_examples=15, deadline=None, derandomize=True)
 @given(spec=_trees, b1=st.floats(0.0, 0.99), b2=st.floats(0.5, 0.999))
 def test_adam_matches_optax_on_any_tree(spec, b1, b2):
-    params = _build(spec, jnp.float32, np.random.default_rng(1))
+    params = _build(spec, np.random.default_rng(1), jnp.float32)
     grads = jax.tree.map(jnp.cos, params)
     b1, b2 = np.float32(b1), np.float32(b2)
     ours, ref = jr.adam(0.1, b1=b1, b2=b2), optax.adam(0.1, b1=b1, b2=b2)
@@ -89,3 +110,126 @@ def test_adam_matches_optax_on_any_tree(spec, b1, b2):
     u2, _ = jax.jit(ref.update)(grads, ref.init(params))
     for a, e in zip(jax.tree.leaves(u1), jax.tree.leaves(u2), strict=True):
         np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7)
+
+
+# --- Wrapper stacks give the bare rule's updates ----------------------------------
+
+# flat_leaves gives per-leaf numbers only for rules that treat elements
+# independently (LAMB's trust ratio and normalized_sgd's norm look at leaves).
+_ELEMENTWISE = {s.name for s in jr.REGISTRY} - {"lamb", "normalized_sgd"}
+
+
+def _gradients(params, k):
+    """Step ``k``'s gradients: a smooth function of the params, zero if integer."""
+
+    def one(p):
+        if not jnp.issubdtype(p.dtype, jnp.inexact):
+            return jnp.zeros_like(p)
+        return jnp.cos(p.astype(jnp.result_type(p.dtype, jnp.float32)) * (k + 1))
+
+    return jax.tree.map(lambda p: one(p).astype(p.dtype), params)
+
+
+def _updates(tx, params, steps=2):
+    """The updates of ``steps`` jitted steps from ``params``."""
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    history = []
+    for k in range(steps):
+        updates, state = step(_gradients(params, k), state, params)
+        params = optax.apply_updates(params, updates)
+        history.append(updates)
+    return history
+
+
+def _host(x):
+    """``x`` on the host; 16-bit floats as float32 (exactly)."""
+    x = np.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
+        return x.astype(np.float32)
+    return x
+
+
+def _assert_same(actual, expected, what, ulps=0):
+    """Same structure and dtypes; values equal, or within ``ulps`` of each dtype."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected), what
+    for step, (a_tree, e_tree) in enumerate(zip(actual, expected, strict=True)):
+        for a, e in zip(jax.tree.leaves(a_tree), jax.tree.leaves(e_tree), strict=True):
+            assert a.dtype == e.dtype, what
+            assert a.shape == e.shape, what
+            if ulps and jnp.issubdtype(e.dtype, jnp.inexact):
+                eps = float(jnp.finfo(e.dtype).eps)
+                np.testing.assert_allclose(
+                    _host(a),
+                    _host(e),
+                    rtol=ulps * eps,
+                    atol=0,
+                    err_msg=f"{what} step {step}",
+                )
+            else:
+                np.testing.assert_array_equal(
+                    _host(a), _host(e), err_msg=f"{what} step {step}"
+                )
+
+
+# The wrapper stacks compile several programs per example: no shrinking (the
+# trees are small already, and a failure is reported as found, in seconds).
+_STACKS = settings(
+    deadline=None,
+    derandomize=True,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _logged(tx, records):
+    return jr.log_step(tx, every=1, sinks=[records.append])
+
+
+@settings(_STACKS, max_examples=10)
+@given(spec=_trees, rule=st.sampled_from(jr.REGISTRY))
+def test_wrapper_stacks_give_the_bare_rules_updates(spec, rule):
+    params = _build(spec, np.random.default_rng(2))
+    make = lambda: rule.factory(**rule.hyperparams)
+    expected = _updates(make(), params)
+    # The quantized_state default min_size (4096) leaves these small leaves in
+    # full precision, so the stacks must give exactly the bare rule's numbers.
+    records = []
+    with _logged(jr.quantized_state(make()), records) as outer:
+        _assert_same(_updates(outer, params), expected, "log_step(quantized_state)")
+        outer.flush()
+    assert [r["step"] for r in records] == [0, 1]
+    records = []
+    with _logged(make(), records) as logged:
+        inner = jr.quantized_state(logged)
+        _assert_same(_updates(inner, params), expected, "quantized_state(log_step)")
+        logged.flush()
+    assert [r["step"] for r in records] == [0, 1]
+    if rule.name in _ELEMENTWISE:
+        # The same arithmetic in another layout: 1 ulp at most (XLA may fuse
+        # the two programs differently).
+        _assert_same(
+            _updates(jr.flat_leaves(make()), params), expected, "flat_leaves", ulps=1
+        )
+
+
+@settings(_STACKS, max_examples=6)
+@given(spec=_trees, rule=st.sampled_from(jr.REGISTRY), bits=st.sampled_from([8, 4]))
+def test_log_step_around_or_inside_quantized_state_changes_nothing(spec, rule, bits):
+    """Every non-empty leaf quantized (min_size=0): the reference is quantized too.
+
+    Deterministic rounding, so that both stacks round the same values alike.
+    """
+    params = _build(spec, np.random.default_rng(3))
+    make = lambda: rule.factory(**rule.hyperparams)
+    quantize = lambda tx: jr.quantized_state(
+        tx, bits=bits, min_size=0, stochastic_rounding=False
+    )
+    expected = _updates(quantize(make()), params)
+    records = []
+    with _logged(quantize(make()), records) as outer:
+        _assert_same(_updates(outer, params), expected, "log_step(quantized_state)")
+    with _logged(make(), records) as logged:
+        _assert_same(
+            _updates(quantize(logged), params), expected, "quantized_state(log_step)"
+        )
