@@ -100,6 +100,18 @@ def _python_branch(learning_rate=0.01):
     return _momentum(learning_rate)
 
 
+def _drops_imaginary_part():
+    """Accepts complex parameters but steps along the real part only."""
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(
+            lambda g: (-0.01 * jnp.real(g)).astype(g.dtype), updates
+        ), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 BROKEN = {
     "structure_and_dtypes": lambda: _momentum(update_dtype=jnp.float32),
     "jit_matches_eager": lambda: _momentum(scale_fn=_side_effect),
@@ -121,6 +133,7 @@ BROKEN = {
     "converges_rosenbrock": _ascent,
     "sharding": lambda: optax.sgd(0.01, momentum=0.9),
     "names_bad_leaves": lambda: optax.sgd(0.01, momentum=0.9),
+    "complex_params": _drops_imaginary_part,
 }
 
 

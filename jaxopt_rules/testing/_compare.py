@@ -65,8 +65,7 @@ def assert_trees_close(
     """
     assert_same_structure(check, what, actual, expected)
     for (path, a), (_, e) in zip(_flat(actual)[0], _flat(expected)[0], strict=True):
-        a_np = np.asarray(jnp.asarray(a, jnp.float64 if _x64() else jnp.float32))
-        e_np = np.asarray(jnp.asarray(e, jnp.float64 if _x64() else jnp.float32))
+        a_np, e_np = _as_numpy(a), _as_numpy(e)
         if a_np.shape != e_np.shape:
             raise fail(check, f"{what} at {path}: shape {a_np.shape} != {e_np.shape}")
         both_nan = np.isnan(a_np) & np.isnan(e_np)
@@ -91,6 +90,15 @@ def assert_all_zero(check: str, what: str, tree: Any) -> None:
             raise fail(
                 check, f"{what} at {path} is not exactly zero: {values.ravel()[:4]}"
             )
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    """A leaf in the widest enabled float (or complex, for complex leaves)."""
+    if jnp.iscomplexobj(x):
+        dtype = jnp.complex128 if _x64() else jnp.complex64
+    else:
+        dtype = jnp.float64 if _x64() else jnp.float32
+    return np.asarray(jnp.asarray(x, dtype))
 
 
 def _x64() -> bool:
