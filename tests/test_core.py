@@ -133,14 +133,14 @@ def test_arithmetic_in_float32_for_low_precision():
 
 def test_per_slot_storage_dtypes():
     params = {"w": jnp.ones(3, jnp.float32)}
-    tx = jr.adam(1e-2, mu_dtype=jnp.bfloat16, nu_dtype="float16")
+    tx = jr.adam(1e-2, mu_dtype="float16", nu_dtype=jnp.bfloat16)
     state = tx.init(params)
-    assert state.mu["w"].dtype == jnp.bfloat16
-    assert state.nu["w"].dtype == jnp.float16
+    assert state.mu["w"].dtype == jnp.float16
+    assert state.nu["w"].dtype == jnp.bfloat16
     updates, state = jax.jit(tx.update)({"w": jnp.full(3, 0.1)}, state)
     assert updates["w"].dtype == jnp.float32
-    assert state.mu["w"].dtype == jnp.bfloat16
-    assert state.nu["w"].dtype == jnp.float16
+    assert state.mu["w"].dtype == jnp.float16
+    assert state.nu["w"].dtype == jnp.bfloat16
     assert (
         jr.sgd(0.1, momentum=0.9, accumulator_dtype="bfloat16")
         .init(params)

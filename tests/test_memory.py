@@ -73,16 +73,17 @@ def test_low_precision_slots_are_read_as_stored():
     rng = np.random.default_rng(0)
     p = rng.standard_normal(64).astype(np.float32)
     grads = [rng.standard_normal(64).astype(np.float32) for _ in range(3)]
-    tx = jr.adam(0.1, mu_dtype=jnp.bfloat16, nu_dtype=jnp.float16)
+    tx = jr.adam(0.1, mu_dtype=jnp.float16, nu_dtype=jnp.bfloat16)
     state = tx.init({"w": jnp.asarray(p)})
     # Eager NumPy reference: float32 arithmetic, storage rounding after each
     # moment update, the update from the rounded moments.
     b1, b2, lr, eps = np.float32(0.9), np.float32(0.999), np.float32(0.1), 1e-8
-    mu = np.zeros(64, ml_dtypes.bfloat16)
-    nu = np.zeros(64, np.float16)
+    # (float16 is refused for nu, which holds squares: see test_bad_hyperparameters)
+    mu = np.zeros(64, np.float16)
+    nu = np.zeros(64, ml_dtypes.bfloat16)
     for t, g in enumerate(grads, start=1):
-        mu = (b1 * mu.astype(np.float32) + (1 - b1) * g).astype(ml_dtypes.bfloat16)
-        nu = (b2 * nu.astype(np.float32) + (1 - b2) * g * g).astype(np.float16)
+        mu = (b1 * mu.astype(np.float32) + (1 - b1) * g).astype(np.float16)
+        nu = (b2 * nu.astype(np.float32) + (1 - b2) * g * g).astype(ml_dtypes.bfloat16)
         mu_hat = mu.astype(np.float32) / (1 - b1 ** np.float32(t))
         nu_hat = nu.astype(np.float32) / (1 - b2 ** np.float32(t))
         expected = -lr * mu_hat / (np.sqrt(nu_hat) + np.float32(eps))
