@@ -44,22 +44,28 @@ def test_wrong_state_object():
     with pytest.raises(TypeError, match=r"expected the state returned by this"):
         tx.update(PARAMS, optax.EmptyState())
     other = jr.sgd(0.1).init(PARAMS)
-    with pytest.raises(TypeError, match=r"no slot 'mu'"):
+    with pytest.raises(TypeError, match=r"got a SgdCountState"):
         tx.update(PARAMS, other)
 
 
-@pytest.mark.parametrize("bad", [jnp.ones(2, jnp.int32), jnp.ones(2, jnp.complex64)])
-def test_non_float_leaves_name_the_path(bad):
-    params = {**PARAMS, "step": bad}
-    with pytest.raises(TypeError, match=r"\['step'\] has dtype"):
+def test_non_numeric_leaves_name_the_path():
+    """Integer leaves are left untouched, as in optax; strings are refused."""
+    params = {**PARAMS, "step": np.array(["a", "b"])}
+    with pytest.raises(TypeError, match=r"\['step'\] has dtype <U1"):
         jr.adam(1e-3).init(params)
-    with pytest.raises(TypeError, match=r"gradient at \['step'\] has dtype"):
+    with pytest.raises(TypeError, match=r"gradient at \['step'\] has dtype <U1"):
         jr.sgd(1e-3).update(params, jr.sgd(1e-3).init(PARAMS))
 
 
+def test_complex_leaf_for_a_real_only_rule_names_the_path():
+    params = {**PARAMS, "step": jnp.ones(2, jnp.complex64)}
+    with pytest.raises(TypeError, match=r"lion: parameter at \['step'\] is complex"):
+        jr.lion(1e-3).init(params)
+
+
 def test_non_array_leaf():
-    with pytest.raises(TypeError, match=r"\['x'\] is a float, not an array"):
-        jr.sgd(0.1).update({"x": 1.0}, jr.sgd(0.1).init({"x": jnp.ones(())}))
+    with pytest.raises(TypeError, match=r"\['x'\] is a str, not an array"):
+        jr.sgd(0.1).update({"x": "a"}, jr.sgd(0.1).init({"x": jnp.ones(())}))
 
 
 @pytest.mark.parametrize(
@@ -142,6 +148,81 @@ def test_rule_function_signature_errors():
         jr.rule(lambda grad, stats, *, lr: grad)
     with pytest.raises(ValueError, match=r"cannot parse constraint"):
         jr.rule(constraints={"lr": "between 0 and 1"})(lambda grad, *, lr: grad)
+
+
+@pytest.mark.parametrize(
+    ("name", "fn"),
+    [
+        ("learning_rate", lambda grad, learning_rate: -learning_rate * grad),
+        ("lr", lambda grad, lr: -lr * grad),
+        ("momentum", lambda grad, momentum, *, lr: (-lr * grad, momentum)),
+        ("b1", lambda grad, mu, b1, *, lr: (-lr * grad, mu, b1)),
+        ("beta2", lambda grad, beta2, *, lr: (-lr * grad, beta2)),
+        ("eps", lambda grad, eps, *, lr: (-lr * grad, eps)),
+        ("weight_decay", lambda grad, weight_decay, *, lr: (-lr * grad, weight_decay)),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
+def test_positional_hyperparameter_is_refused(name, fn):
+    """``def my_sgd(grad, learning_rate)`` would make the rate a state slot at 0."""
+    with pytest.raises(
+        TypeError,
+        match=rf"positional parameter '{name}' looks like a hyperparameter.*"
+        rf"keyword-only, after a bare '\*'",
+    ):
+        jr.rule(fn)
+
+
+def test_hyperparameter_named_slot_declared_with_slots_is_a_slot():
+    @jr.rule(slots={"momentum": jr.Slot()})
+    def heavy(grad, momentum, *, learning_rate):
+        momentum = 0.9 * momentum + grad
+        return -learning_rate * momentum, momentum
+
+    state = heavy(0.1).init(jnp.zeros(2))
+    assert state._fields == ("count", "momentum")
+
+
+@pytest.mark.parametrize(
+    ("slot", "fn"),
+    [
+        ("count", lambda grad, count, *, lr: (grad, count)),
+        ("rounding_key", lambda grad, rounding_key, *, lr: (grad, rounding_key)),
+        ("hyperparams", lambda grad, hyperparams, *, lr: (grad, hyperparams)),
+        ("inner_state", lambda grad, inner_state, *, lr: (grad, inner_state)),
+        ("_private", lambda grad, _private, *, lr: (grad, _private)),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
+def test_slot_named_like_a_state_field_is_refused(slot, fn):
+    with pytest.raises(TypeError, match=rf"slot '{slot}' (is named like|starts with)"):
+        jr.rule(fn)
+
+
+def test_dtype_argument_clashes_name_both_sides():
+    with pytest.raises(
+        TypeError,
+        match=r"dtype argument 'mu_dtype' of slot 'mu' clashes with the "
+        r"hyperparameter 'mu_dtype'",
+    ):
+        jr.rule(lambda grad, mu, *, lr, mu_dtype=0.5: (grad, mu))
+    with pytest.raises(
+        TypeError, match=r"slots 'a' and 'b' both have dtype argument 'ab_dtype'"
+    ):
+        jr.rule(
+            slots={
+                "a": jr.Slot(dtype_arg="ab_dtype"),
+                "b": jr.Slot(dtype_arg="ab_dtype"),
+            }
+        )(lambda grad, a, b, *, lr: (grad, a, b))
+    with pytest.raises(TypeError, match=r"dtype argument 'rounding_seed' of slot 'a'"):
+        jr.rule(slots={"a": jr.Slot(dtype_arg="rounding_seed")})(
+            lambda grad, a, *, lr: (grad, a)
+        )
+    with pytest.raises(TypeError, match=r"'class', which is not a valid Python"):
+        jr.rule(slots={"a": jr.Slot(dtype_arg="class")})(
+            lambda grad, a, *, lr: (grad, a)
+        )
 
 
 def test_rule_function_return_errors():

@@ -11,6 +11,8 @@ The function's signature says everything the core needs:
 
 import dataclasses
 import inspect
+import keyword
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,6 +24,60 @@ RESERVED = ("param", "step", "stats")
 
 ROUNDING_ARGS = ("stochastic_rounding", "rounding_seed")
 """Keyword-only arguments every factory takes after the slot dtypes."""
+
+STATE_FIELDS = (
+    "count",
+    "rounding_key",
+    "hyperparams",
+    "hyperparams_states",
+    "inner_state",
+)
+"""Names the core and its wrappers give to state fields besides the slots.
+
+``count`` and ``rounding_key`` are fields of every rule's state; the others are
+those of ``optax.inject_hyperparams`` and wrapper states, which
+``optax.tree.get(state, name)`` would confuse with a slot.
+"""
+
+HYPERPARAMETER_NAMES = frozenset(
+    {
+        "learning_rate",
+        "lr",
+        "momentum",
+        "dampening",
+        "nesterov",
+        "beta",
+        "betas",
+        "eps",
+        "epsilon",
+        "eps_root",
+        "weight_decay",
+        "wd",
+        "decay",
+        "lr_decay",
+        "rho",
+        "alpha",
+        "maximize",
+        "amsgrad",
+        "centered",
+        "mask",
+    }
+)
+"""Common hyperparameter names; with ``beta<n>`` and ``b<n>`` (see below)."""
+
+_NUMBERED_HYPERPARAMETER = re.compile(r"(beta|b)\d+")
+
+
+def looks_like_hyperparameter(name: str) -> bool:
+    """Whether ``name`` is a usual hyperparameter name (``lr``, ``b1``, ``eps``...).
+
+    Example:
+        >>> looks_like_hyperparameter("beta2"), looks_like_hyperparameter("mu")
+        (True, False)
+    """
+    return name in HYPERPARAMETER_NAMES or bool(
+        _NUMBERED_HYPERPARAMETER.fullmatch(name)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +183,67 @@ def _split_signature(
     return positional[0], positional[1:], keyword
 
 
+def _check_slot_names(
+    rule_name: str, slot_names: list[str], configured: Mapping[str, Slot]
+) -> None:
+    """Refuses slot names the state cannot hold, and positional hyperparameters."""
+    for slot in slot_names:
+        if slot in STATE_FIELDS:
+            raise TypeError(
+                f"rule {rule_name!r}: slot {slot!r} is named like a field the core "
+                f"puts in the state besides the slots ({', '.join(STATE_FIELDS)}); "
+                "rename it"
+            )
+        if slot.startswith("_"):
+            raise TypeError(
+                f"rule {rule_name!r}: slot {slot!r} starts with an underscore, "
+                "which a state field (a NamedTuple field) cannot; rename it"
+            )
+        if looks_like_hyperparameter(slot) and slot not in configured:
+            raise TypeError(
+                f"rule {rule_name!r}: positional parameter {slot!r} looks like a "
+                "hyperparameter, but positional parameters after the gradient "
+                "are state slots (it would be kept in the state, start at 0 and "
+                f"never be set by the factory). Make it keyword-only, after a "
+                f"bare '*': def {rule_name}(grad, ..., *, {slot}, ...). If it "
+                f"really is a state slot, declare it: slots={{{slot!r}: Slot()}}."
+            )
+
+
+def _check_dtype_args(
+    rule_name: str, slot_options: tuple[tuple[str, Slot], ...], hyper_names: list[str]
+) -> None:
+    """Each slot's dtype argument: a fresh identifier, used by one slot only."""
+    owners: dict[str, str] = {}
+    for slot, option in slot_options:
+        arg = option.dtype_arg or f"{slot}_dtype"
+        if not arg.isidentifier() or keyword.iskeyword(arg):
+            raise TypeError(
+                f"rule {rule_name!r}: slot {slot!r} has dtype argument {arg!r}, "
+                "which is not a valid Python parameter name"
+            )
+        if arg in hyper_names:
+            raise TypeError(
+                f"rule {rule_name!r}: the dtype argument {arg!r} of slot {slot!r} "
+                f"clashes with the hyperparameter {arg!r}; rename the "
+                "hyperparameter, or give the slot another one with "
+                "Slot(dtype_arg=...)"
+            )
+        if arg in ROUNDING_ARGS:
+            raise TypeError(
+                f"rule {rule_name!r}: the dtype argument {arg!r} of slot {slot!r} "
+                "is an argument of every rule factory (stochastic rounding); "
+                "pick another name with Slot(dtype_arg=...)"
+            )
+        if arg in owners:
+            raise TypeError(
+                f"rule {rule_name!r}: slots {owners[arg]!r} and {slot!r} both "
+                f"have dtype argument {arg!r}; give one another name with "
+                "Slot(dtype_arg=...)"
+            )
+        owners[arg] = slot
+
+
 def read_definition(
     fn: Callable[..., Any],
     *,
@@ -151,12 +268,7 @@ def read_definition(
             f"are not positional parameters of the rule function (its slots: "
             f"{slot_names})"
         )
-    clash = {"count", *hyper_names} & set(slot_names)
-    if clash:
-        raise TypeError(
-            f"rule {rule_name!r}: slot names {sorted(clash)} clash with 'count' "
-            "or a hyperparameter"
-        )
+    _check_slot_names(rule_name, slot_names, slots)
     if "stats" in reserved and global_stats is None:
         raise TypeError(
             f"rule {rule_name!r} takes 'stats' but no global_stats function was given"
@@ -173,23 +285,14 @@ def read_definition(
                 f"rule {rule_name!r}: slot {slot_name!r} depends on "
                 f"{option.when!r}, which is not a hyperparameter"
             )
-    dtype_names = [o.dtype_arg or f"{s}_dtype" for s, o in slot_options]
-    taken = set(hyper_names)
-    clash_rounding = taken & set(ROUNDING_ARGS)
+    clash_rounding = set(hyper_names) & set(ROUNDING_ARGS)
     if clash_rounding:
         raise TypeError(
             f"rule {rule_name!r}: {sorted(clash_rounding)} are arguments of every "
             "rule factory (stochastic rounding of bfloat16 slots); rename the "
             "hyperparameter"
         )
-    taken |= set(ROUNDING_ARGS)
-    for dtype_name in dtype_names:
-        if dtype_name in taken:
-            raise TypeError(
-                f"rule {rule_name!r}: dtype argument {dtype_name!r} is used twice "
-                "or clashes with a hyperparameter"
-            )
-        taken.add(dtype_name)
+    _check_dtype_args(rule_name, slot_options, hyper_names)
     for names, label in (
         (static, "static"),
         (per_leaf, "per_leaf"),
