@@ -71,7 +71,7 @@ def state_class(
     all_slots: tuple[str, ...],
     extra: tuple[str, ...] = (),
     *,
-    owner: str = _PACKAGE,
+    owner: str | None = _PACKAGE,
 ) -> type:
     """Returns the NamedTuple class ``<RuleName>State(count, *slot_names, *extra)``.
 
@@ -87,6 +87,7 @@ def state_class(
     Returns:
         The class, the same object for the same arguments.
     """
+    owner = owner or "__main__"  # functions exec'd without a module name
     key: StateKey = (
         owner,
         rule_name,
@@ -103,7 +104,7 @@ def state_class(
     fields += [(field, jax.Array) for field in extra]
     cls = NamedTuple(name, fields)
     cls._state_key = key  # type: ignore[attr-defined]
-    cls.__reduce__ = _reduce  # type: ignore[method-assign,assignment]
+    cls.__reduce__ = _reduce
     cls.__doc__ = (
         f"State of the {rule_name!r} rule: an int32 step count and the "
         f"slots {', '.join(slot_names) or '(none)'}"
@@ -130,7 +131,7 @@ def all_state_classes(
     all_slots: tuple[str, ...],
     optional: Sequence[bool],
     *,
-    owner: str,
+    owner: str | None,
     max_optional: int = 4,
 ) -> None:
     """Creates the classes of every combination of present slots, in advance.
