@@ -302,3 +302,135 @@ def test_bad_arguments_are_named():
         jr.quantized_state(jr.adam(1e-3), min_size=-1)
     with pytest.raises(TypeError, match="GradientTransformation"):
         jr.quantized_state(lambda g: g)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_non_finite_element_poisons_its_block_at_every_position(bits):
+    """NaN at each position of a block, in full blocks and the padded last one."""
+    block = 256 if bits == 8 else 128
+    qmap = QuantMap("signed", bits)
+    rng = np.random.default_rng(bits)
+    # Block b holds its NaN at position b; one clean block at the end.
+    grid = rng.uniform(-1, 1, (block + 1, block)).astype(np.float32)
+    grid[np.arange(block), np.arange(block)] = np.nan
+    back = np.asarray(quantize(jnp.asarray(grid), qmap, block).dequantize())
+    assert np.all(np.isnan(back[:block])), np.argwhere(~np.isnan(back[:block]))[:5]
+    assert np.all(np.isfinite(back[block]))
+    # The padded last block (block // 2 + 3 elements after two full blocks),
+    # and infinities of either sign.
+    tail = block // 2 + 3
+    base = jnp.asarray(rng.uniform(-1, 1, 2 * block + tail).astype(np.float32))
+
+    @jax.jit
+    def poisoned(position, value):
+        return quantize(base.at[position].set(value), qmap, block).dequantize()
+
+    for value in (jnp.nan, jnp.inf, -jnp.inf):
+        for position in range(2 * block, 2 * block + tail):
+            out = np.asarray(poisoned(position, value))
+            assert np.all(np.isnan(out[2 * block :])), (value, position)
+            assert np.all(np.isfinite(out[: 2 * block])), (value, position)
+    for position in (0, block - 1, block, 2 * block - 1):
+        out = np.asarray(poisoned(position, jnp.inf))
+        lo = position // block * block
+        assert np.all(np.isnan(out[lo : lo + block]))
+        assert np.isfinite(out).sum() == out.size - block
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_nan_gradient_makes_the_next_update_of_its_block_nan(bits):
+    """The documented behaviour through the wrapper, at every position of a block.
+
+    The NaN's own block of the state is NaN, so the next update is NaN there
+    (apply_if_finite and log_step see it) and finite everywhere else.
+    """
+    block = 256 if bits == 8 else 128
+    tx = jr.quantized_state(jr.adam(1e-2), bits=bits, min_size=0)
+    params = {"w": jnp.zeros((3 * block + 5,))}
+    ones = jnp.ones_like(params["w"])
+
+    @jax.jit
+    def next_update(position):
+        state = tx.init(params)
+        _, state = tx.update({"w": ones.at[position].set(jnp.nan)}, state, params)
+        return tx.update({"w": ones}, state, params)[0]["w"]
+
+    positions = [*range(block), *range(3 * block, 3 * block + 5)]
+    for position in positions:
+        u = np.asarray(next_update(position))
+        lo = position // block * block
+        assert np.all(np.isnan(u[lo : lo + block])), position
+        assert np.isfinite(u).sum() == u.size - min(block, u.size - lo), position
+
+
+def test_bits_must_be_an_integer_and_the_wrapper_applied_once():
+    with pytest.raises(TypeError, match=r"bits must be the integer 8 or 4, got 8\.0"):
+        jr.quantized_state(jr.adam(1e-3), bits=8.0)  # type: ignore[arg-type]
+    assert jr.quantized_state(jr.adam(1e-3), bits=np.int64(4)) is not None  # type: ignore[arg-type]
+    once = jr.quantized_state(jr.adam(1e-3))
+    with pytest.raises(ValueError, match="applied twice"):
+        jr.quantized_state(once)
+    nested = jr.quantized_state(optax.chain(optax.clip(1.0), once))
+    with pytest.raises(ValueError, match=r"applied twice.*|already holds quantized"):
+        nested.init({"w": jnp.zeros((64, 64))})
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_complex_state_is_quantized_as_real_and_imaginary_parts(bits):
+    """optax.adam on complex params: mu's two parts quantized; nu's real part.
+
+    optax keeps nu (|g|^2) in a complex array with a zero imaginary part: its
+    real part gets the unsigned map, its imaginary part reads as zero.
+    """
+    shape = (64, 96)
+    key_re, key_im = jax.random.split(jax.random.key(2))
+    target = (
+        jax.random.normal(key_re, shape) + 1j * jax.random.normal(key_im, shape)
+    ).astype(jnp.complex64)
+    params = {"z": jnp.zeros(shape, jnp.complex64)}
+
+    def loss(p):
+        return jnp.sum(jnp.abs(p["z"] - target) ** 2)
+
+    def run(tx):
+        state = tx.init(params)
+
+        @jax.jit
+        def step(p, state):
+            # JAX's gradient of a real loss in complex z is conj(dL/dz*).
+            grads = jax.tree.map(jnp.conj, jax.grad(loss)(p))
+            updates, state = tx.update(grads, state, p)
+            return optax.apply_updates(p, updates), state
+
+        p = params
+        for _ in range(50):
+            p, state = step(p, state)
+        return p, state
+
+    full, full_state = run(optax.adam(3e-2))
+    quantized, state = run(jr.quantized_state(optax.adam(3e-2), bits=bits))
+    mu, nu = state.inner[0].mu["z"], state.inner[0].nu["z"]
+    assert is_quantized(mu)
+    assert mu.dtype == jnp.complex64
+    assert mu.codes.size == 2 * target.size * bits // 8  # re and im
+    assert is_quantized(nu)
+    assert nu.dtype == jnp.complex64
+    assert nu.qmap.kind != "signed"
+    assert nu.codes.size == target.size * bits // 8  # the real part only
+    np.testing.assert_array_equal(np.asarray(nu.dequantize()).imag, 0.0)
+    nu_ref = np.asarray(full_state[0].nu["z"]).real
+    assert np.all(np.asarray(nu.dequantize()).real > 0)
+    assert np.asarray(nu.dequantize()).real.max() <= nu_ref.max() * 1.5
+    assert mu.dequantize().dtype == jnp.complex64
+    # Each part errs by at most half the map's widest gap times the absmax.
+    ref = full_state[0].mu["z"]
+    qmap = QuantMap("signed", bits)
+    back = np.asarray(quantize(ref, qmap, 256 if bits == 8 else 128).dequantize())
+    assert back.dtype == np.complex64
+    assert back.shape == shape
+    ref = np.asarray(ref)
+    bound = np.max(np.abs(np.stack([ref.real, ref.imag]))) * max_gap(qmap).max() / 2
+    assert np.max(np.abs(back.real - ref.real)) <= bound * 1.001
+    assert np.max(np.abs(back.imag - ref.imag)) <= bound * 1.001
+    initial = float(loss(params))
+    assert float(loss(quantized)) / initial <= float(loss(full)) / initial + 0.01

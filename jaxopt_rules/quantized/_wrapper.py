@@ -1,6 +1,8 @@
 """``quantized_state``: any optax transform with its large state in 8 or 4 bits."""
 
-from collections.abc import Callable, Collection
+import dataclasses
+import weakref
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -9,8 +11,15 @@ import numpy as np
 import optax
 
 from jaxopt_rules._core._state import safe_increment
+from jaxopt_rules.quantized import _flax
 from jaxopt_rules.quantized._blocks import QuantizedArray, is_quantized, quantize
 from jaxopt_rules.quantized._maps import QuantMap
+
+
+_flax.install()
+
+_QUANTIZED_UPDATES: "weakref.WeakSet[Callable[..., Any]]" = weakref.WeakSet()
+"""The update functions :func:`quantized_state` made (to refuse wrapping twice)."""
 
 
 class QuantizedState(NamedTuple):
@@ -182,8 +191,14 @@ def quantized_state(
         Li, Chen and Zhu, "Memory Efficient Optimizers with 4-bit States",
         NeurIPS 2023.
     """
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer):
+        raise TypeError(
+            f"quantized_state: bits must be the integer 8 or 4, got {bits!r} "
+            f"({type(bits).__name__})"
+        )
     if bits not in (4, 8):
         raise ValueError(f"quantized_state: bits must be 8 or 4, got {bits!r}")
+    bits = int(bits)
     if block_size is None:
         block_size = 256 if bits == 8 else 128
     if (
@@ -205,6 +220,12 @@ def quantized_state(
             "quantized_state: inner must be an optax GradientTransformation, got "
             f"{type(inner).__name__}"
         )
+    if getattr(inner, "update", None) in _QUANTIZED_UPDATES:
+        raise ValueError(
+            "quantized_state: inner is already a quantized_state transform "
+            "(quantized_state applied twice); wrap the plain transform once, "
+            "e.g. quantized_state(adam(1e-3), bits=4)"
+        )
     signed_map = QuantMap("signed", bits)
     unsigned_map = QuantMap("unsigned" if bits == 8 else "linear", bits)
     choose = _predicate(non_negative)
@@ -217,7 +238,10 @@ def quantized_state(
             shape is not None
             and dtype is not None
             and len(shape) >= 1
-            and jnp.issubdtype(dtype, jnp.floating)
+            and (
+                jnp.issubdtype(dtype, jnp.floating)
+                or jnp.issubdtype(dtype, jnp.complexfloating)
+            )
             and int(jnp.size(leaf)) >= max(min_size, 1)
         )
 
@@ -228,7 +252,22 @@ def quantized_state(
         return quantize(leaf, qmap, block_size)
 
     def init_fn(params: optax.Params) -> QuantizedState:
-        inner_state = jax.tree_util.tree_map_with_path(store, tx.init(params))
+        _flax.register_with_flax()
+        plain = tx.init(params)
+        nested = [
+            jax.tree_util.keystr(path)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(
+                plain, is_leaf=is_quantized
+            )[0]
+            if is_quantized(leaf)
+        ]
+        if nested:
+            raise ValueError(
+                "quantized_state: the inner transform's state already holds "
+                f"quantized leaves (at {nested[0]}): quantized_state is applied "
+                "twice (perhaps inside a chain); wrap each plain transform once"
+            )
+        inner_state = jax.tree_util.tree_map_with_path(store, plain)
         return QuantizedState(jnp.zeros([], jnp.int32), inner_state)
 
     def update_fn(
@@ -242,6 +281,13 @@ def quantized_state(
                 "quantized_state: expected the QuantizedState returned by this "
                 f"transform's init, got {type(state).__name__}"
             )
+        if _has_plain(state.inner):
+            # A framework (flax NNX, ...) turned each QuantizedArray into a
+            # {"codes", "scales"} mapping: rebuild them from init's layout.
+            template = jax.eval_shape(
+                init_fn, updates if params is None else params
+            ).inner
+            state = state._replace(inner=_rebuild(state.inner, template))
         inner_state = jax.tree.map(
             lambda x: x.dequantize() if is_quantized(x) else x,
             state.inner,
@@ -269,7 +315,73 @@ def quantized_state(
             safe_increment(state.count), treedef.unflatten(stored)
         )
 
+    _QUANTIZED_UPDATES.add(update_fn)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _is_plain(x: Any) -> bool:
+    """Whether ``x`` is a QuantizedArray turned into a plain mapping."""
+    return isinstance(x, Mapping) and set(x.keys()) == {"codes", "scales"}
+
+
+def _has_plain(tree: Any) -> bool:
+    leaves = jax.tree.leaves(tree, is_leaf=lambda x: is_quantized(x) or _is_plain(x))
+    return any(_is_plain(x) for x in leaves)
+
+
+def _path_names(path: KeyPath) -> tuple[str, ...]:
+    """A key path as names, whatever container kinds it went through."""
+    names = []
+    for key in path:
+        for attribute in ("name", "key", "idx"):
+            if hasattr(key, attribute):
+                names.append(str(getattr(key, attribute)))
+                break
+        else:
+            names.append(str(key))
+    return tuple(names)
+
+
+def _rebuild(inner: Any, template: Any) -> Any:
+    """``inner`` with each plain ``{"codes", "scales"}`` a QuantizedArray again.
+
+    The shape, dtype, map and layout come from ``template`` (the abstract
+    state of ``init``), matched by key path.
+    """
+    expected = {
+        _path_names(path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(
+            template, is_leaf=is_quantized
+        )[0]
+        if is_quantized(leaf)
+    }
+
+    def restore(path: KeyPath, x: Any) -> Any:
+        if not _is_plain(x):
+            return x
+        target = expected.get(_path_names(path))
+        where = jax.tree_util.keystr(path)
+        if target is None:
+            raise ValueError(
+                f"quantized_state: the state leaf at {where} is a plain mapping "
+                "of codes and scales, but init stores no quantized array there: "
+                "the state was not made by this transform for these params"
+            )
+        codes, scales = x["codes"], x["scales"]
+        for name, got, want in (
+            ("codes", codes, target.codes),
+            ("scales", scales, target.scales),
+        ):
+            if tuple(jnp.shape(got)) != tuple(want.shape):
+                raise ValueError(
+                    f"quantized_state: {name} at {where} has shape "
+                    f"{tuple(jnp.shape(got))}, init makes {tuple(want.shape)}"
+                )
+        return dataclasses.replace(target, codes=codes, scales=scales)
+
+    return jax.tree_util.tree_map_with_path(
+        restore, inner, is_leaf=lambda x: is_quantized(x) or _is_plain(x)
+    )
 
 
 def _requantize(new: Any, old: QuantizedArray, key: jax.Array | None) -> QuantizedArray:
@@ -284,4 +396,5 @@ def _requantize(new: Any, old: QuantizedArray, key: jax.Array | None) -> Quantiz
         old.qmap,
         old.block_size,
         key=key,
+        shards=old.shards,
     )
