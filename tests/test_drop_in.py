@@ -345,3 +345,15 @@ def test_a_rule_returning_none_is_named():
     tx = forgetful(learning_rate=0.1)
     with pytest.raises(TypeError, match=r"forgetful: the rule function returned None"):
         tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
+
+
+def test_float16_parameters_keep_squares_in_float32():
+    # optax.adam here: nu underflows to 0 in float16 and the step is -inf.
+    params = {"w": jnp.ones(3, jnp.float16)}
+    tx = jr.adam(1e-3)
+    state = tx.init(params)
+    assert state.mu["w"].dtype == jnp.float16
+    assert state.nu["w"].dtype == jnp.float32
+    updates, _ = tx.update({"w": jnp.full(3, 1e-3, jnp.float16)}, state)
+    assert updates["w"].dtype == jnp.float16
+    np.testing.assert_allclose(np.asarray(updates["w"], np.float32), -1e-3, rtol=1e-2)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_rules._core._config import RuleConfig
+from jaxopt_rules._core._config import RuleConfig, check_per_leaf_tree
 from jaxopt_rules._core._constraints import Constraint, parse_constraint
 from jaxopt_rules._core._definition import (
     ROUNDING_ARGS,
@@ -405,7 +405,9 @@ def _storage_dtype(
 ) -> np.dtype:
     """The dtype a slot of this parameter is stored in.
 
-    Real parameters: the slot's dtype argument, else the parameter's dtype.
+    Real parameters: the slot's dtype argument, else the parameter's dtype,
+    except that squared magnitudes of float16 parameters are kept in float32
+    (float16's range loses the squares of gradients below about 5e-3).
     Complex parameters: slots of squared magnitudes (``Slot(square=True)``)
     are real (the argument's dtype, else the parameter's real dtype); other
     slots are complex, of the argument's precision (``float32`` stores
@@ -413,6 +415,10 @@ def _storage_dtype(
     """
     dtype = np.dtype(param.dtype)
     if not jnp.issubdtype(dtype, jnp.complexfloating):
+        if chosen is None and option.square and dtype == np.float16:
+            # Squares of gradients below ~5e-3 underflow in float16 (the first
+            # Adam step would be -lr / eps): keep them in float32 instead.
+            return np.dtype(np.float32)
         return chosen if chosen is not None else dtype
     if option.square:
         return chosen if chosen is not None else _real_dtype(dtype)
@@ -438,6 +444,7 @@ def _per_leaf_values(
             values[name] = [default] * n
             continue
         tree = value(updates) if callable(value) else value
+        check_per_leaf_tree(definition, name, tree)
         try:
             full = jax.tree.broadcast(tree, updates)
             values[name] = treedef.flatten_up_to(full)
@@ -559,7 +566,7 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
         **extra_args: Any,
     ) -> tuple[optax.Updates, Any]:
         del extra_args  # accepted and ignored, as the optax protocol asks
-        if definition.needs_params and params is None:
+        if definition.needs_params and params is None and jax.tree.leaves(updates):
             raise ValueError(
                 f"{rule_name}: this rule reads the parameters, so they must be "
                 "passed to update: tx.update(grads, state, params)"

@@ -127,8 +127,13 @@ def _sum_squares(leaves: Sequence[Any]) -> jax.Array:
     """
     total = jnp.zeros((), jnp.float32)
     for leaf in leaves:
-        x = jnp.asarray(leaf, jnp.float32)
-        total = total + jnp.sum(jnp.abs(x) * jnp.abs(x))
+        x = jnp.asarray(leaf)
+        if x.dtype == jax.dtypes.float0:
+            continue  # gradients of integer leaves: no values
+        if not jnp.iscomplexobj(x):  # complex: abs is the magnitude
+            x = x.astype(jnp.float32)
+        size = jnp.abs(x).astype(jnp.float32)
+        total = total + jnp.sum(size * jnp.abs(x).astype(jnp.float32))
     return total
 
 
@@ -146,7 +151,10 @@ def _nonfinite_flag(leaf: Any, sum_squares: jax.Array) -> jax.Array:
     def scan(leaf: Any, sum_squares: jax.Array) -> jax.Array:
         # Not max(|x|): on XLA:CPU a max over 4096 or more elements can drop
         # a NaN. isfinite per element, then a logical reduction, cannot.
-        bad = jnp.any(~jnp.isfinite(jnp.asarray(leaf, jnp.float32)))
+        x = jnp.asarray(leaf)
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            return sum_squares * 0.0  # integers are always finite
+        bad = jnp.any(~jnp.isfinite(x))
         return bad.astype(jnp.float32)
 
     def finite(leaf: Any, sum_squares: jax.Array) -> jax.Array:
