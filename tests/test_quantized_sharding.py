@@ -63,7 +63,8 @@ def test_eight_bit_adam_state_is_spread_over_every_device(
     grads = {"w": jax.device_put(jnp.ones(shape), sharding)}
 
     def run():
-        state = jax.jit(tx.init)(params)
+        # Automatic axes: init outside jit, so it sees the params' shardings.
+        state = jax.jit(tx.init)(params) if explicit else tx.init(params)
         updates, state = jax.jit(tx.update)(grads, state, params)
         return updates, state
 
@@ -133,18 +134,44 @@ def test_sharded_trajectory_matches_one_device(bits, explicit):
     else:
         sharded, state = train(tx, sharded_params)
     assert state.inner.mu["w"].shards == 8
+    assert state.inner.mu["w"].codes.shape[0] % 8 == 0
     for q in (state.inner.mu["w"], state.inner.nu["w"]):
         assert {s.data.shape[0] for s in q.codes.addressable_shards} == {
             q.codes.shape[0] // 8
         }
-    # As close to float32 as the one-device quantized run is.
-    deviation = float(jnp.mean(jnp.abs(np.asarray(sharded["w"]) - full["w"])))
-    single_deviation = float(jnp.mean(jnp.abs(single["w"] - full["w"])))
-    assert deviation <= 1.5 * single_deviation + 1e-3
-    initial = float(jnp.sum(target**2))
-    loss = float(jnp.sum((np.asarray(sharded["w"]) - target) ** 2)) / initial
-    single_loss = float(jnp.sum((single["w"] - target) ** 2)) / initial
-    assert abs(loss - single_loss) <= 0.01
+    # The numbers stored are those of one device.
+    np.testing.assert_allclose(
+        np.asarray(sharded["w"]), np.asarray(single["w"]), rtol=1e-5, atol=1e-6
+    )
+    # Measured mean |quantized - float32|: 0.014 (8-bit), 0.092 (4-bit).
+    assert float(jnp.mean(jnp.abs(single["w"] - full["w"]))) <= (
+        0.02 if bits == 8 else 0.15
+    )
+
+
+def test_jitted_init_on_automatic_axes_keeps_params_sharded():
+    """A jitted init cannot see shardings on automatic axes: one run of blocks."""
+    mesh = _mesh((2, 4), explicit=False)
+    specs = {"w": P("data", "model"), "v": P("data")}
+    shapes = {"w": (64, 128), "v": (8192,)}
+    params = {
+        k: jax.device_put(jnp.ones(shapes[k]), NamedSharding(mesh, specs[k]))
+        for k in specs
+    }
+    tx = jr.quantized_state(jr.adam(1e-3), min_size=1024)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    for init in (jax.jit(tx.init), tx.init):
+        state = init(params)
+        new_params, state = step(params, state)
+        for k in specs:
+            assert new_params[k].sharding.is_equivalent_to(
+                params[k].sharding, len(shapes[k])
+            ), (k, new_params[k].sharding)
 
 
 def test_sharded_state_benchmark_runs(capsys):

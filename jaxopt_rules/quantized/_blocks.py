@@ -1,20 +1,21 @@
 """Block-wise quantization of one array: absmax per block, one code per element.
 
-Layout. On one device the array is flattened in row-major order and cut into
-blocks of ``block_size`` elements (the last one padded with zeros). On a mesh
-of ``N`` devices (the params' mesh, its explicit axes if it has any, else its
-automatic ones) the flat array is cut into ``N`` equal chunks, each padded to
-whole blocks on its own, and the blocks are sharded over every device of the
-mesh, whatever the array's own sharding: each device keeps ``1/N`` of the
-codes and scales (ZeRO-style), even for an array replicated over some mesh
-axes. Each block is stored as its absmax (float32) and one code per element
-from a :class:`QuantMap`; 4-bit codes are packed two to a byte (the first
-half of the block in the low nibbles, the second half in the high ones, so
-packing is two contiguous slices, not a strided gather).
+Layout. The array is flattened in row-major order and cut into blocks of
+``block_size`` elements (the last one padded with zeros). On a mesh of ``N``
+devices (the params' mesh: its explicit axes if it has any, else its
+automatic ones), zero blocks are appended up to a multiple of ``N`` and the
+blocks are sharded over every device of the mesh, whatever the array's own
+sharding: each device keeps ``1/N`` of the codes and scales (ZeRO-style),
+even for an array replicated over some mesh axes. The numbers stored are
+those of one device. Each block is stored as its absmax (float32) and one
+code per element from a :class:`QuantMap`; 4-bit codes are packed two to a
+byte (the first half of the block in the low nibbles, the second half in the
+high ones, so packing is two contiguous slices, not a strided gather).
 
 Non-finite values: a NaN or infinite element poisons its own block (the
-block's scale is NaN, so every element decodes as NaN), found with an ``any``
-reduction, never with ``max`` (XLA's ``max`` may drop a NaN).
+block's scale is NaN, so every element decodes as NaN). A NaN enters the
+block's absmax reduction as +inf (XLA's ``max`` may drop a NaN, never an
+inf).
 
 Complex arrays are stored as their real and imaginary parts, interleaved
 (``[re, im]`` per element), in the same blocks; with a non-negative map, a
@@ -36,6 +37,9 @@ from jaxopt_rules.quantized._maps import QuantMap, decode, encode
 
 
 _TINY = float(np.finfo(np.float32).tiny)
+_MAX = float(np.finfo(np.float32).max)
+_PARTIAL_KEY = np.uint32(0x5BD1E995)
+"""Mixed into the rounding key of an array's partial last block."""
 
 
 @jax.tree_util.register_dataclass
@@ -51,12 +55,11 @@ class QuantizedArray:
         shape: the logical shape.
         dtype: the logical dtype (what :meth:`dequantize` returns).
         qmap: the quantization map.
-        spec: the logical array's ``PartitionSpec`` under a mesh with
-            explicit axes, restored by :meth:`dequantize`; ``None``
-            otherwise.
-        shards: the number of devices the blocks are laid out for (1: one
-            flat run of blocks; ``N``: ``N`` chunks of whole blocks, see the
-            module's docstring).
+        spec: the logical array's ``PartitionSpec`` on its mesh (the
+            param's), restored by :meth:`dequantize`; ``None`` off a mesh or
+            when unknown.
+        shards: the number of devices the blocks are laid out for (the
+            block count is padded to a multiple of it with zero blocks).
     """
 
     codes: jax.Array
@@ -88,7 +91,7 @@ class QuantizedArray:
         if pairs and spec is not None:
             spec = PartitionSpec(*spec, None)
         if self.shards > 1:
-            out = _from_chunks(values, real_shape, self.shards, spec)
+            out = _from_grid(values, real_shape, self.shards, spec)
         else:
             size = math.prod(real_shape)
             flat = values.reshape(*values.shape[:-2], -1)[..., :size]
@@ -110,6 +113,7 @@ def quantize(
     *,
     key: jax.Array | None = None,
     shards: int | None = None,
+    spec: PartitionSpec | None = None,
 ) -> QuantizedArray:
     """Stores ``x`` block-wise quantized with ``qmap``.
 
@@ -126,20 +130,31 @@ def quantize(
             round each element up or down to a neighbouring map value at
             random, unbiased (:func:`dither`); a new key gives new decisions.
         shards: the layout's device count (see the module's docstring);
-            default: the devices of ``x``'s mesh (1 off a mesh).
+            default: the devices of ``x``'s mesh (1 off a mesh, and on
+            automatic axes when ``x``'s spec is unknown: a tracer).
+        spec: ``x``'s ``PartitionSpec`` on its mesh, what :meth:`dequantize`
+            gives the values back as (default: read from ``x`` when it
+            carries it: explicit axes, a concrete array).
 
     Returns:
         The :class:`QuantizedArray`.
     """
     shape, dtype = tuple(x.shape), np.dtype(x.dtype)
     place = _placement(x)
-    spec = _explicit_spec(x, place)
+    if spec is None:
+        spec = _known_spec(x, place)
+    if place is not None and not place.explicit and spec is not None:
+        x = place.put(x, spec)  # the update's layout (see _from_grid)
     if _pairs(dtype, qmap):
         x = jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
     elif jnp.issubdtype(dtype, jnp.complexfloating):
         x = jnp.real(x)
     if shards is None:
-        shards = place.devices if place is not None else 1
+        # Automatic axes: spread only when the param's spec is known (init
+        # outside jit, or on ShapeDtypeStructs carrying their shardings), so
+        # that dequantize can hand the update that layout back.
+        known = place is not None and (place.explicit or spec is not None)
+        shards = place.devices if known and place is not None else 1
     if place is not None and place.devices != shards:
         if place.explicit:
             raise ValueError(
@@ -150,8 +165,10 @@ def quantize(
             )
         place = None
     if shards > 1:
-        grid = _to_chunks(x, shards, block_size, place)
-        codes, scales = _encode_blocks(grid, qmap, key)
+        grid = _to_grid(x, shards, block_size, place)
+        size = math.prod(x.shape)
+        partial = size // block_size if size % block_size else None
+        codes, scales = _encode_blocks(grid, qmap, key, partial_row=partial)
         if place is not None:
             codes = place.put(codes, place.spec(2))
             scales = place.put(scales, place.spec(1))
@@ -169,7 +186,7 @@ def quantize(
     last_codes, last_scales = _encode_blocks(
         last.reshape(1, block_size),
         qmap,
-        None if key is None else key ^ np.uint32(0x5BD1E995),
+        None if key is None else key ^ _PARTIAL_KEY,
     )
     if full == 0:
         return QuantizedArray(last_codes, last_scales, shape, dtype, qmap)
@@ -182,19 +199,33 @@ def quantize(
 
 
 def _encode_blocks(
-    grid: jax.Array, qmap: QuantMap, key: jax.Array | None
+    grid: jax.Array,
+    qmap: QuantMap,
+    key: jax.Array | None,
+    *,
+    partial_row: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Codes and scales of a ``(blocks, block_size)`` float32 grid."""
-    absmax = jnp.max(jnp.abs(grid), axis=-1)
-    # A non-finite element poisons its block. Found with `any`: XLA:CPU's
-    # `max` can return a finite value for a block holding a NaN.
-    poisoned = jnp.any(~jnp.isfinite(grid), axis=-1)
+    """Codes and scales of a ``(blocks, block_size)`` float32 grid.
+
+    ``partial_row``: the row holding the array's partial last block, rounded
+    with the key that :func:`quantize` gives it on one device.
+    """
+    # A non-finite element poisons its block. XLA:CPU's `max` can return a
+    # finite value for a block holding a NaN, so NaN (and inf) enter the
+    # reduction as +inf, which `max` cannot lose; one reduction, no `any`.
+    magnitude = jnp.abs(grid)
+    absmax = jnp.max(jnp.where(magnitude <= _MAX, magnitude, jnp.inf), axis=-1)
+    poisoned = absmax > _MAX
     # Zero and denormal blocks are stored as zeros (no 1/absmax overflow).
     usable = (absmax >= _TINY) & ~poisoned
     scales = jnp.where(poisoned, jnp.nan, jnp.where(usable, absmax, 0.0))
     inverse = jnp.where(usable, 1.0 / jnp.where(usable, absmax, 1.0), 0.0)
     normalized = grid * inverse[:, None]
     noise = None if key is None else dither(normalized.shape, key)
+    if noise is not None and partial_row is not None:
+        last = dither((1, grid.shape[-1]), key ^ _PARTIAL_KEY)
+        row = jax.lax.broadcasted_iota(jnp.int32, normalized.shape, 0)
+        noise = jnp.where(row == partial_row, last, noise)
     codes = encode(qmap, normalized, noise)
     if qmap.bits == 4:
         half = grid.shape[-1] // 2
@@ -253,11 +284,24 @@ def _placement(x: Any) -> _Placement | None:
     return _Placement(mesh, axes, bool(explicit), devices)
 
 
-def _explicit_spec(x: Any, place: _Placement | None) -> PartitionSpec | None:
-    """``x``'s spec when it is sharded over explicit mesh axes, else ``None``."""
-    if place is None or not place.explicit:
+def _known_spec(x: Any, place: _Placement | None) -> PartitionSpec | None:
+    """``x``'s spec when its type or value says it, else ``None``.
+
+    Explicit axes: the type. Automatic axes: a concrete array's (or a
+    ``ShapeDtypeStruct``'s) ``NamedSharding``; a tracer's is unknown.
+    """
+    if place is None:
         return None
-    spec = jax.typeof(x).sharding.spec
+    if place.explicit:
+        spec = jax.typeof(x).sharding.spec
+    else:
+        try:
+            sharding = x.sharding
+        except AttributeError:  # a tracer
+            return None
+        if not isinstance(sharding, NamedSharding):
+            return None
+        spec = sharding.spec
     return PartitionSpec(*spec, *[None] * (jnp.ndim(x) - len(spec)))
 
 
@@ -266,60 +310,60 @@ def _pairs(dtype: np.dtype, qmap: QuantMap) -> bool:
     return bool(jnp.issubdtype(dtype, jnp.complexfloating)) and not qmap.non_negative
 
 
-def _chunk_layout(size: int, shards: int, block_size: int) -> tuple[int, int]:
-    """Elements per chunk and blocks per chunk of the ``shards`` layout."""
-    chunk = -(-size // shards)
-    return chunk, -(-chunk // block_size)
+def _padded_blocks(size: int, shards: int, block_size: int) -> int:
+    """Blocks of the ``shards`` layout: whole blocks, a multiple of ``shards``."""
+    blocks = -(-size // block_size)
+    return -(-blocks // shards) * shards
 
 
-def _to_chunks(
+def _to_grid(
     x: jax.Array, shards: int, block_size: int, place: _Placement | None
 ) -> jax.Array:
-    """``x`` as a float32 ``(shards * blocks_per_chunk, block_size)`` grid."""
+    """``x`` as float32 blocks, zero blocks appended up to a multiple of ``shards``.
+
+    Row ``r`` holds elements ``r * block_size`` to ``(r + 1) * block_size``
+    of the flattened array, as on one device: the numbers stored do not
+    depend on the mesh.
+    """
     size = math.prod(x.shape)
-    chunk, blocks = _chunk_layout(size, shards, block_size)
-    if place is None:
-        flat = jnp.ravel(x)
-        flat = jnp.pad(flat, (0, shards * chunk - size)).reshape(shards, chunk)
-    elif x.shape[0] % shards == 0:
-        # Leading axis over every device first (an all-to-all at most), so
-        # the chunks are local rows.
+    rows = _padded_blocks(size, shards, block_size)
+    grid_shape = (rows, block_size)
+    if place is None or not place.explicit:
+        # Automatic axes: only the grid is constrained; XLA moves the data.
+        flat = jnp.pad(jnp.ravel(x), (0, rows * block_size - size))
+        grid = flat.reshape(grid_shape).astype(jnp.float32)
+        return grid if place is None else place.put(grid, place.spec(2))
+    if rows * block_size == size and x.shape[0] % shards == 0:
+        # Each device's leading rows are its run of blocks: no gather.
         x = place.put(x, place.spec(x.ndim))
-        flat = place.reshape(x, (shards, chunk), place.spec(2))
-    else:
-        flat = place.reshape(x, (size,), PartitionSpec(None))
-        flat = jnp.pad(flat, (0, shards * chunk - size))
-        flat = place.reshape(flat, (shards, chunk), place.spec(2))
-    flat = flat.astype(jnp.float32)
-    if blocks * block_size != chunk:
-        flat = jnp.pad(flat, ((0, 0), (0, blocks * block_size - chunk)))
-    grid_shape = (shards * blocks, block_size)
-    if place is None:
-        return flat.reshape(grid_shape)
+        return place.reshape(x, grid_shape, place.spec(2)).astype(jnp.float32)
+    flat = place.reshape(x, (size,), PartitionSpec(None)).astype(jnp.float32)
+    flat = jnp.pad(flat, (0, rows * block_size - size))
     return place.reshape(flat, grid_shape, place.spec(2))
 
 
-def _from_chunks(
+def _from_grid(
     values: jax.Array,
     shape: tuple[int, ...],
     shards: int,
     spec: PartitionSpec | None,
 ) -> jax.Array:
-    """The inverse of :func:`_to_chunks`: ``values`` back to ``shape``."""
+    """The inverse of :func:`_to_grid`: ``values`` back to ``shape``."""
     place = _placement(values)
     if place is not None and place.devices != shards:
         place = None
     size = math.prod(shape)
-    chunk, blocks = _chunk_layout(size, shards, values.shape[-1])
-    rows = (shards, blocks * values.shape[-1])
-    if place is None:
-        flat = values.reshape(rows)[:, :chunk].reshape(-1)[:size]
-        return flat.reshape(shape)
-    flat = place.reshape(values, rows, place.spec(2))[:, :chunk]
-    if shape[0] % shards == 0:
-        out = place.reshape(flat, shape, place.spec(len(shape)))
+    if place is None or not place.explicit:
+        out = values.reshape(-1)[:size].reshape(shape)
+        if place is not None and spec is not None:
+            # Automatic axes: the param's layout, so XLA runs the update
+            # (and keeps the params) there, not in the state's.
+            out = place.put(out, spec)
+        return out
+    if values.size == size and shape[0] % shards == 0:
+        out = place.reshape(values, shape, place.spec(len(shape)))
     else:
-        flat = place.reshape(flat, (shards * chunk,), PartitionSpec(None))
+        flat = place.reshape(values, (values.size,), PartitionSpec(None))
         out = place.reshape(flat[:size], shape, PartitionSpec())
     if spec is not None:
         out = place.put(out, spec)

@@ -1,6 +1,7 @@
 """``quantized_state``: any optax transform with its large state in 8 or 4 bits."""
 
 import dataclasses
+import math
 import weakref
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
 
 from jaxopt_rules._core._state import safe_increment
 from jaxopt_rules.quantized import _flax
@@ -118,8 +120,8 @@ def quantized_state(
     r"""Stores ``inner``'s large floating state leaves block-wise quantized.
 
     Works with any optax transform: the rules of this package, optax's, chains.
-    Each floating state leaf with at least ``min_size`` elements (and at least
-    one dimension) is kept as a :class:`QuantizedArray`: per block of
+    Each floating or complex state leaf with at least ``min_size`` elements
+    (and at least one dimension) is kept as a :class:`QuantizedArray`: per block of
     ``block_size`` elements, its absmax in float32 and one ``bits``-bit code
     per element. Every update dequantizes those leaves, runs ``inner.update``
     in the leaves' own dtype, and quantizes the new state, all in one jitted
@@ -145,9 +147,43 @@ def quantized_state(
     bits with blocks of 256 (Adam: 2.03 per parameter, against 8 in float32),
     0.531 at 4 bits with blocks of 128 (Adam: 1.06).
 
+    Complex leaves: a complex leaf is stored as its real and imaginary parts
+    (twice the codes of a real leaf of its size, signed map). A complex leaf
+    of a non-negative slot holds a real quantity (optax keeps ``|g|^2`` in
+    complex arrays): its real part alone is stored, with the unsigned map,
+    and its imaginary part reads as zero.
+
+    Non-finite values: a NaN or infinite element of a new state leaf poisons
+    its own block: the block's scale is NaN, so the whole block (up to
+    ``block_size`` elements around it) reads as NaN and the next update is NaN
+    there, for ``optax.apply_if_finite`` or ``log_step`` to see. It is found
+    as +inf in the absmax reduction (XLA's ``max`` can drop NaN, never inf).
+
+    Sharding: on a mesh, each quantized leaf's blocks (padded with zero
+    blocks to a multiple of the device count ``N``) are sharded over every
+    device of the mesh, whatever the param's own sharding (ZeRO-style): each
+    device holds about ``1/N`` of the state (8-bit Adam: 2.03 / N bytes per
+    parameter, ``benchmarks/sharded_state.py``); the numbers are those of
+    one device. With explicit axes (``jax.set_mesh``) this happens whether
+    ``init`` is jitted or not; with automatic axes, ``init`` must see the
+    params' shardings: call it outside ``jax.jit`` (or on
+    ``ShapeDtypeStruct`` leaves carrying their shardings); a jitted ``init``
+    on automatic axes keeps one flat run of blocks, placed by XLA. The
+    padding depends on ``N``: restore a checkpoint into a state made by
+    ``tx.init`` (or ``jax.eval_shape``) on the same number of devices.
+
+    Frameworks: a framework that turns each :class:`QuantizedArray` into a
+    plain ``{"codes", "scales"}`` mapping (flax NNX's ``nnx.Optimizer`` does)
+    still works: ``update`` rebuilds them from the layout ``init`` makes for
+    ``params`` (or for the gradients when ``params`` is not given). Flax
+    serialization (``flax.serialization.to_bytes`` / ``from_bytes``, linen
+    ``TrainState`` checkpoints) knows :class:`QuantizedArray` as soon as
+    flax is imported, before or after this package.
+
     Args:
-        inner: the transform whose state to store quantized.
-        bits: 8 or 4.
+        inner: the transform whose state to store quantized (not itself a
+            ``quantized_state``: wrapping twice is refused).
+        bits: the integer 8 or 4.
         block_size: elements per block (default: 256 at 8 bits, 128 at 4
             bits, the block sizes of Dettmers et al. and of Li et al.).
         min_size: leaves with fewer elements stay in full precision (biases,
@@ -242,13 +278,19 @@ def quantized_state(
                 jnp.issubdtype(dtype, jnp.floating)
                 or jnp.issubdtype(dtype, jnp.complexfloating)
             )
-            and int(jnp.size(leaf)) >= max(min_size, 1)
+            and math.prod(shape) >= max(min_size, 1)
         )
 
     def store(path: KeyPath, leaf: Any) -> Any:
         if not eligible(leaf):
             return leaf
         qmap = unsigned_map if choose(path, leaf) else signed_map
+        if isinstance(leaf, jax.ShapeDtypeStruct):  # abstract params
+            sharding = getattr(leaf, "sharding", None)
+            spec = sharding.spec if isinstance(sharding, NamedSharding) else None
+            return jax.eval_shape(
+                lambda x: quantize(x, qmap, block_size, spec=spec), leaf
+            )
         return quantize(leaf, qmap, block_size)
 
     def init_fn(params: optax.Params) -> QuantizedState:
@@ -397,4 +439,5 @@ def _requantize(new: Any, old: QuantizedArray, key: jax.Array | None) -> Quantiz
         old.block_size,
         key=key,
         shards=old.shards,
+        spec=old.spec,
     )
