@@ -178,3 +178,30 @@ def test_sharded_state_benchmark_runs(capsys):
     bench = load_benchmark("sharded_state")
     case = next(c for c in bench.cases() if c.mesh == (2, 4))
     assert bench.measure(case, explicit=False) <= bench.TARGET / 8
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_complex_state_on_a_mesh_matches_one_device(explicit):
+    z = (jax.random.normal(jax.random.key(0), (64, 96)) + 1j).astype(jnp.complex64)
+    tx = jr.quantized_state(optax.adam(1e-2), min_size=1024)
+
+    def run(params):
+        state = jax.jit(tx.init)(params) if explicit else tx.init(params)
+        update = jax.jit(tx.update)
+        grads = jax.tree.map(lambda p: p * 0 + z, params)
+        for _ in range(2):
+            updates, state = update(grads, state, params)
+        return np.asarray(updates["z"]), state
+
+    single, _ = run({"z": jnp.zeros_like(z)})
+    mesh = _mesh((2, 4), explicit)
+    params = {
+        "z": jax.device_put(jnp.zeros_like(z), NamedSharding(mesh, P(None, "model")))
+    }
+    if explicit:
+        with jax.set_mesh(mesh):
+            sharded, state = run(params)
+    else:
+        sharded, state = run(params)
+    assert state.inner[0].mu["z"].shards == 8
+    np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-7)
