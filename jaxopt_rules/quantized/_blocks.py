@@ -222,7 +222,7 @@ def _encode_blocks(
     inverse = jnp.where(usable, 1.0 / jnp.where(usable, absmax, 1.0), 0.0)
     normalized = grid * inverse[:, None]
     noise = None if key is None else dither(normalized.shape, key)
-    if noise is not None and partial_row is not None:
+    if key is not None and noise is not None and partial_row is not None:
         last = dither((1, grid.shape[-1]), key ^ _PARTIAL_KEY)
         row = jax.lax.broadcasted_iota(jnp.int32, normalized.shape, 0)
         noise = jnp.where(row == partial_row, last, noise)
