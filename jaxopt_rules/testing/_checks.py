@@ -395,7 +395,7 @@ def check_inject_hyperparams(rule: RuleUnderTest) -> None:
     plain_update = jax.jit(tx.update)
     wrapped_update = jax.jit(injected.update)
     state = tx.init(params)
-    wrapped_state = injected.init(params)
+    wrapped_state = cast(Any, injected.init(params))
     for i in range(4):
         grads = example_grads(params)
         up, next_state = plain_update(grads, state, params)
@@ -767,7 +767,7 @@ def check_names_bad_leaves(rule: RuleUnderTest) -> None:
     try:
         int_state = tx.init(int_params)
         int_grads = {**grads, "scale": jnp.zeros((), jnp.int32)}
-        updates, _ = tx.update(int_grads, int_state, int_params)
+        updates = cast(Any, tx.update(int_grads, int_state, int_params)[0])
     except Exception as error:
         raise fail(
             "names_bad_leaves",
@@ -798,13 +798,15 @@ def check_complex_params(rule: RuleUnderTest) -> None:
     minimum (within 3e-2); a rule that does not must raise a ``TypeError``
     that says ``complex``.
     """
-    start, solution, objective = _complex_parabola()
+    start, solution, vector_objective = _complex_parabola()
+    objective: Callable[[jax.Array], jax.Array] = vector_objective
     if matrices_only_active():
         start, solution = start[:, None], solution[:, None]
-        objective_1d = objective
 
-        def objective(z: jax.Array) -> jax.Array:
-            return objective_1d(z[:, 0])
+        def column_objective(z: jax.Array) -> jax.Array:
+            return vector_objective(z[:, 0])
+
+        objective = column_objective
 
     tx = rule.make()
     try:
@@ -823,7 +825,9 @@ def check_complex_params(rule: RuleUnderTest) -> None:
         updates, state = tx.update(grads, state, z)
         return (optax.apply_updates(z, updates), state), None
 
-    first, _ = tx.update(jnp.conj(jax.grad(objective)(start)), state, start)
+    first = cast(
+        jax.Array, tx.update(jnp.conj(jax.grad(objective)(start)), state, start)[0]
+    )
     if first.dtype != start.dtype:
         raise fail(
             "complex_params",
