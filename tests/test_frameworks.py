@@ -139,15 +139,20 @@ def _nnx_params_after(tx: optax.GradientTransformation, steps: int) -> Any:
     return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-@pytest.mark.parametrize("spec", SPECS)
-def test_nnx_optimizer_follows_optax(spec):
+def _assert_follows_optax(spec: Any, params_after: Any) -> None:
+    """10 float64 steps of the drop-in land within 1e-12 of optax's, and move."""
     with jax.enable_x64(True):
         ours, ref = _pair(spec, np.float64)
-        start = _nnx_params_after(ref, 0)
-        expected = _nnx_params_after(ref, 10)
-        actual = _nnx_params_after(ours, 10)
+        start = params_after(ref, 0)
+        expected = params_after(ref, 10)
+        actual = params_after(ours, 10)
     assert testing.relative_error(actual, start) > 1e-4  # it trained
     assert testing.relative_error(actual, expected) <= 1e-12
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_nnx_optimizer_follows_optax(spec):
+    _assert_follows_optax(spec, _nnx_params_after)
 
 
 # -- equinox: eqx.filter'ed parameters -----------------------------------------
@@ -175,13 +180,7 @@ def _eqx_params_after(tx: optax.GradientTransformation, steps: int) -> Any:
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_equinox_training_follows_optax(spec):
-    with jax.enable_x64(True):
-        ours, ref = _pair(spec, np.float64)
-        start = _eqx_params_after(ref, 0)
-        expected = _eqx_params_after(ref, 10)
-        actual = _eqx_params_after(ours, 10)
-    assert testing.relative_error(actual, start) > 1e-4  # it trained
-    assert testing.relative_error(actual, expected) <= 1e-12
+    _assert_follows_optax(spec, _eqx_params_after)
 
 
 # -- orbax: restore into jax.eval_shape(tx.init, params) -----------------------
