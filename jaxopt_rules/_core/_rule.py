@@ -443,8 +443,11 @@ def _per_leaf_values(
         if value is None:
             values[name] = [default] * n
             continue
-        tree = value(updates) if callable(value) else value
-        check_per_leaf_tree(definition, name, tree)
+        if callable(value):  # (a tree given directly was checked at bind)
+            tree = value(updates)
+            check_per_leaf_tree(definition, name, tree)
+        else:
+            tree = value
         try:
             full = jax.tree.broadcast(tree, updates)
             values[name] = treedef.flatten_up_to(full)
@@ -503,8 +506,6 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
     def init_slot(
         slot: str, values: Mapping[str, Any], p: Any, params: Any, i: int
     ) -> Any:
-        if _leaf_kind(rule_name, complex_ok, params, i, p, "parameter") == _INERT:
-            return jnp.zeros_like(p)
         option = options[slot]
         storage = _storage_dtype(
             rule_name,
@@ -540,17 +541,21 @@ def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs
             # Abstract parameters give abstract state (as jax.eval_shape does).
             return jax.eval_shape(init_fn, params)
         params = jax.tree.map(_as_leaf, params)
-        for i, p in enumerate(jax.tree.leaves(params)):
+        param_leaves, treedef = jax.tree.flatten(params)
+        kinds = [
             _leaf_kind(rule_name, complex_ok, params, i, p, "parameter")
+            for i, p in enumerate(param_leaves)
+        ]
         count = jnp.zeros([], jnp.int32)
         values = config.values_at(count)
-        treedef = jax.tree.structure(params)
-        param_leaves = treedef.flatten_up_to(params)
         slots = {
             slot: treedef.unflatten(
                 [
-                    init_slot(slot, values, p, params, i)
-                    for i, p in enumerate(param_leaves)
+                    # Inert (integer) leaves: zeros of their own dtype, as optax.
+                    jnp.zeros_like(p)
+                    if kind == _INERT
+                    else init_slot(slot, values, p, params, i)
+                    for i, (p, kind) in enumerate(zip(param_leaves, kinds, strict=True))
                 ]
             )
             for slot in active
