@@ -1,0 +1,183 @@
+"""Saves every rule's trajectories, to prove a refactor changes no number.
+
+Run once before a refactor of the core: ``python tests/make_trajectory_fixtures.py``;
+``tests/test_bit_identical.py`` then replays each saved step (the saved state and
+gradients in, the saved update and state out) and asks for the same bits.
+
+Covered: every catalog rule on every reference case, every torch_compat rule on
+every case, in float32 and float64, plus bfloat16 slots, stochastic rounding and
+8-bit quantized state for a few rules.
+"""
+
+import pathlib
+import platform
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxopt_rules as jr
+from jaxopt_rules import torch_compat
+
+
+STEPS = 6
+HERE = pathlib.Path(__file__).resolve().parent
+FIXTURE = HERE / "fixtures" / "trajectories.npz"
+
+
+def machine() -> str:
+    """What decides XLA's CPU code: the bits are compared only on the same one."""
+    flags = ""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+        line = next(x for x in text.splitlines() if x.startswith("flags"))
+        flags = ",".join(f for f in ("avx512f", "avx2", "fma") if f" {f}" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{platform.machine()}|{flags}|jax {jax.__version__}"
+
+
+def params(dtype: Any, matrices: bool = False) -> dict[str, Any]:
+    """The kit's tree shapes (2-d, 1-d, 4-d, scalar, an empty subtree), or matrices."""
+    rng = np.random.default_rng(0)
+
+    def leaf(*shape: int) -> jax.Array:
+        return jnp.asarray(rng.normal(size=shape), dtype)
+
+    if matrices:
+        return {
+            "dense": {"w": leaf(3, 4), "b": leaf(1, 4)},
+            "conv": [leaf(6, 2)],
+            "scale": leaf(2, 2),
+            "frozen": None,
+        }
+    return {
+        "dense": {"w": leaf(3, 4), "b": leaf(4) * 3.0},
+        "conv": [leaf(2, 3, 2, 2)],
+        "scale": leaf(),
+        "frozen": None,
+    }
+
+
+def grads(p: Any, k: int) -> Any:
+    """A gradient of a parabola plus fixed noise of step ``k``."""
+    rng = np.random.default_rng(100 + k)
+    return jax.tree.map(
+        lambda x: (1.5 * x + jnp.asarray(rng.normal(size=x.shape), x.dtype)).astype(
+            x.dtype
+        ),
+        p,
+    )
+
+
+def cases() -> Iterator[tuple[str, Callable[[], Any], Any, bool]]:
+    """(key, transform maker, dtype, matrices only) for every case."""
+    for spec in jr.REGISTRY:
+        for i, case in enumerate(spec.reference_cases):
+            for dtype in ("float32", "float64") if i == 0 else ("float32",):
+                yield (
+                    f"rules.{spec.name}.{i}.{dtype}",
+                    lambda s=spec, c=case: s.factory(**c),
+                    dtype,
+                    False,
+                )
+    for spec in torch_compat.REGISTRY:
+        for i, case in enumerate(spec.cases):
+            for dtype in ("float32", "float64") if i == 0 else ("float32",):
+                yield (
+                    f"torch.{spec.name}.{i}.{dtype}",
+                    lambda s=spec, c=case: s.factory(**c),
+                    dtype,
+                    spec.matrices_only,
+                )
+    yield (
+        "low.adam_bf16",
+        lambda: jr.adam(1e-2, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16),
+        "float32",
+        False,
+    )
+    yield (
+        "low.adamw_sr",
+        lambda: jr.adamw(
+            1e-2, mu_dtype=jnp.bfloat16, stochastic_rounding=True, rounding_seed=3
+        ),
+        "float32",
+        False,
+    )
+    yield (
+        "low.sgd_sr",
+        lambda: jr.sgd(1e-2, momentum=0.9, stochastic_rounding=True),
+        "float32",
+        False,
+    )
+    for bits in (8, 4):
+        for name in ("adam", "lion", "rmsprop"):
+            spec = next(s for s in jr.REGISTRY if s.name == name)
+            yield (
+                f"quantized{bits}.{name}",
+                lambda s=spec, b=bits: jr.quantized_state(
+                    s.factory(**s.reference_cases[0]), bits=b, min_size=0, block_size=4
+                ),
+                "float32",
+                False,
+            )
+    yield "flat.adam", lambda: jr.flat_leaves(jr.adam(1e-2)), "float32", False
+
+
+def pack(trees: list[Any]) -> np.ndarray:
+    """The bytes of every leaf of ``trees``, in order, as one array."""
+    parts = [
+        np.asarray(x).reshape(-1).view(np.uint8)
+        for t in trees
+        for x in jax.tree.leaves(t)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+
+def unpack(data: np.ndarray, like: list[Any]) -> list[Any]:
+    """The inverse of :func:`pack`, given trees of the same structure and dtypes."""
+    out = []
+    offset = 0
+    for tree in like:
+        leaves, treedef = jax.tree.flatten(tree)
+        new = []
+        for x in leaves:
+            x = np.asarray(x)
+            n = x.size * x.dtype.itemsize
+            new.append(data[offset : offset + n].view(x.dtype).reshape(x.shape))
+            offset += n
+        out.append(treedef.unflatten(new))
+    assert offset == data.size, "saved trajectory does not match the state layout"
+    return out
+
+
+def trajectory(make: Callable[[], Any], dtype: str, matrices: bool) -> np.ndarray:
+    """A free run packed: per step the state, params and update; then the last state."""
+    tx = make()
+    p = params(jnp.dtype(dtype), matrices)
+    state = tx.init(p)
+    update = jax.jit(tx.update)
+    trees: list[Any] = []
+    for k in range(STEPS):
+        u, new_state = update(grads(p, k), state, p)
+        trees += [state, p, u]
+        p = optax.apply_updates(p, u)
+        state = new_state
+    trees.append(state)
+    return pack(trees)
+
+
+def main() -> None:
+    arrays: dict[str, np.ndarray] = {"machine": np.asarray(machine())}
+    for key, make, dtype, matrices in cases():
+        with jax.enable_x64(dtype == "float64"):
+            arrays[key] = trajectory(make, dtype, matrices)
+    np.savez_compressed(FIXTURE, **arrays)
+    print(f"{FIXTURE}: {len(arrays)} arrays, machine {machine()}")
+
+
+if __name__ == "__main__":
+    main()
