@@ -28,6 +28,14 @@ from jaxopt_rules.checkpoint import (
     restore_state as restore_state,
     to_optax as to_optax,
 )
+from jaxopt_rules.logging import (
+    CsvSink as CsvSink,
+    JsonLinesSink as JsonLinesSink,
+    LoggedTransformation as LoggedTransformation,
+    LoggingSink as LoggingSink,
+    TensorBoardSink as TensorBoardSink,
+    log_step as log_step,
+)
 from jaxopt_rules.quantized import (
     QuantizedArray as QuantizedArray,
     QuantizedState as QuantizedState,
@@ -47,13 +55,8 @@ from jaxopt_rules.rules import (
     sgd as sgd,
 )
 from jaxopt_rules.wrappers import (
-    CsvSink as CsvSink,
     FlatState as FlatState,
-    JsonLinesSink as JsonLinesSink,
-    LoggingSink as LoggingSink,
-    TensorBoardSink as TensorBoardSink,
     flat_leaves as flat_leaves,
-    log_step as log_step,
 )
 
 

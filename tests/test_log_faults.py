@@ -17,7 +17,7 @@ import optax
 import pytest
 
 import jaxopt_rules as jr
-from jaxopt_rules.wrappers import Dispatcher
+from jaxopt_rules.logging import Dispatcher
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -3,6 +3,7 @@
 import functools
 import logging
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +94,7 @@ def test_names_the_leaves_that_hold_non_finite_values():
     grads = {"a": {"w": jnp.ones((2, 3))}, "b": jnp.array([jnp.nan, 1.0])}
     updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     tx.flush()
-    assert records[0]["nonfinite"] == ["['b']"]
+    assert records[0]["nonfinite"] == ["b"]
     assert np.isnan(records[0]["grad_norm"])
     assert np.isnan(np.asarray(updates["b"][0]))  # the step itself still returns
 
@@ -109,7 +110,7 @@ def test_nonfinite_flags_infinities_but_not_finite_values_whose_squares_overflow
     }
     jax.jit(tx.update)(grads, tx.init(grads), grads)
     tx.flush()
-    assert records[0]["nonfinite"] == ["['neg_inf']", "['pos_inf']"]
+    assert records[0]["nonfinite"] == ["neg_inf", "pos_inf"]
 
 
 def test_vmap_over_states_is_one_callback_per_fired_step():
@@ -208,10 +209,8 @@ def test_learning_rate_from_inject_hyperparams_and_custom_statistics():
     np.testing.assert_allclose(
         record["max_abs_update"], 0.25 * max(np.abs(x).max() for x in leaves), rtol=1e-6
     )
-    np.testing.assert_allclose(
-        record["grad_norm['a']['w']"], _norm(leaves[:1]), rtol=1e-6
-    )
-    np.testing.assert_allclose(record["grad_norm['b']"], _norm(leaves[1:]), rtol=1e-6)
+    np.testing.assert_allclose(record["grad_norm/a/w"], _norm(leaves[:1]), rtol=1e-6)
+    np.testing.assert_allclose(record["grad_norm/b"], _norm(leaves[1:]), rtol=1e-6)
 
 
 def test_a_raising_sink_does_not_fail_the_step(caplog):
@@ -408,11 +407,11 @@ def test_log_step_around_apply_if_finite_reports_skipped_steps_as_not_applied():
     # The third NaN in a row exceeds max_consecutive_errors=2: optax applies it.
     assert [(r["step"], r["applied"], r["nonfinite"]) for r in records] == [
         (0, True, []),
-        (1, False, ["['w']"]),
+        (1, False, ["w"]),
         (1, True, []),
-        (2, False, ["['w']"]),
-        (2, False, ["['w']"]),
-        (2, True, ["['w']"]),
+        (2, False, ["w"]),
+        (2, False, ["w"]),
+        (2, True, ["w"]),
         (3, True, []),
     ]
     assert records[1]["update_norm"] == 0.0
@@ -441,7 +440,7 @@ def test_log_step_inside_apply_if_finite_reports_only_applied_updates():
     assert [(r["step"], r["applied"], r["nonfinite"]) for r in records] == [
         (0, True, []),
         (1, True, []),
-        (2, True, ["['w']"]),  # the second NaN in a row: applied by optax
+        (2, True, ["w"]),  # the second NaN in a row: applied by optax
     ]
 
 
@@ -474,7 +473,7 @@ def test_nonfinite_names_nan_and_inf_anywhere_in_large_leaves(size):
     tx = jr.log_step(optax.sgd(0.1), every=1, sinks=[records.append])
     jax.jit(tx.update)(grads, tx.init(grads), grads)
     tx.flush()
-    expected = sorted(f"['{name}']" for name in grads if name != "clean")
+    expected = sorted(name for name in grads if name != "clean")
     assert sorted(records[0]["nonfinite"]) == expected
 
 
@@ -491,8 +490,8 @@ def test_zero_size_leaves_have_zero_norms():
     tx.flush()
     assert updates["empty"].shape == (0, 3)
     record = records[0]
-    assert record["grad_norm['empty']"] == 0.0
-    assert record["grad_norm['w']"] == 5.0
+    assert record["grad_norm/empty"] == 0.0
+    assert record["grad_norm/w"] == 5.0
     assert record["grad_norm"] == 5.0
     assert record["nonfinite"] == []
 
@@ -513,7 +512,7 @@ def test_each_sink_gets_its_own_copy_of_the_record():
 
 
 @pytest.mark.parametrize(
-    "name", ["grad_norm", "nonfinite", "step", "learning_rate", "grad_norm['w']"]
+    "name", ["grad_norm", "nonfinite", "step", "learning_rate", "grad_norm/w"]
 )
 def test_a_custom_statistic_named_like_a_built_in_is_refused(name):
     with pytest.raises(
@@ -533,3 +532,78 @@ def test_a_custom_statistic_returning_a_vector_is_named():
     with pytest.raises(ValueError, match=r"'abs_w' must return a scalar.*\(3,\)"):
         jax.jit(tx.update)(params, tx.init(params), params)
     tx.close()
+
+
+# --- records: leaf paths, the owner of the delivery thread, the statistics table ---
+
+
+class _Pair(NamedTuple):
+    first: jax.Array
+    second: jax.Array
+
+
+def test_leaf_paths_join_keys_indices_and_attributes_with_slashes():
+    records = []
+    tx = jr.log_step(optax.sgd(0.1), every=1, per_leaf=True, sinks=[records.append])
+    grads = {
+        "enc": [jnp.ones(2), jnp.array([jnp.nan])],
+        "head": _Pair(jnp.array([3.0, 4.0]), jnp.array([jnp.inf])),
+    }
+    jax.jit(tx.update)(grads, tx.init(grads), grads)
+    tx.close()
+    (record,) = records
+    assert record["nonfinite"] == ["enc/1", "head/second"]
+    assert record["grad_norm/head/first"] == 5.0
+    assert record["grad_norm/enc/0"] == np.float32(np.sqrt(2.0))
+    assert sorted(k for k in record if k.startswith("grad_norm/")) == [
+        "grad_norm/enc/0", "grad_norm/enc/1", "grad_norm/head/first",
+        "grad_norm/head/second",
+    ]  # fmt: skip
+
+
+def test_leaves_whose_paths_would_share_a_key_are_named():
+    tx = jr.log_step(optax.sgd(0.1), every=1, per_leaf=True, sinks=[lambda r: None])
+    grads = {"a/b": jnp.ones(2), "a": {"b": jnp.ones(2)}}
+    with pytest.raises(ValueError, match=r"\['a'\]\['b'\].*\['a/b'\].*'a/b'"):
+        jax.jit(tx.update)(grads, tx.init(grads), grads)
+    tx.close()
+
+
+def test_a_custom_statistic_named_with_the_path_separator_is_refused():
+    with pytest.raises(ValueError, match=r"'max/abs'.*'/'"):
+        jr.log_step(optax.sgd(0.1), custom={"max/abs": lambda g, u, p, s: 0.0})
+
+
+def test_the_delivery_thread_belongs_to_the_update_function_not_an_added_attribute():
+    records = []
+    tx = jr.log_step(optax.sgd(0.1), every=1, sinks=[records.append])
+    assert vars(tx) == {}  # a plain (init, update) pair, nothing attached
+    # A copy of the transform (optax rebuilds NamedTuples freely) still owns it.
+    copy = tx._replace()
+    params = {"w": jnp.ones(3)}
+    jax.jit(copy.update)(params, copy.init(params), params)
+    copy.flush()
+    assert [r["step"] for r in records] == [0]
+    copy.close()
+    assert tx.dispatcher.closed
+
+
+def test_a_statistic_is_one_entry_of_the_table(monkeypatch):
+    from jaxopt_rules.logging import _statistics
+
+    entry = _statistics.Statistic(
+        needs=frozenset({"updates"}), value=lambda t: 2.0 * jnp.sqrt(t.update_sq)
+    )
+    monkeypatch.setitem(_statistics.STATISTICS, "twice_update_norm", entry)
+    records = []
+    tx = jr.log_step(
+        optax.sgd(0.5),
+        every=1,
+        stats=("grad_norm", "twice_update_norm"),
+        sinks=[records.append],
+    )
+    params = {"w": jnp.array([3.0, 4.0])}
+    jax.jit(tx.update)(params, tx.init(params), params)
+    tx.close()
+    assert records[0]["grad_norm"] == 5.0
+    assert records[0]["twice_update_norm"] == 5.0

@@ -33,10 +33,10 @@ def test_a_rule_reports_one_value_per_leaf_named_by_path():
     grads = {"a": jnp.array([0.5, -3.0, 2.0, 0.1]), "b": {"w": jnp.full((2, 3), 0.2)}}
     (record,) = _step_records(_clipped_sgd(0.1), params, grads)
     expected = {
-        "clip_fraction['a']": np.mean(np.abs([0.5, -3.0, 2.0, 0.1]) > 1.0),
-        "grad_max['a']": 3.0,
-        "clip_fraction['b']['w']": 0.0,
-        "grad_max['b']['w']": 0.2,
+        "clip_fraction/a": np.mean(np.abs([0.5, -3.0, 2.0, 0.1]) > 1.0),
+        "grad_max/a": 3.0,
+        "clip_fraction/b/w": 0.0,
+        "grad_max/b/w": 0.2,
     }
     assert set(expected) <= set(record)
     for name, value in expected.items():
@@ -49,7 +49,7 @@ def test_lamb_reports_its_trust_ratio():
     (record,) = _step_records(jr.lamb(0.1), params, grads)
     # Step 1 with zero state: the Adam direction is sign(g) = [1, 0] (up to
     # eps), so the ratio is |p| / |d| = 5.
-    np.testing.assert_allclose(record["trust_ratio['w']"], 5.0, rtol=1e-5)
+    np.testing.assert_allclose(record["trust_ratio/w"], 5.0, rtol=1e-5)
 
 
 def test_a_plain_transform_reports_under_its_name_and_duplicates_are_numbered():

@@ -1,19 +1,9 @@
-"""Wrappers around any optax transform, and the sinks that step records go to."""
+"""Wrappers around any optax transform: :func:`flat_leaves`.
 
-from jaxopt_rules.wrappers._dispatch import Dispatcher as Dispatcher
+Step logging (``log_step`` and its sinks) is :mod:`jaxopt_rules.logging`.
+"""
+
 from jaxopt_rules.wrappers._flat import (
     FlatState as FlatState,
     flat_leaves as flat_leaves,
-)
-from jaxopt_rules.wrappers._logging import (
-    LoggedTransformation as LoggedTransformation,
-    LogStepState as LogStepState,
-    log_step as log_step,
-)
-from jaxopt_rules.wrappers._sinks import (
-    CsvSink as CsvSink,
-    JsonLinesSink as JsonLinesSink,
-    LoggingSink as LoggingSink,
-    Sink as Sink,
-    TensorBoardSink as TensorBoardSink,
 )

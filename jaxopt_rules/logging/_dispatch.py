@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from jaxopt_rules.wrappers._sinks import Record, as_sink
+from jaxopt_rules.logging._sinks import Record, as_sink
 
 
 _LOG = logging.getLogger("jaxopt_rules")
@@ -184,7 +184,7 @@ class Dispatcher:
         sinks: callables taking one record, or paths (``.jsonl``, ``.csv``).
 
     Example:
-        >>> from jaxopt_rules.wrappers import Dispatcher
+        >>> from jaxopt_rules.logging import Dispatcher
         >>> seen = []
         >>> with Dispatcher([seen.append]) as d:
         ...     d.submit({"step": 1})

@@ -1,9 +1,18 @@
 """Where step records go: Python logging, JSON lines, CSV, TensorBoard, any callable.
 
 A record is a flat dict: ``{"step": 300, "grad_norm": 0.12, ...,
-"nonfinite": ["['decoder']['w']"]}``. A sink is any callable taking one record;
-the classes here add ``flush`` and ``close``, which the dispatcher calls. Each
+"grad_norm/decoder/w": 0.11, "nonfinite": ["decoder/w"]}`` (per-leaf keys are
+``statistic/leaf/path``). A sink is any callable taking one record; the
+classes here add ``flush`` and ``close``, which the dispatcher calls. Each
 sink receives its own copy of each record, so a sink may modify it.
+
+Files, one policy: :class:`JsonLinesSink` and :class:`CsvSink` append to an
+existing file (a resumed run continues its log; nothing is overwritten) unless
+given ``append=False``, which starts the file empty. Each record is written
+and flushed to the operating system as soon as it is delivered, so another
+reader (``tail -f``, a notebook plotting the file) sees it during training.
+:class:`TensorBoardSink` likewise adds to its folder: each writer adds its own
+event file, and TensorBoard shows every event file of a folder.
 """
 
 import csv
@@ -95,25 +104,42 @@ def _json_safe(value: Any) -> Any:
 
 
 class JsonLinesSink:
-    """Appends each record as one JSON object per line.
+    """Writes each record as one JSON object per line, readable at once.
 
     Non-finite numbers are written as the strings ``"nan"``, ``"inf"``,
-    ``"-inf"`` (JSON has no literal for them).
+    ``"-inf"`` (JSON has no literal for them). Each line is flushed as soon
+    as it is written, so the file is complete up to the last delivered
+    record. The flush costs one ``write`` system call per record, about
+    15 us on CPU, on the delivery thread (not the training thread): small
+    beside a logged step that reports at ``every=1`` (about 1.5 ms for a
+    small jitted step on CPU, where the host callback dominates).
 
     Args:
-        path: the file; created (with its folder) if missing, appended to.
+        path: the file; created (with its folder) if missing.
+        append: add to an existing file (the default); ``False`` starts it
+            empty.
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> import jaxopt_rules as jr
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "steps.jsonl"
+        >>> sink = jr.JsonLinesSink(path)
+        >>> sink({"step": 0, "grad_norm/l1/w": 0.5})
+        >>> json.loads(path.read_text())  # there before close()
+        {'step': 0, 'grad_norm/l1/w': 0.5}
+        >>> sink.close()
     """
 
-    def __init__(self, path: str | pathlib.Path):
+    def __init__(self, path: str | pathlib.Path, *, append: bool = True):
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("a" if append else "w", encoding="utf-8")
 
     def __call__(self, record: Record) -> None:
-        """Writes one line."""
-        self._file.write(
-            json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n"
-        )
+        """Writes one line and flushes it."""
+        line = json.dumps({k: _json_safe(v) for k, v in record.items()})
+        self._file.write(line + "\n")
+        self._file.flush()
 
     def flush(self) -> None:
         """Flushes the file."""
@@ -125,33 +151,55 @@ class JsonLinesSink:
 
 
 class CsvSink:
-    """Writes records as CSV rows; the first record's keys fix the columns.
+    """Writes records as CSV rows, readable at once; the header fixes the columns.
 
-    Later keys that were not in the first record are ignored; missing ones are
-    left empty. List values (non-finite leaf paths) are joined with ``;``.
+    The columns are those of the file's existing header when appending to a
+    non-empty file, else the first record's keys (written as the header).
+    Later keys that are not columns are ignored; missing ones are left empty.
+    List values (non-finite leaf paths) are joined with ``;``. Each row is
+    flushed as soon as it is written, like :class:`JsonLinesSink`.
 
     Args:
-        path: the file; created (with its folder), overwritten.
+        path: the file; created (with its folder) if missing.
+        append: add rows to an existing file (the default); ``False`` starts
+            it empty.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> import jaxopt_rules as jr
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "steps.csv"
+        >>> sink = jr.CsvSink(path)
+        >>> sink({"step": 0, "grad_norm/l1/w": 0.5})
+        >>> path.read_text().splitlines()
+        ['step,grad_norm/l1/w', '0,0.5']
+        >>> sink.close()
     """
 
-    def __init__(self, path: str | pathlib.Path):
+    def __init__(self, path: str | pathlib.Path, *, append: bool = True):
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="utf-8", newline="")
+        header = _existing_header(self.path) if append else None
+        self._file = self.path.open(
+            "a" if append else "w", encoding="utf-8", newline=""
+        )
         self._writer: csv.DictWriter[str] | None = None
+        if header:
+            self._writer = self._make_writer(header)
+
+    def _make_writer(self, fieldnames: list[str]) -> "csv.DictWriter[str]":
+        return csv.DictWriter(self._file, fieldnames=fieldnames, extrasaction="ignore")
 
     def __call__(self, record: Record) -> None:
-        """Writes one row (and the header before the first)."""
+        """Writes one row (and the header before the first) and flushes it."""
         if self._writer is None:
-            self._writer = csv.DictWriter(
-                self._file, fieldnames=list(record), extrasaction="ignore"
-            )
+            self._writer = self._make_writer(list(record))
             self._writer.writeheader()
         row = {
             k: ";".join(map(str, v)) if isinstance(v, list | tuple) else v
             for k, v in record.items()
         }
         self._writer.writerow(row)
+        self._file.flush()
 
     def flush(self) -> None:
         """Flushes the file."""
@@ -162,12 +210,24 @@ class CsvSink:
         self._file.close()
 
 
+def _existing_header(path: pathlib.Path) -> list[str] | None:
+    """The column names of a CSV file's first line, or None if it has none."""
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8", newline="") as file:
+        return next(csv.reader(file), None) or None
+
+
 class TensorBoardSink:
     """Writes the numeric fields of each record as TensorBoard scalars.
 
     Needs ``tensorboardX`` (``pip install tensorboardX``). Each numeric key
     becomes a tag; ``step`` is the global step; lists (non-finite leaf paths)
-    are written as text.
+    are written as text. Per-leaf keys (``grad_norm/l1/w``) are tags that
+    TensorBoard groups by their first part: one section per statistic, one
+    chart per leaf. Each sink adds a new event file to ``logdir`` and
+    TensorBoard shows all of them: use a fresh folder per run to keep runs
+    apart.
 
     Args:
         logdir: the run folder.
