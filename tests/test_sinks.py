@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import ROOT, load_example
 
 import jaxopt_rules as jr
 from jaxopt_rules.logging import Dispatcher
@@ -292,3 +293,23 @@ def test_per_leaf_values_are_tensorboard_tags_grouped_by_statistic(
         np.testing.assert_allclose(writer.scalars[key][0], value, rtol=1e-6)
         assert writer.scalars[key][1] == 0
     assert writer.closed
+
+
+def test_the_example_plots_per_leaf_gradient_norms_read_back_from_the_file(
+    tmp_path, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # it imports quickstart
+    example = load_example("step_logging")
+    path = tmp_path / "steps.jsonl"
+    path.write_text('{"step": -1, "grad_norm": 9.0}\n')  # an older run: replaced
+    records = example.main(str(path), epochs=1, every=10)
+    assert [r["step"] for r in records] == [0, 10, 20]
+    series = example.read_leaf_norms(path)
+    assert sorted(series) == [f"layer_{i}/{p}" for i in range(3) for p in "bw"]
+    for steps, norms in series.values():
+        assert steps == [0, 10, 20]
+        assert all(n > 0 for n in norms)
+    for k, record in enumerate(records):  # the leaves' norms make the global one
+        total = np.sqrt(sum(norms[k] ** 2 for _, norms in series.values()))
+        np.testing.assert_allclose(total, record["grad_norm"], rtol=1e-5)
+    assert (tmp_path / "steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
