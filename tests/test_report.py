@@ -52,6 +52,12 @@ def test_lamb_reports_its_trust_ratio():
     np.testing.assert_allclose(record["trust_ratio/w"], 5.0, rtol=1e-5)
 
 
+def test_a_single_array_reports_under_the_bare_name():
+    params = jnp.array([3.0, 4.0])  # a tree that is one leaf: no path
+    (record,) = _step_records(jr.lamb(0.1), params, jnp.array([1.0, 0.0]))
+    np.testing.assert_allclose(record["trust_ratio"], 5.0, rtol=1e-5)
+
+
 def test_a_plain_transform_reports_under_its_name_and_duplicates_are_numbered():
     def scale_by_half_with_report():
         def update(updates, state, params=None):

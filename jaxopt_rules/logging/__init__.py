@@ -1,9 +1,9 @@
 """Step logging: :func:`log_step`, the sinks its records go to, and their delivery.
 
-- :func:`log_step` wraps any optax transform; on device it computes the
-  statistics of :data:`STATISTICS` (and ``nonfinite``, per-leaf norms, custom
-  ones, what rules :func:`~jaxopt_rules.report`) and hands them to the host
-  with one ``jax.debug.callback`` per reporting step.
+- :func:`log_step` wraps any optax transform; on device it computes global
+  norms, ``nonfinite`` leaves, per-leaf norms, custom statistics and what
+  rules :func:`~jaxopt_rules.report`, and hands them to the host with one
+  ``jax.debug.callback`` per reporting step.
 - A :class:`Dispatcher` delivers each record to every sink on one thread, in
   order; the :class:`StepLogger` that is the transform's ``update`` owns it.
 - Sinks: :class:`LoggingSink` (the default), :class:`JsonLinesSink`,
@@ -34,9 +34,4 @@ from jaxopt_rules.logging._sinks import (
     Record as Record,
     Sink as Sink,
     TensorBoardSink as TensorBoardSink,
-)
-from jaxopt_rules.logging._statistics import (
-    STATISTICS as STATISTICS,
-    Statistic as Statistic,
-    Totals as Totals,
 )

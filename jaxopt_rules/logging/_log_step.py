@@ -136,92 +136,35 @@ class StepLogger:
             )
         outside = outer_status(state.inner, inner)
         fire, kept = _gate(count % self.every == 0, inside, outside)
-        needs = needed(self.stats)
-        reads_params = params is not None and "params" in needs
+        reads_params = params is not None and "params" in needed(self.stats)
         _, paths = leaves_and_paths(updates, is_hole)
-        names = leaf_names(paths, unique=self.per_leaf)
         suffixes = report_namer(paths)
-        report_names = [record_report_name(name, suffixes) for name, _ in reports]
-        frozen = jax.lax.stop_gradient(
+        grads, updates_out, params_in, inner_out, reported = jax.lax.stop_gradient(
             (updates, new_updates, params, inner, [value for _, value in reports])
         )
-
-        def statistics() -> tuple[jax.Array, jax.Array]:
-            """Computes and emits this step's record.
-
-            Returns a zero scalar (to order the updates after the reads) and
-            whether this step's update is applied.
-            """
-            grads_in, updates_out, params_in, inner_out, reported = frozen
-            grads, _ = leaves_and_paths(grads_in, is_hole)
-            # Each leaf's sum of squares once: the global norm, the per-leaf
-            # norms and the non-finite flags all read them.
-            local_sq = [sum_squares([g]) for g in grads]
-            leaf_sq = local_sq
-            param_sq = update_sq = None
-            if reads_params:
-                param_sq = sum_squares(leaves_and_paths(params_in, is_hole)[0])
-            if "updates" in needs:
-                update_sq = sum_squares(leaves_and_paths(updates_out, is_hole)[0])
-            if self.axis_name is not None:
-                leaf_sq = jax.lax.psum(leaf_sq, self.axis_name)
-                if update_sq is not None:
-                    update_sq = jax.lax.psum(update_sq, self.axis_name)
-                if param_sq is not None:
-                    param_sq = jax.lax.psum(param_sq, self.axis_name)
-            grad_sq = sum(leaf_sq, jnp.zeros((), jnp.float32))
-            record_names: list[str] = []
-            values: list[jax.Array] = []
-            applied = _applied(kept, outside, updates_out)
-            if inside is not None or outside is not None:
-                record_names.append("applied")
-                values.append(applied.astype(jnp.float32))
-                micro = _micro_steps(inside, outside)
-                if micro is not None:
-                    record_names.append("micro_steps")
-                    values.append(micro.astype(jnp.float32))
-            totals = Totals(grad_sq, update_sq, param_sq, state.inner)
-            stat_names, stat_values = evaluate(self.stats, totals)
-            record_names += stat_names
-            values += stat_values
-            for name, fn in self.custom.items():
-                record_names.append(name)
-                value = fn(grads_in, updates_out, params_in, inner_out)
-                values.append(_custom_scalar(name, value))
-            for name, value in zip(report_names, reported, strict=True):
-                record_names.append(_unique(name, record_names))
-                value = jnp.asarray(value, jnp.float32)
-                if self.axis_name is not None:  # a per-shard value: the mean
-                    value = jax.lax.pmean(value, self.axis_name)
-                values.append(value)
-            nonfinite = "nonfinite" in self.stats
-            if nonfinite:
-                flags = [
-                    nonfinite_flag(g, sq) for g, sq in zip(grads, local_sq, strict=True)
-                ]
-                if self.axis_name is not None:
-                    flags = [jax.lax.psum(f, self.axis_name) for f in flags]
-                values.extend(flags)
-            if self.per_leaf:
-                values.extend(jnp.sqrt(n) for n in leaf_sq)
-            layout = Layout(tuple(record_names), names, nonfinite, self.per_leaf)
-            vector = jnp.stack(values) if values else jnp.zeros((0,), jnp.float32)
-            emitted = fire
-            if self.axis_name is not None:
-                emitted = emitted & (jax.lax.axis_index(self.axis_name) == 0)
-            callback = functools.partial(
-                host_emit, weakref.ref(self.dispatcher), layout
-            )
-            emitter(callback)(emitted, count, vector)
-            return jnp.sum(vector) * 0.0, applied
-
+        step = _Step(
+            number=count,
+            fire=fire,
+            kept=kept,
+            inside=inside,
+            outside=outside,
+            leaf_names=leaf_names(paths, unique=self.per_leaf),
+            report_names=tuple(record_report_name(n, suffixes) for n, _ in reports),
+            reads_params=reads_params,
+            grads=grads,
+            updates=updates_out,
+            params=params_in,
+            inner_before=state.inner,
+            inner_after=inner_out,
+            reported=reported,
+        )
         if self.every == 1 and kept is None:
-            done, applied = statistics()
+            done, applied = self._report(step)
         else:
             # Only the steps that report compute the statistics.
             done, applied = jax.lax.cond(
                 fire,
-                statistics,
+                lambda: self._report(step),
                 lambda: (jnp.zeros((), jnp.float32), _applied(kept, None, None)),
             )
         if reads_params:
@@ -234,6 +177,103 @@ class StepLogger:
             # The step number counts applied updates only.
             new_count = jnp.where(applied, new_count, state.count)
         return new_updates, LogStepState(new_count, inner)
+
+    def _report(self, step: "_Step") -> tuple[jax.Array, jax.Array]:
+        """Computes this step's record on device and emits it.
+
+        Returns a zero scalar (to order the updates after the reads) and
+        whether this step's update is applied.
+        """
+        grads = leaves_and_paths(step.grads, is_hole)[0]
+        # Each leaf's sum of squares once: the global norm, the per-leaf
+        # norms and the non-finite flags all read them.
+        local_sq = [sum_squares([g]) for g in grads]
+        totals, leaf_sq = self._totals(step, local_sq)
+        applied = _applied(step.kept, step.outside, step.updates)
+        names, values = _wrapper_fields(step, applied)
+        stat_names, stat_values = evaluate(self.stats, totals)
+        names += stat_names
+        values += stat_values
+        for name, fn in self.custom.items():
+            names.append(name)
+            value = fn(step.grads, step.updates, step.params, step.inner_after)
+            values.append(_custom_scalar(name, value))
+        for name, value in zip(step.report_names, step.reported, strict=True):
+            names.append(_unique(name, names))
+            value = jnp.asarray(value, jnp.float32)
+            if self.axis_name is not None:  # a per-shard value: the mean
+                value = jax.lax.pmean(value, self.axis_name)
+            values.append(value)
+        nonfinite = "nonfinite" in self.stats
+        if nonfinite:
+            flags = [
+                nonfinite_flag(g, sq) for g, sq in zip(grads, local_sq, strict=True)
+            ]
+            if self.axis_name is not None:
+                flags = [jax.lax.psum(f, self.axis_name) for f in flags]
+            values.extend(flags)
+        if self.per_leaf:
+            values.extend(jnp.sqrt(n) for n in leaf_sq)
+        layout = Layout(tuple(names), step.leaf_names, nonfinite, self.per_leaf)
+        vector = jnp.stack(values) if values else jnp.zeros((0,), jnp.float32)
+        emitted = step.fire
+        if self.axis_name is not None:
+            emitted = emitted & (jax.lax.axis_index(self.axis_name) == 0)
+        callback = functools.partial(host_emit, weakref.ref(self.dispatcher), layout)
+        emitter(callback)(emitted, step.number, vector)
+        return jnp.sum(vector) * 0.0, applied
+
+    def _totals(
+        self, step: "_Step", local_sq: list[jax.Array]
+    ) -> tuple[Totals, list[jax.Array]]:
+        """The sums the statistics read (over every shard), and each leaf's."""
+        leaf_sq = local_sq
+        param_sq = update_sq = None
+        if step.reads_params:
+            param_sq = sum_squares(leaves_and_paths(step.params, is_hole)[0])
+        if "updates" in needed(self.stats):
+            update_sq = sum_squares(leaves_and_paths(step.updates, is_hole)[0])
+        if self.axis_name is not None:
+            leaf_sq = jax.lax.psum(leaf_sq, self.axis_name)
+            if update_sq is not None:
+                update_sq = jax.lax.psum(update_sq, self.axis_name)
+            if param_sq is not None:
+                param_sq = jax.lax.psum(param_sq, self.axis_name)
+        grad_sq = sum(leaf_sq, jnp.zeros((), jnp.float32))
+        return Totals(grad_sq, update_sq, param_sq, step.inner_before), leaf_sq
+
+
+class _Step(NamedTuple):
+    """What one traced step hands to :meth:`StepLogger._report`."""
+
+    number: jax.Array  # the step number (counts applied updates)
+    fire: jax.Array  # bool: this step reports
+    kept: jax.Array | None  # bool: its update is kept (None: always)
+    inside: InnerStatus | None  # log_step runs inside MultiSteps/apply_if_finite
+    outside: OuterStatus | None  # the inner state holds one of them
+    leaf_names: tuple[str, ...]  # record paths of the gradient's leaves
+    report_names: tuple[str, ...]  # record names of what the inner update reported
+    reads_params: bool  # the statistics read the parameters
+    grads: Any  # the step's inputs and outputs, without gradients through them
+    updates: Any
+    params: Any
+    inner_before: Any
+    inner_after: Any
+    reported: list[Any]
+
+
+def _wrapper_fields(
+    step: _Step, applied: jax.Array
+) -> tuple[list[str], list[jax.Array]]:
+    """``applied`` and ``micro_steps`` when MultiSteps/apply_if_finite is involved."""
+    if step.inside is None and step.outside is None:
+        return [], []
+    names, values = ["applied"], [applied.astype(jnp.float32)]
+    micro = _micro_steps(step.inside, step.outside)
+    if micro is not None:
+        names.append("micro_steps")
+        values.append(micro.astype(jnp.float32))
+    return names, values
 
 
 class LoggedTransformation(optax.GradientTransformationExtraArgs):
@@ -361,8 +401,7 @@ def log_step(
     Args:
         tx: the transform to wrap (ours, optax's, chains).
         every: report on steps where ``count % every == 0``.
-        stats: which of ``DEFAULT_STATS`` to compute (the global ones are the
-            entries of ``STATISTICS``).
+        stats: which of ``DEFAULT_STATS`` to compute.
         per_leaf: also report each leaf's gradient norm.
         custom: name -> ``fn(grads, updates, params, inner_state)`` returning a
             scalar, computed on device. A name of a built-in field

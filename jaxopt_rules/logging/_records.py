@@ -87,10 +87,9 @@ def report_namer(paths: Sequence[Sequence[Any]]) -> dict[str, str]:
     ``name + keystr(path)`` (``trust_ratio['l1']['w']``; ``<root>`` for a
     single-leaf tree). Records name it ``trust_ratio/l1/w``.
     """
-    names = {keystr(tuple(path)): path_name(path) for path in paths}
-    if () in [tuple(p) for p in paths]:
+    names = {keystr(tuple(path)): path_name(path) for path in paths if path}
+    if any(not path for path in paths):
         names["<root>"] = ""
-    names.pop("", None)
     return names
 
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 
 Record = Mapping[str, Any]
+"""A step record: a flat mapping from field names to numbers, bools or lists."""
 
 
 @runtime_checkable
