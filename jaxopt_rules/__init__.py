@@ -31,7 +31,6 @@ from jaxopt_rules.checkpoint import (
 from jaxopt_rules.logging import (
     CsvSink as CsvSink,
     JsonLinesSink as JsonLinesSink,
-    LoggedTransformation as LoggedTransformation,
     LoggingSink as LoggingSink,
     TensorBoardSink as TensorBoardSink,
     log_step as log_step,
