@@ -162,10 +162,10 @@ def quantized_state(
     Sharding: on a mesh, each quantized leaf's blocks (padded with zero
     blocks to a multiple of the device count ``N``) are sharded over every
     device of the mesh, whatever the param's own sharding (ZeRO-style): each
-    device holds about ``1/N`` of the state (8-bit Adam: 2.03 / N bytes per
-    parameter, ``benchmarks/sharded_state.py``); the numbers are those of
-    one device. With explicit axes (``jax.set_mesh``) this happens whether
-    ``init`` is jitted or not; with automatic axes, ``init`` must see the
+    device holds about ``1/N`` of the state (measured per device by
+    ``benchmarks/sharded_state.py``); the numbers are those of one device.
+    With explicit axes (``jax.set_mesh``) this happens whether ``init`` is
+    jitted or not; with automatic axes, ``init`` must see the
     params' shardings: call it outside ``jax.jit`` (or on
     ``ShapeDtypeStruct`` leaves carrying their shardings); a jitted ``init``
     on automatic axes keeps one flat run of blocks, placed by XLA. The
@@ -200,9 +200,9 @@ def quantized_state(
             exponential average changes by a fraction ``1 - beta`` of the gap
             to the gradient per step, often less than half a map step (1/64
             of the absmax at 8 bits): rounded to nearest, such an element never
-            moves. Stochastic rounding keeps the average right on average;
-            on the digits MLP it brought 8-bit Lion's final loss from +12% to
-            -0.1% of float32's (``benchmarks/quantized_state.py``).
+            moves. Stochastic rounding keeps the average right on average
+            (its effect on final losses: ``benchmarks/quantized_state.py``,
+            tables in ``benchmarks/README.md``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` with state

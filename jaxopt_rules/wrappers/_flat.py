@@ -189,11 +189,11 @@ def flat_leaves(
     The gradients (and parameters) of each dtype are concatenated, in tree
     order, into one vector; ``inner`` updates that vector, with its state
     stored flat; the updates are sliced back into the tree. A step then costs a
-    few large operations instead of a few per leaf: on an H200 a 2000-leaf
-    Adam step took 0.41x the per-leaf time (``benchmarks/leaf_batching.py``).
-    On XLA:CPU it is slower (1.2x on 2000 leaves, 3.45x on 196 at 10M params:
-    the concatenated gradient is a fresh parameter-sized temporary every step),
-    so it is meant for accelerators.
+    few large operations instead of a few per leaf, which pays on accelerators
+    with many leaves. On XLA:CPU it is usually slower (the concatenated
+    gradient is a fresh parameter-sized temporary every step), so it is meant
+    for accelerators. Measured step times: ``benchmarks/leaf_batching.py`` and
+    ``benchmarks/step.py --flat`` (tables in ``benchmarks/README.md``).
 
     When ``inner`` treats every element independently (sgd, adam, adamw,
     rmsprop, adagrad, lion and their optax counterparts) the arithmetic is that
