@@ -339,7 +339,7 @@ def log_step(
 
         {"step": 300, "grad_norm": 0.12, "update_norm": 3e-3, "param_norm": 41.0,
          "update_param_ratio": 7e-5, "learning_rate": 1e-3,
-         "nonfinite": ["decoder/w"], "grad_norm/decoder/w": 0.11, ...}
+         "nonfinite": ["decoder/w"]}
 
     Statistics (float32, on device): ``grad_norm``, ``update_norm``,
     ``param_norm`` (global L2 norms; the last two need ``params``),
@@ -446,6 +446,18 @@ def log_step(
         >>> acc.close()
         >>> [(r["step"], r["applied"], r["micro_steps"]) for r in records]
         [(0, True, 2), (1, True, 2)]
+
+        Per-leaf values are keyed by leaf path:
+
+        >>> records.clear()
+        >>> grads = {"l1": {"w": jnp.array([3.0, 4.0])}, "l2": [jnp.ones(4)]}
+        >>> leafy = jr.log_step(
+        ...     jr.sgd(0.1), every=1, per_leaf=True, sinks=[records.append]
+        ... )
+        >>> _ = jax.jit(leafy.update)(grads, leafy.init(grads), grads)
+        >>> leafy.close()
+        >>> {k: v for k, v in records[0].items() if k.startswith("grad_norm/")}
+        {'grad_norm/l1/w': 5.0, 'grad_norm/l2/0': 2.0}
     """
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"log_step: every must be a positive integer, got {every!r}")
