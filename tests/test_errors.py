@@ -126,9 +126,9 @@ def test_dtype_turned_into_an_array_by_inject_hyperparams():
 
 def test_missing_and_unknown_arguments():
     with pytest.raises(TypeError, match=r"sgd\(\): missing a required argument"):
-        jr.rules._sgd._sgd_rule()
+        jr.sgd()
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'beta3'"):
-        jr.rules._adam._adam_rule(0.1, beta3=0.5)
+        jr.adam(0.1, beta3=0.5)
 
 
 def test_rule_function_signature_errors():

@@ -1,5 +1,6 @@
 """The rule-authoring core (private; the public names are re-exported at top level)."""
 
+from jaxopt_rules._core._catalog import CatalogSpec as CatalogSpec
 from jaxopt_rules._core._config import RuleConfig as RuleConfig
 from jaxopt_rules._core._constraints import (
     Constraint as Constraint,
@@ -10,15 +11,16 @@ from jaxopt_rules._core._definition import (
     RuleDefinition as RuleDefinition,
     Slot as Slot,
 )
-from jaxopt_rules._core._math import abs_sq as abs_sq
-from jaxopt_rules._core._report import report as report
-from jaxopt_rules._core._rule import (
+from jaxopt_rules._core._factory import (
+    PublicSignature as PublicSignature,
     RuleFactory as RuleFactory,
-    build_transform as build_transform,
     rule as rule,
 )
+from jaxopt_rules._core._math import abs_sq as abs_sq
+from jaxopt_rules._core._report import report as report
 from jaxopt_rules._core._state import (
     safe_increment as safe_increment,
     state_class as state_class,
 )
+from jaxopt_rules._core._transform import build_transform as build_transform
 from jaxopt_rules._core._types import Array as Array, Scalar as Scalar

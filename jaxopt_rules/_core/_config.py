@@ -203,7 +203,7 @@ def check_per_leaf_tree(definition: RuleDefinition, name: str, tree: Any) -> Non
     Example:
         >>> import numpy as np
         >>> import jaxopt_rules as jr
-        >>> definition = jr.adamw.rules[0].definition
+        >>> definition = jr.adamw.definition
         >>> check_per_leaf_tree(definition, "mask", {"w": True, "b": False})
         >>> check_per_leaf_tree(definition, "mask", {"w": np.ones(3, bool)})
         Traceback (most recent call last):

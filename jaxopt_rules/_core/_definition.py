@@ -5,7 +5,8 @@ The function's signature says everything the core needs:
 * the first parameter is the gradient of one leaf;
 * the other positional parameters are the rule's state slots, except the
   reserved names ``param`` (the parameter leaf), ``step`` (1 for the first
-  update) and ``stats`` (global sums from ``global_stats``);
+  update) and ``stats`` (global sums from ``global_stats``), and the names
+  declared ``extra_args`` (given to ``update`` as keywords);
 * keyword-only parameters are the hyperparameters, with their defaults.
 """
 
@@ -128,6 +129,8 @@ class RuleDefinition:
     stats_hyperparams: tuple[str, ...]
     complex_params: bool = False
     """Whether the rule's math is defined for complex parameters."""
+    extra_args: tuple[str, ...] = ()
+    """Positional parameters given by ``update``'s extra arguments."""
 
     @property
     def slot_names(self) -> tuple[str, ...]:
@@ -253,11 +256,19 @@ def read_definition(
     per_leaf: Mapping[str, Any],
     constraints: Mapping[str, Constraint],
     global_stats: Callable[..., Mapping[str, Any]] | None,
+    extra_args: tuple[str, ...] = (),
 ) -> RuleDefinition:
     """Validates a rule function and its options; raises TypeError on misuse."""
     rule_name = name or fn.__name__
     _, positional, keyword = _split_signature(fn, "rule function")
-    slot_names = [p for p in positional if p not in RESERVED]
+    for extra in extra_args:
+        if extra not in positional or extra in RESERVED:
+            raise TypeError(
+                f"rule {rule_name!r}: extra argument {extra!r} must be a positional "
+                "parameter of the rule function (after the gradient), not one of "
+                f"{RESERVED}"
+            )
+    slot_names = [p for p in positional if p not in RESERVED and p not in extra_args]
     reserved = frozenset(p for p in positional if p in RESERVED)
     hyper_names = [p.name for p in keyword]
 
@@ -339,4 +350,5 @@ def read_definition(
         global_stats=global_stats,
         stats_inputs=stats_inputs,
         stats_hyperparams=stats_hyperparams,
+        extra_args=tuple(extra_args),
     )

@@ -1,13 +1,10 @@
 """Adagrad: steps scaled by the root of the summed squared gradients."""
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
-from jaxopt_rules.rules._catalog import catalog_entry
 
 
 @rule(
@@ -19,31 +16,16 @@ from jaxopt_rules.rules._catalog import catalog_entry
         "eps": ">= 0",
     },
     complex_params=True,
+    positional=("learning_rate", "initial_accumulator_value", "eps"),
 )
-def _adagrad_rule(
+def adagrad(
     grad: Array,
     sum_of_squares: Array,
     *,
-    learning_rate: Scalar,
+    learning_rate: optax.ScalarOrSchedule,
     initial_accumulator_value: Scalar = 0.1,
     eps: Scalar = 1e-7,
 ) -> tuple[Array, Array]:
-    """Per-leaf Adagrad step."""
-    sum_of_squares = abs_sq(grad) + sum_of_squares
-    scale = jnp.where(sum_of_squares > 0, jax.lax.rsqrt(sum_of_squares + eps), 0.0)
-    return -learning_rate * (scale * grad), sum_of_squares
-
-
-@catalog_entry(_adagrad_rule)
-def adagrad(
-    learning_rate: optax.ScalarOrSchedule,
-    initial_accumulator_value: jax.typing.ArrayLike = 0.1,
-    eps: jax.typing.ArrayLike = 1e-7,
-    *,
-    sum_of_squares_dtype: Any | None = None,
-    stochastic_rounding: bool = False,
-    rounding_seed: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
     r"""Adagrad: per-coordinate steps shrinking with the gradients seen so far.
 
     A drop-in for ``optax.adagrad`` (same arguments, defaults and numbers),
@@ -81,11 +63,6 @@ def adagrad(
         Learning and Stochastic Optimization", JMLR 2011. Verified against
         ``optax.adagrad``.
     """
-    return _adagrad_rule(
-        learning_rate,
-        initial_accumulator_value,
-        eps,
-        sum_of_squares_dtype=sum_of_squares_dtype,
-        stochastic_rounding=stochastic_rounding,
-        rounding_seed=rounding_seed,
-    )
+    sum_of_squares = abs_sq(grad) + sum_of_squares
+    scale = jnp.where(sum_of_squares > 0, jax.lax.rsqrt(sum_of_squares + eps), 0.0)
+    return -learning_rate * (scale * grad), sum_of_squares

@@ -1,13 +1,9 @@
 """Adam: bias-corrected first and second moment estimates."""
 
-from typing import Any
-
-import jax
 import jax.numpy as jnp
 import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
-from jaxopt_rules.rules._catalog import catalog_entry
 
 
 ADAM_CONSTRAINTS = {
@@ -56,42 +52,21 @@ def adam_direction(
     slots={"nu": Slot(square=True)},
     constraints=ADAM_CONSTRAINTS,
     complex_params=True,
+    positional=("learning_rate", "b1", "b2", "eps", "eps_root", "mu_dtype"),
 )
-def _adam_rule(
+def adam(
     grad: Array,
     mu: Array,
     nu: Array,
     step: Array,
     *,
-    learning_rate: Scalar,
+    learning_rate: optax.ScalarOrSchedule,
     b1: Scalar = 0.9,
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     eps_root: Scalar = 0.0,
     nesterov: bool = False,
 ) -> tuple[Array, Array, Array]:
-    """Per-leaf Adam step."""
-    mu, nu = adam_moments(grad, mu, nu, b1=b1, b2=b2)
-    direction = adam_direction(
-        grad, mu, nu, step, b1=b1, b2=b2, eps=eps, eps_root=eps_root, nesterov=nesterov
-    )
-    return -learning_rate * direction, mu, nu
-
-
-@catalog_entry(_adam_rule)
-def adam(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    mu_dtype: Any | None = None,
-    *,
-    nesterov: bool = False,
-    nu_dtype: Any | None = None,
-    stochastic_rounding: bool = False,
-    rounding_seed: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
     r"""Adam: steps scaled by bias-corrected estimates of the gradient's moments.
 
     A drop-in for ``optax.adam`` (same arguments, defaults and numbers), plus
@@ -138,15 +113,8 @@ def adam(
         Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016.
         Verified against ``optax.adam``.
     """
-    return _adam_rule(
-        learning_rate,
-        b1,
-        b2,
-        eps,
-        eps_root,
-        nesterov,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-        stochastic_rounding=stochastic_rounding,
-        rounding_seed=rounding_seed,
+    mu, nu = adam_moments(grad, mu, nu, b1=b1, b2=b2)
+    direction = adam_direction(
+        grad, mu, nu, step, b1=b1, b2=b2, eps=eps, eps_root=eps_root, nesterov=nesterov
     )
+    return -learning_rate * direction, mu, nu

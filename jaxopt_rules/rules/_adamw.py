@@ -3,12 +3,10 @@
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._adam import ADAM_CONSTRAINTS, adam_direction, adam_moments
-from jaxopt_rules.rules._catalog import catalog_entry
 
 
 @rule(
@@ -17,49 +15,33 @@ from jaxopt_rules.rules._catalog import catalog_entry
     per_leaf={"mask": True},
     complex_params=True,
     constraints={**ADAM_CONSTRAINTS, "weight_decay": ">= 0"},
+    positional=(
+        "learning_rate",
+        "b1",
+        "b2",
+        "eps",
+        "eps_root",
+        "mu_dtype",
+        "weight_decay",
+        "mask",
+    ),
 )
-def _adamw_rule(
+def adamw(
     grad: Array,
     mu: Array,
     nu: Array,
     param: Array,
     step: Array,
     *,
-    learning_rate: Scalar,
+    learning_rate: optax.ScalarOrSchedule,
     b1: Scalar = 0.9,
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     eps_root: Scalar = 0.0,
     weight_decay: Scalar = 1e-4,
-    mask: bool = True,
+    mask: Any | Callable[[optax.Params], Any] | None = None,
     nesterov: bool = False,
 ) -> tuple[Array, Array, Array]:
-    """Per-leaf AdamW step; ``mask`` is this leaf's entry of the decay mask."""
-    mu, nu = adam_moments(grad, mu, nu, b1=b1, b2=b2)
-    direction = adam_direction(
-        grad, mu, nu, step, b1=b1, b2=b2, eps=eps, eps_root=eps_root, nesterov=nesterov
-    )
-    if mask:
-        direction = direction + weight_decay * param
-    return -learning_rate * direction, mu, nu
-
-
-@catalog_entry(_adamw_rule)
-def adamw(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    mu_dtype: Any | None = None,
-    weight_decay: optax.ScalarOrSchedule = 1e-4,
-    mask: Any | Callable[[optax.Params], Any] | None = None,
-    *,
-    nesterov: bool = False,
-    nu_dtype: Any | None = None,
-    stochastic_rounding: bool = False,
-    rounding_seed: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
     r"""AdamW: Adam with weight decay decoupled from the adaptive scaling.
 
     A drop-in for ``optax.adamw`` (same arguments, defaults and numbers), plus
@@ -107,17 +89,10 @@ def adamw(
         Loshchilov and Hutter, "Decoupled Weight Decay Regularization",
         ICLR 2019. Verified against ``optax.adamw``.
     """
-    return _adamw_rule(
-        learning_rate,
-        b1,
-        b2,
-        eps,
-        eps_root,
-        weight_decay,
-        mask,
-        nesterov,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-        stochastic_rounding=stochastic_rounding,
-        rounding_seed=rounding_seed,
+    mu, nu = adam_moments(grad, mu, nu, b1=b1, b2=b2)
+    direction = adam_direction(
+        grad, mu, nu, step, b1=b1, b2=b2, eps=eps, eps_root=eps_root, nesterov=nesterov
     )
+    if mask:
+        direction = direction + weight_decay * param
+    return -learning_rate * direction, mu, nu

@@ -3,13 +3,11 @@
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, report, rule
 from jaxopt_rules.rules._adam import ADAM_CONSTRAINTS, adam_direction, adam_moments
-from jaxopt_rules.rules._catalog import catalog_entry
 
 
 def _norm(x: Array) -> Array:
@@ -22,51 +20,23 @@ def _norm(x: Array) -> Array:
     per_leaf={"mask": True},
     complex_params=True,
     constraints={**ADAM_CONSTRAINTS, "weight_decay": ">= 0"},
+    positional=("learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay", "mask"),
 )
-def _lamb_rule(
+def lamb(
     grad: Array,
     mu: Array,
     nu: Array,
     param: Array,
     step: Array,
     *,
-    learning_rate: Scalar,
+    learning_rate: optax.ScalarOrSchedule,
     b1: Scalar = 0.9,
     b2: Scalar = 0.999,
     eps: Scalar = 1e-6,
     eps_root: Scalar = 0.0,
     weight_decay: Scalar = 0.0,
-    mask: bool = True,
-) -> tuple[Array, Array, Array]:
-    """Per-leaf LAMB step: the whole leaf's norms give its trust ratio."""
-    mu, nu = adam_moments(grad, mu, nu, b1=b1, b2=b2)
-    direction = adam_direction(
-        grad, mu, nu, step, b1=b1, b2=b2, eps=eps, eps_root=eps_root, nesterov=False
-    )
-    if mask:
-        direction = direction + weight_decay * param
-    param_norm, direction_norm = _norm(param), _norm(direction)
-    ratio = param_norm / direction_norm
-    ratio = jnp.where((param_norm == 0) | (direction_norm == 0), 1.0, ratio)
-    report("trust_ratio", ratio)  # free unless log_step listens
-    return -learning_rate * (direction * ratio), mu, nu
-
-
-@catalog_entry(_lamb_rule)
-def lamb(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-6,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
     mask: Any | Callable[[optax.Params], Any] | None = None,
-    *,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
-    stochastic_rounding: bool = False,
-    rounding_seed: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array]:
     r"""LAMB: layer-wise adaptive moments for large batches.
 
     A drop-in for ``optax.lamb`` (same arguments, defaults and numbers), plus
@@ -116,16 +86,14 @@ def lamb(
         You et al., "Large Batch Optimization for Deep Learning: Training BERT
         in 76 minutes", ICLR 2020. Verified against ``optax.lamb``.
     """
-    return _lamb_rule(
-        learning_rate,
-        b1,
-        b2,
-        eps,
-        eps_root,
-        weight_decay,
-        mask,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-        stochastic_rounding=stochastic_rounding,
-        rounding_seed=rounding_seed,
+    mu, nu = adam_moments(grad, mu, nu, b1=b1, b2=b2)
+    direction = adam_direction(
+        grad, mu, nu, step, b1=b1, b2=b2, eps=eps, eps_root=eps_root, nesterov=False
     )
+    if mask:
+        direction = direction + weight_decay * param
+    param_norm, direction_norm = _norm(param), _norm(direction)
+    ratio = param_norm / direction_norm
+    ratio = jnp.where((param_norm == 0) | (direction_norm == 0), 1.0, ratio)
+    report("trust_ratio", ratio)  # free unless log_step listens
+    return -learning_rate * (direction * ratio), mu, nu

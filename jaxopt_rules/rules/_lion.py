@@ -3,12 +3,10 @@
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 
 from jaxopt_rules._core import Array, Scalar, rule
-from jaxopt_rules.rules._catalog import catalog_entry
 
 
 @rule(
@@ -20,38 +18,19 @@ from jaxopt_rules.rules._catalog import catalog_entry
         "b2": "[0, 1]",
         "weight_decay": ">= 0",
     },
+    positional=("learning_rate", "b1", "b2", "mu_dtype", "weight_decay", "mask"),
 )
-def _lion_rule(
+def lion(
     grad: Array,
     mu: Array,
     param: Array,
     *,
-    learning_rate: Scalar,
+    learning_rate: optax.ScalarOrSchedule,
     b1: Scalar = 0.9,
     b2: Scalar = 0.99,
     weight_decay: Scalar = 1e-3,
-    mask: bool = True,
-) -> tuple[Array, Array]:
-    """Per-leaf Lion step."""
-    direction = jnp.sign((1 - b1) * grad + b1 * mu)
-    mu = (1 - b2) * grad + b2 * mu
-    if mask:
-        direction = direction + weight_decay * param
-    return -learning_rate * direction, mu
-
-
-@catalog_entry(_lion_rule)
-def lion(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.99,
-    mu_dtype: Any | None = None,
-    weight_decay: optax.ScalarOrSchedule = 1e-3,
     mask: Any | Callable[[optax.Params], Any] | None = None,
-    *,
-    stochastic_rounding: bool = False,
-    rounding_seed: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array]:
     r"""Lion: steps of constant size in the sign of an interpolated momentum.
 
     A drop-in for ``optax.lion`` (same arguments, defaults and numbers). It
@@ -92,13 +71,8 @@ def lion(
         Chen et al., "Symbolic Discovery of Optimization Algorithms",
         NeurIPS 2023. Verified against ``optax.lion``.
     """
-    return _lion_rule(
-        learning_rate,
-        b1,
-        b2,
-        weight_decay,
-        mask,
-        mu_dtype=mu_dtype,
-        stochastic_rounding=stochastic_rounding,
-        rounding_seed=rounding_seed,
-    )
+    direction = jnp.sign((1 - b1) * grad + b1 * mu)
+    mu = (1 - b2) * grad + b2 * mu
+    if mask:
+        direction = direction + weight_decay * param
+    return -learning_rate * direction, mu

@@ -1,11 +1,9 @@
 """Normalized gradient descent: steps of fixed length along the global gradient."""
 
-import jax
 import jax.numpy as jnp
 import optax
 
 from jaxopt_rules._core import Array, Scalar, abs_sq, rule
-from jaxopt_rules.rules._catalog import catalog_entry
 
 
 def _squared_norm(grad: Array) -> dict[str, Array]:
@@ -17,19 +15,15 @@ def _squared_norm(grad: Array) -> dict[str, Array]:
     global_stats=_squared_norm,
     complex_params=True,
     constraints={"learning_rate": ">= 0", "eps": ">= 0"},
+    positional=("learning_rate", "eps"),
 )
-def _normalized_sgd_rule(
-    grad: Array, stats: dict[str, Array], *, learning_rate: Scalar, eps: Scalar = 1e-6
-) -> Array:
-    """Per-leaf step; ``stats`` holds the squared norm summed over all leaves."""
-    return -learning_rate * (grad / (jnp.sqrt(stats["grad_sq_norm"]) + eps))
-
-
-@catalog_entry(_normalized_sgd_rule)
 def normalized_sgd(
+    grad: Array,
+    stats: dict[str, Array],
+    *,
     learning_rate: optax.ScalarOrSchedule,
-    eps: jax.typing.ArrayLike = 1e-6,
-) -> optax.GradientTransformationExtraArgs:
+    eps: Scalar = 1e-6,
+) -> Array:
     r"""Normalized gradient descent: every step has length ``learning_rate``.
 
     The gradient of the whole tree is divided by its global norm, so the step
@@ -62,4 +56,4 @@ def normalized_sgd(
         ``optax.chain(optax.normalize_by_update_norm(1.0, eps),
         optax.scale_by_learning_rate(learning_rate))``.
     """
-    return _normalized_sgd_rule(learning_rate, eps)
+    return -learning_rate * (grad / (jnp.sqrt(stats["grad_sq_norm"]) + eps))

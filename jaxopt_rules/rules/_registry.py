@@ -6,6 +6,7 @@ from typing import Any
 
 import optax
 
+from jaxopt_rules._core import CatalogSpec
 from jaxopt_rules.rules._adagrad import adagrad
 from jaxopt_rules.rules._adam import adam
 from jaxopt_rules.rules._adamw import adamw
@@ -16,9 +17,9 @@ from jaxopt_rules.rules._rmsprop import rmsprop
 from jaxopt_rules.rules._sgd import sgd
 
 
-@dataclasses.dataclass(frozen=True)
-class RuleSpec:
-    """A registered rule, with what it is tested with and verified against.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RuleSpec(CatalogSpec):
+    """A catalog rule, with what it is tested with and verified against.
 
     Attributes:
         name: the public name (``jaxopt_rules.<name>``).
@@ -33,17 +34,9 @@ class RuleSpec:
             trajectories are compared with the reference.
     """
 
-    name: str
-    factory: Callable[..., optax.GradientTransformationExtraArgs]
-    hyperparams: Mapping[str, Any]
     reference: str
     reference_factory: Callable[..., optax.GradientTransformation]
     reference_cases: tuple[Mapping[str, Any], ...]
-
-    @property
-    def static_args(self) -> tuple[str, ...]:
-        """Arguments to declare static in ``optax.inject_hyperparams``."""
-        return tuple(getattr(self.factory, "static_args", ()))
 
 
 def _normalized_sgd_reference(

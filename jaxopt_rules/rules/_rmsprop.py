@@ -1,13 +1,10 @@
 """RMSProp: steps scaled by a running root mean square of the gradients."""
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
-from jaxopt_rules.rules._catalog import catalog_entry
 
 
 @rule(
@@ -25,15 +22,26 @@ from jaxopt_rules.rules._catalog import catalog_entry
         "momentum": ">= 0",
     },
     complex_params=True,
+    positional=(
+        "learning_rate",
+        "decay",
+        "eps",
+        "initial_scale",
+        "eps_in_sqrt",
+        "centered",
+        "momentum",
+        "nesterov",
+        "bias_correction",
+    ),
 )
-def _rmsprop_rule(
+def rmsprop(
     grad: Array,
     nu: Array,
     mu: Array | None,
     trace: Array | None,
     step: Array,
     *,
-    learning_rate: Scalar,
+    learning_rate: optax.ScalarOrSchedule,
     decay: Scalar = 0.9,
     eps: Scalar = 1e-8,
     initial_scale: Scalar = 0.0,
@@ -43,39 +51,6 @@ def _rmsprop_rule(
     nesterov: bool = False,
     bias_correction: bool = False,
 ) -> tuple[Array, Array, Array | None, Array | None]:
-    """Per-leaf RMSProp step (optionally centered, with momentum after lr)."""
-    nu = (1 - decay) * abs_sq(grad) + decay * nu
-    correction = 1 - decay**step if bias_correction else 1.0
-    var = nu / correction
-    if mu is not None:
-        mu = (1 - decay) * grad + decay * mu
-        var = var - abs_sq(mu / correction)
-    scale = jax.lax.rsqrt(var + eps) if eps_in_sqrt else 1 / (jnp.sqrt(var) + eps)
-    update = -learning_rate * (scale * grad)
-    if momentum is not None and trace is not None:
-        trace = update + momentum * trace
-        update = update + momentum * trace if nesterov else trace
-    return update, nu, mu, trace
-
-
-@catalog_entry(_rmsprop_rule)
-def rmsprop(
-    learning_rate: optax.ScalarOrSchedule,
-    decay: jax.typing.ArrayLike = 0.9,
-    eps: jax.typing.ArrayLike = 1e-8,
-    initial_scale: jax.typing.ArrayLike = 0.0,
-    eps_in_sqrt: bool = True,
-    centered: bool = False,
-    momentum: jax.typing.ArrayLike | None = None,
-    nesterov: bool = False,
-    bias_correction: bool = False,
-    *,
-    nu_dtype: Any | None = None,
-    mu_dtype: Any | None = None,
-    trace_dtype: Any | None = None,
-    stochastic_rounding: bool = False,
-    rounding_seed: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
     r"""RMSProp: steps scaled by a running root mean square of the gradients.
 
     A drop-in for ``optax.rmsprop`` (same arguments, defaults and numbers),
@@ -130,19 +105,15 @@ def rmsprop(
         lecture 6e, 2012. Graves, "Generating Sequences With Recurrent Neural
         Networks", 2013 (the centered form). Verified against ``optax.rmsprop``.
     """
-    return _rmsprop_rule(
-        learning_rate,
-        decay,
-        eps,
-        initial_scale,
-        eps_in_sqrt,
-        centered,
-        momentum,
-        nesterov,
-        bias_correction,
-        nu_dtype=nu_dtype,
-        mu_dtype=mu_dtype,
-        trace_dtype=trace_dtype,
-        stochastic_rounding=stochastic_rounding,
-        rounding_seed=rounding_seed,
-    )
+    nu = (1 - decay) * abs_sq(grad) + decay * nu
+    correction = 1 - decay**step if bias_correction else 1.0
+    var = nu / correction
+    if mu is not None:
+        mu = (1 - decay) * grad + decay * mu
+        var = var - abs_sq(mu / correction)
+    scale = jax.lax.rsqrt(var + eps) if eps_in_sqrt else 1 / (jnp.sqrt(var) + eps)
+    update = -learning_rate * (scale * grad)
+    if momentum is not None and trace is not None:
+        trace = update + momentum * trace
+        update = update + momentum * trace if nesterov else trace
+    return update, nu, mu, trace

@@ -1,12 +1,8 @@
 """Stochastic gradient descent with optional heavy-ball or Nesterov momentum."""
 
-from typing import Any
-
-import jax
 import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.rules._catalog import catalog_entry
 
 
 @rule(
@@ -14,33 +10,16 @@ from jaxopt_rules.rules._catalog import catalog_entry
     slots={"trace": Slot(dtype_arg="accumulator_dtype", when="momentum")},
     constraints={"learning_rate": ">= 0", "momentum": ">= 0"},
     complex_params=True,
+    positional=("learning_rate", "momentum", "nesterov", "accumulator_dtype"),
 )
-def _sgd_rule(
+def sgd(
     grad: Array,
     trace: Array | None,
     *,
-    learning_rate: Scalar,
+    learning_rate: optax.ScalarOrSchedule,
     momentum: Scalar | None = None,
     nesterov: bool = False,
 ) -> tuple[Array, Array | None]:
-    """Per-leaf SGD step; the trace slot exists only with momentum."""
-    if momentum is None or trace is None:
-        return -learning_rate * grad, None
-    trace = grad + momentum * trace
-    direction = grad + momentum * trace if nesterov else trace
-    return -learning_rate * direction, trace
-
-
-@catalog_entry(_sgd_rule)
-def sgd(
-    learning_rate: optax.ScalarOrSchedule,
-    momentum: jax.typing.ArrayLike | None = None,
-    nesterov: bool = False,
-    accumulator_dtype: Any | None = None,
-    *,
-    stochastic_rounding: bool = False,
-    rounding_seed: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic gradient descent, with optional heavy-ball or Nesterov momentum.
 
     A drop-in for ``optax.sgd`` (same arguments, defaults and numbers).
@@ -81,11 +60,8 @@ def sgd(
         Sutskever et al., "On the importance of initialization and momentum in
         deep learning", ICML 2013. Verified against ``optax.sgd``.
     """
-    return _sgd_rule(
-        learning_rate,
-        momentum,
-        nesterov,
-        accumulator_dtype=accumulator_dtype,
-        stochastic_rounding=stochastic_rounding,
-        rounding_seed=rounding_seed,
-    )
+    if momentum is None or trace is None:
+        return -learning_rate * grad, None
+    trace = grad + momentum * trace
+    direction = grad + momentum * trace if nesterov else trace
+    return -learning_rate * direction, trace

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.rules._catalog import catalog_entry
 from jaxopt_rules.torch_compat._common import (
+    catalog_entry,
     check_execution_flags,
     coupled_decay,
     signed,

@@ -1,11 +1,15 @@
 """What every torch_compat factory shares: torch's lerp, flags, validation."""
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import jax.numpy as jnp
 
-from jaxopt_rules._core import Array, Scalar
+from jaxopt_rules._core import Array, RuleFactory, Scalar
+
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 def lerp(start: Array, end: Array, weight: Scalar) -> Array:
@@ -66,3 +70,18 @@ def decoupled_decay(
 ) -> Array:
     """Adds torch's decoupled decay ``p <- p * (1 - lr * wd)`` to an update."""
     return jnp.where(weight_decay != 0, update + (-lr * weight_decay) * param, update)
+
+
+def catalog_entry(*rules: RuleFactory) -> Callable[[F], F]:
+    """Records on a public factory the rules it builds and their static args."""
+
+    def mark(factory: F) -> F:
+        accepted = inspect.signature(factory).parameters
+        static: list[str] = []
+        for r in rules:
+            static += [n for n in r.static_args if n not in static and n in accepted]
+        setattr(factory, "static_args", tuple(static))  # noqa: B010
+        setattr(factory, "rules", rules)  # noqa: B010
+        return factory
+
+    return mark

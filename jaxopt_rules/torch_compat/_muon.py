@@ -10,8 +10,7 @@ import optax
 from jax.sharding import AxisType, PartitionSpec
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.rules._catalog import catalog_entry
-from jaxopt_rules.torch_compat._common import decoupled_decay, lerp
+from jaxopt_rules.torch_compat._common import catalog_entry, decoupled_decay, lerp
 
 
 _ADJUSTMENTS = (None, "original", "match_rms_adamw")

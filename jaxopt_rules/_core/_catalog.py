@@ -1,0 +1,32 @@
+"""What every registry entry has: a name, a factory and its kit hyperparameters."""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogSpec:
+    """A registered rule: the base of both registries' entries.
+
+    The conformance kit and the tests parametrized over a registry read these
+    fields only; each registry's subclass adds what its rules are verified
+    against.
+
+    Attributes:
+        name: the public name of the factory in its namespace.
+        factory: the public factory (usually a :class:`RuleFactory`).
+        hyperparams: hyperparameters for the conformance kit; they make the rule
+            converge on the parabola and Rosenbrock problems in 10,000 steps.
+    """
+
+    name: str
+    factory: Callable[..., optax.GradientTransformationExtraArgs]
+    hyperparams: Mapping[str, Any]
+
+    @property
+    def static_args(self) -> tuple[str, ...]:
+        """Arguments to declare static in ``optax.inject_hyperparams``."""
+        return tuple(getattr(self.factory, "static_args", ()))

@@ -1,0 +1,101 @@
+"""The ``init`` half of a rule's transform: a state of zeros shaped like the params."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_rules._core._config import RuleConfig
+from jaxopt_rules._core._leaves import (
+    Kind,
+    as_leaf,
+    leaf_kind,
+    slot_shape,
+    storage_dtype,
+)
+from jaxopt_rules._core._rounding import new_state_key
+from jaxopt_rules._core._tree import fill_like, leaf_path
+
+
+def _init_slot(
+    config: RuleConfig,
+    slot: str,
+    values: Mapping[str, Any],
+    p: Any,
+    params: Any,
+    i: int,
+) -> Any:
+    """One slot of one real or complex parameter leaf, in its storage dtype."""
+    definition = config.definition
+    option = dict(definition.slots)[slot]
+    storage = storage_dtype(
+        definition.name,
+        slot,
+        option,
+        definition.dtype_args[slot],
+        config.slot_dtypes[slot],
+        p,
+        params,
+        i,
+    )
+    shape = slot_shape(option, p.shape)
+    if callable(option.init):
+        value = jnp.asarray(option.init(p))
+        if jnp.iscomplexobj(value) and not jnp.issubdtype(storage, jnp.complexfloating):
+            raise TypeError(
+                f"{definition.name}: the initial value of slot {slot!r} is complex "
+                f"at {leaf_path(params, i)}, but the slot holds squared "
+                "magnitudes and is real"
+            )
+        return jnp.broadcast_to(value, shape).astype(storage)
+    value = values[option.init] if isinstance(option.init, str) else option.init
+    if tuple(shape) != tuple(p.shape):
+        return jnp.full(shape, value, storage)
+    # Shaped like the parameter (always, or for this leaf): sharded like it.
+    return fill_like(p, value, storage)
+
+
+def make_init(config: RuleConfig, state_cls: type) -> optax.TransformInitFn:
+    """The ``init`` function of the transform for ``config``.
+
+    Slots are built with tree maps only, so ``jax.eval_shape`` and
+    ``optax.tree_utils.tree_map_params`` work and, under ``jit``, the state is
+    sharded like the parameters. Inert (integer, boolean) leaves get zeros of
+    their own dtype, as in optax. ``ShapeDtypeStruct`` leaves give the
+    abstract state.
+    """
+    definition = config.definition
+
+    def init_fn(params: optax.Params) -> Any:
+        leaves = jax.tree.leaves(params)
+        if any(isinstance(p, jax.ShapeDtypeStruct) for p in leaves):
+            # Abstract parameters give abstract state (as jax.eval_shape does).
+            return jax.eval_shape(init_fn, params)
+        params = jax.tree.map(as_leaf, params)
+        param_leaves, treedef = jax.tree.flatten(params)
+        kinds = [
+            leaf_kind(
+                definition.name, definition.complex_params, params, i, p, "parameter"
+            )
+            for i, p in enumerate(param_leaves)
+        ]
+        count = jnp.zeros([], jnp.int32)
+        values = config.values_at(count)
+        slots = {
+            slot: treedef.unflatten(
+                [
+                    jnp.zeros_like(p)
+                    if kind is Kind.INERT
+                    else _init_slot(config, slot, values, p, params, i)
+                    for i, (p, kind) in enumerate(zip(param_leaves, kinds, strict=True))
+                ]
+            )
+            for slot in config.active_slots
+        }
+        if config.stochastic_rounding:
+            slots["rounding_key"] = new_state_key(config.rounding_seed)
+        return state_cls(count, **slots)
+
+    return init_fn

@@ -1,0 +1,29 @@
+"""A bound rule configuration as an ``optax.GradientTransformationExtraArgs``."""
+
+import optax
+
+from jaxopt_rules._core._config import RuleConfig
+from jaxopt_rules._core._init import make_init
+from jaxopt_rules._core._state import state_class
+from jaxopt_rules._core._update import make_update
+
+
+def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs:
+    """The optax transform for one bound configuration of a rule.
+
+    Its state is a NamedTuple ``<Name>State(count, *active slots[,
+    rounding_key])``, the same class for every configuration with the same
+    active slots (see ``_state.py``).
+    """
+    definition = config.definition
+    extra = ("rounding_key",) if config.stochastic_rounding else ()
+    state_cls = state_class(
+        definition.name,
+        config.active_slots,
+        definition.slot_names,
+        extra,
+        owner=definition.fn.__module__,
+    )
+    return optax.GradientTransformationExtraArgs(
+        make_init(config, state_cls), make_update(config, state_cls)
+    )
