@@ -60,9 +60,9 @@ class RuleFactory:
     ``optax.GradientTransformationExtraArgs``. Its signature (``inspect``,
     ``help``, ``optax.inject_hyperparams``) lists the rule's hyperparameters,
     one storage-dtype argument per state slot, then (for rules with state)
-    ``stochastic_rounding`` and ``rounding_seed``; :func:`rule`'s ``positional``, ``grouped`` and
-    ``ignored`` shape it to match another library's factory exactly. Its
-    name and docstring are the function's.
+    ``stochastic_rounding`` and ``rounding_seed``; :func:`rule`'s
+    ``positional``, ``grouped`` and ``ignored`` shape it to match another
+    library's factory exactly. Its name and docstring are the function's.
 
     Attributes:
         definition: what the core read from the rule function.
