@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxopt_rules as jr
-from jaxopt_rules._core._rounding import stochastic_round_bf16
+from jaxopt_rules._core import stochastic_round_bf16
 
 
 SLOTTED = [s for s in jr.REGISTRY if s.name != "normalized_sgd"]

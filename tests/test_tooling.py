@@ -28,3 +28,37 @@ def test_ruff_format():
 def test_pyright():
     result = _run("pyright", "--pythonpath", sys.executable, "jaxopt_rules")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _private_core_imports(path) -> list[str]:
+    """Imports of the core's submodules (``jaxopt_rules._core._x``) in a file."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            module = node.module
+            names = [alias.name for alias in node.names]
+            if module.startswith("jaxopt_rules._core.") or (
+                module == "jaxopt_rules._core" and any(n.startswith("_") for n in names)
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {module}")
+        elif isinstance(node, ast.Import):
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: import {alias.name}"
+                for alias in node.names
+                if alias.name.startswith("jaxopt_rules._core.")
+            ]
+    return found
+
+
+def test_the_core_is_imported_through_its_init_only():
+    """Outside ``_core/``, code imports the core from ``jaxopt_rules._core`` only."""
+    files = [
+        p
+        for folder in ("jaxopt_rules", "examples", "benchmarks")
+        for p in (ROOT / folder).rglob("*.py")
+        if (ROOT / "jaxopt_rules" / "_core") not in p.parents
+    ]
+    found = [line for p in files for line in _private_core_imports(p)]
+    assert not found, "\n".join(found)

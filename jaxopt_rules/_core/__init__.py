@@ -17,10 +17,18 @@ from jaxopt_rules._core._factory import (
     rule as rule,
 )
 from jaxopt_rules._core._math import abs_sq as abs_sq
-from jaxopt_rules._core._report import report as report
+from jaxopt_rules._core._report import collecting as collecting, report as report
+from jaxopt_rules._core._rounding import (
+    element_bits as element_bits,
+    stochastic_round_bf16 as stochastic_round_bf16,
+)
 from jaxopt_rules._core._state import (
     safe_increment as safe_increment,
     state_class as state_class,
 )
 from jaxopt_rules._core._transform import build_transform as build_transform
+from jaxopt_rules._core._tree import (
+    describe_mismatch as describe_mismatch,
+    is_hole as is_hole,
+)
 from jaxopt_rules._core._types import Array as Array, Scalar as Scalar

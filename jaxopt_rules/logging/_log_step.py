@@ -27,9 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules._core import safe_increment
-from jaxopt_rules._core._report import collecting
-from jaxopt_rules._core._tree import is_hole
+from jaxopt_rules._core import collecting, is_hole, safe_increment
 from jaxopt_rules.logging._applied import (
     InnerStatus,
     OuterStatus,

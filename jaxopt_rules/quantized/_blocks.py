@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from jaxopt_rules._core._rounding import element_bits
+from jaxopt_rules._core import element_bits
 from jaxopt_rules.quantized._maps import QuantMap, decode, encode
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
-from jaxopt_rules._core._state import safe_increment
+from jaxopt_rules._core import safe_increment
 from jaxopt_rules.quantized import _flax
 from jaxopt_rules.quantized._blocks import QuantizedArray, is_quantized, quantize
 from jaxopt_rules.quantized._maps import QuantMap

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr
 
-from jaxopt_rules._core._tree import describe_mismatch
+from jaxopt_rules._core import describe_mismatch
 
 
 class ConformanceError(AssertionError):

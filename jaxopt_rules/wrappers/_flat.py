@@ -10,7 +10,7 @@ import numpy as np
 import optax
 from jax.tree_util import keystr
 
-from jaxopt_rules._core._tree import describe_mismatch, is_hole
+from jaxopt_rules._core import describe_mismatch, is_hole
 
 
 _T = TypeVar("_T")
