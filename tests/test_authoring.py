@@ -1,0 +1,153 @@
+"""Writing a rule once: the public signature, grouped and ignored arguments, extra args.
+
+A catalog rule is one decorated per-leaf function: ``rule(positional=...,
+grouped=..., ignored=...)`` gives its factory another library's exact signature,
+and the function's name and docstring are the factory's. Rules that need more
+than the gradient declare ``extra_args`` and receive them from ``update``.
+"""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxopt_rules as jr
+
+
+P = inspect.Parameter
+
+
+def test_catalog_rules_are_one_definition():
+    """The public factory is the decorated function: its name, docs and module."""
+    for spec in jr.REGISTRY:
+        assert isinstance(spec.factory, jr.RuleFactory), spec.name
+        assert spec.factory.__name__ == spec.name
+        assert spec.factory.__module__.startswith("jaxopt_rules.rules.")
+        assert "Args:" in (spec.factory.__doc__ or "")
+
+
+@jr.rule(
+    slots={"mu": jr.Slot()},
+    positional=("learning_rate", "b", "mu_dtype"),
+)
+def _heavy_ball(grad, mu, *, learning_rate, b=0.9, nesterov=False):
+    """Heavy ball. Args: learning_rate, b, mu_dtype, nesterov."""
+    mu = b * mu + grad
+    return -learning_rate * (grad + b * mu if nesterov else mu), mu
+
+
+def test_positional_order_and_kinds():
+    params = inspect.signature(_heavy_ball).parameters
+    assert list(params)[:3] == ["learning_rate", "b", "mu_dtype"]
+    assert [params[n].kind for n in ("learning_rate", "b", "mu_dtype")] == [
+        P.POSITIONAL_OR_KEYWORD
+    ] * 3
+    for name in ("nesterov", "stochastic_rounding", "rounding_seed"):
+        assert params[name].kind is P.KEYWORD_ONLY
+    # Positional binding reaches the right hyperparameters.
+    tx = _heavy_ball(0.5, 0.0, jnp.bfloat16)
+    state = tx.init({"w": jnp.ones(2)})
+    assert state.mu["w"].dtype == jnp.bfloat16
+    updates, _ = tx.update({"w": jnp.ones(2)}, state)
+    np.testing.assert_allclose(updates["w"], -0.5)
+    with pytest.raises(TypeError, match=r"_heavy_ball\(\): too many positional"):
+        _heavy_ball(0.5, 0.0, None, True)
+
+
+def test_positional_names_are_checked_at_decoration():
+    with pytest.raises(TypeError, match=r"positional names \['nope'\]"):
+        jr.rule(positional=("learning_rate", "nope"))(
+            lambda grad, *, learning_rate: grad
+        )
+    with pytest.raises(TypeError, match=r"'learning_rate' has no default but follows"):
+        jr.rule(positional=("b", "learning_rate"))(
+            lambda grad, *, learning_rate, b=1.0: grad
+        )
+
+
+@jr.rule(
+    slots={"m": jr.Slot(), "v": jr.Slot()},
+    positional=("lr", "betas", "foreach"),
+    grouped={"betas": ("beta1", "beta2")},
+    ignored={"foreach": None, "fused": None},
+    constraints={"beta1": "[0, 1)", "beta2": "[0, 1)"},
+)
+def _torch_like(grad, m, v, *, lr=1e-3, beta1=0.9, beta2=0.999):
+    """A torch-style signature: betas packed, execution flags ignored."""
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    return -lr * m / (jnp.sqrt(v) + 1e-8), m, v
+
+
+def test_grouped_and_ignored_arguments():
+    params = inspect.signature(_torch_like).parameters
+    assert list(params)[:3] == ["lr", "betas", "foreach"]
+    assert params["betas"].default == (0.9, 0.999)
+    assert params["fused"].kind is P.KEYWORD_ONLY
+    assert "beta1" not in params
+    grads = {"w": jnp.array([2.0, -1.0])}
+    tx = _torch_like(0.1, (0.5, 0.75), True, fused=None)
+    _, state = tx.update(grads, tx.init(grads))
+    # m = (1 - 0.5) g, v = (1 - 0.75) g^2: the pair reached beta1 and beta2.
+    np.testing.assert_allclose(state.m["w"], 0.5 * np.array([2.0, -1.0]))
+    np.testing.assert_allclose(state.v["w"], 0.25 * np.array([4.0, 1.0]))
+
+
+def test_grouped_and_ignored_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"betas must be a sequence of 2 numbers"):
+        _torch_like(0.1, (0.9,))
+    with pytest.raises(ValueError, match=r"beta2"):
+        _torch_like(0.1, (0.9, 1.5))
+    with pytest.raises(TypeError, match=r"fused must be None or a bool"):
+        _torch_like(0.1, fused="yes")
+
+
+@jr.rule(extra_args=("value",), constraints={"max_lr": "> 0"})
+def _polyak(grad, value, *, max_lr=1.0, eps=1e-12):
+    """Polyak's step size ``value / ||g||^2`` per leaf, capped at ``max_lr``."""
+    step = jnp.minimum(value / (jnp.sum(grad * grad) + eps), max_lr)
+    return -step * grad
+
+
+def test_extra_argument_shared_by_every_leaf():
+    grads = {"a": jnp.array([1.0, 1.0]), "b": jnp.array([2.0])}
+    tx = _polyak()
+    updates, _ = jax.jit(tx.update)(grads, tx.init(grads), value=jnp.float32(0.5))
+    np.testing.assert_allclose(updates["a"], -0.25 * np.ones(2))
+    np.testing.assert_allclose(updates["b"], [-0.25])
+    # Through optax.chain, which hands extra arguments to every transform.
+    # (tx sees g = 4: a step of 0.5 / 16 along it.)
+    chained = optax.chain(optax.scale(2.0), tx)
+    updates, _ = chained.update(grads, chained.init(grads), value=0.5)
+    np.testing.assert_allclose(updates["b"], [-0.125])
+
+
+def test_missing_extra_argument_is_named():
+    grads = {"a": jnp.ones(2)}
+    with pytest.raises(TypeError, match=r"_polyak: this rule needs 'value'"):
+        _polyak().update(grads, _polyak().init(grads))
+
+
+@jr.rule(extra_args=("hessian",))
+def _newton_diagonal(grad, hessian, *, learning_rate, eps=1e-3):
+    """A diagonal Newton step from a per-leaf Hessian estimate."""
+    return -learning_rate * grad / (jnp.abs(hessian) + eps)
+
+
+def test_extra_argument_given_per_leaf():
+    grads = {"a": jnp.array([1.0, 2.0]), "b": jnp.array(3.0)}
+    hessian = {"a": jnp.array([2.0, 4.0]), "b": jnp.array(0.5)}
+    tx = _newton_diagonal(1.0, eps=0.0)
+    updates, _ = tx.update(grads, tx.init(grads), hessian=hessian)
+    np.testing.assert_allclose(updates["a"], [-0.5, -0.5])
+    np.testing.assert_allclose(updates["b"], -6.0)
+    with pytest.raises(ValueError, match=r"extra argument 'hessian' must be one"):
+        tx.update(grads, tx.init(grads), hessian={"a": jnp.ones(2)})
+
+
+def test_extra_argument_must_be_a_positional_parameter():
+    with pytest.raises(TypeError, match=r"extra argument 'value' must be a positional"):
+        jr.rule(extra_args=("value",))(lambda grad, *, value: grad)
