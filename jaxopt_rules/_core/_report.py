@@ -8,7 +8,8 @@ inner ``update``) receives ``(name, value)`` pairs in call order.
 
 Listeners nest: the innermost open one receives the values. The core opens one
 while it traces a per-leaf rule function, so that a value reported there comes
-back once per leaf, named with the leaf's path (``trust_ratio['dense']['w']``).
+back once per leaf, named with the leaf's path (``log_step`` records it as
+``trust_ratio/dense/w``).
 """
 
 import contextlib

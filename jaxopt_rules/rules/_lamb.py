@@ -70,7 +70,7 @@ def lamb(
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
         Each leaf's trust ratio is reported (:func:`~jaxopt_rules.report`):
         under :func:`~jaxopt_rules.log_step` records carry
-        ``trust_ratio['w']`` and so on.
+        ``trust_ratio/w`` and so on (one key per leaf path).
 
     Example:
         >>> import jax.numpy as jnp
