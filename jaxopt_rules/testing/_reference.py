@@ -9,6 +9,14 @@ Two measurements, on the kit's example loss (2-d, 1-d, 4-d and scalar leaves):
 
 Errors are relative in the max norm over the whole tree, and infinite if a
 value is not finite (so a comparison never passes on NaNs).
+
+Hyperparameter precision: a rule built with :func:`jaxopt_rules.rule` rounds
+every float hyperparameter to its compute dtype before using it, while optax
+evaluates expressions such as ``1 - b2`` on the Python float in double
+precision. In float32 that alone moves AdaBelief's second moment by about
+1e-5 relative, which hides the difference between a bug and the rounding. Both
+comparisons therefore hand both implementations the same hyperparameter
+values, rounded to the compute dtype, unless ``round_hyperparams=False``.
 """
 
 import inspect
@@ -41,6 +49,45 @@ def relative_error(actual: Any, expected: Any) -> float:
     return diff / scale if scale > 0 else diff
 
 
+def _arguments(
+    fn: Callable[..., Any], hyperparams: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Every argument ``fn(**hyperparams)`` would see, by name, defaults applied."""
+    bound = inspect.signature(fn).bind(**hyperparams)
+    bound.apply_defaults()
+    arguments: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            arguments[name] = value
+    return arguments
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    parameters = inspect.signature(fn).parameters
+    if name in parameters:
+        return parameters[name].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        )
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _round_floats(arguments: Mapping[str, Any], dtype: Any | None) -> dict[str, Any]:
+    if dtype is None:
+        return dict(arguments)
+    scalar = np.dtype(dtype).type
+    return {k: scalar(v) if isinstance(v, float) else v for k, v in arguments.items()}
+
+
+def _compute_dtype(dtype: Any) -> np.dtype:
+    """The dtype a rule computes in for parameters of ``dtype`` (at least float32)."""
+    return np.dtype(jnp.promote_types(dtype, jnp.float32))
+
+
 def reference_arguments(
     factory: Factory,
     reference: Factory,
@@ -49,17 +96,151 @@ def reference_arguments(
 ) -> dict[str, Any]:
     """All of ``factory``'s arguments (defaults applied) that ``reference`` takes.
 
-    With ``dtype``, every Python float becomes a scalar of that dtype, so both
-    implementations compute with the same rounded hyperparameter values.
+    The factory's defaults are handed to the reference, so both implementations
+    run with the same hyperparameter values (a difference between their
+    defaults is not what this compares). With ``dtype``, every Python float
+    becomes a scalar of that dtype, so both implementations compute with the
+    same rounded values; :func:`teacher_forced_errors` and
+    :func:`free_running_error` do this by default.
+
+    Args:
+        factory: the factory under test.
+        reference: the independent implementation.
+        hyperparams: keyword arguments for ``factory``.
+        dtype: round Python floats to this dtype; ``None`` keeps them.
+
+    Returns:
+        Keyword arguments for ``reference`` (and, equally, for ``factory``).
+
+    Example::
+
+        kwargs = reference_arguments(my_adam, optax.adam, {"learning_rate": 1e-3},
+                                     np.float32)
+        # {"learning_rate": float32(0.001), "b1": float32(0.9), ...}
     """
-    bound = inspect.signature(factory).bind(**hyperparams)
-    bound.apply_defaults()
-    accepted = inspect.signature(reference).parameters
-    scalar = np.dtype(dtype).type if dtype is not None else None
+    return _round_floats(
+        {
+            k: v
+            for k, v in _arguments(factory, hyperparams).items()
+            if _accepts(reference, k)
+        },
+        dtype,
+    )
+
+
+def _both_arguments(
+    factory: Factory,
+    reference: Factory,
+    hyperparams: Mapping[str, Any],
+    dtype: Any,
+    round_hyperparams: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments for ``factory`` and for ``reference``."""
+    rounding = _compute_dtype(dtype) if round_hyperparams else None
+    ours = _round_floats(_arguments(factory, hyperparams), rounding)
+    return ours, reference_arguments(factory, reference, hyperparams, rounding)
+
+
+def _is_slot(value: Any, params: Any) -> bool:
+    return jax.tree.structure(value) == jax.tree.structure(params)
+
+
+def _state_fields(state: Any) -> list[tuple[str, Any]]:
+    """``(name, value)`` of every NamedTuple field in ``state``, nested ones too."""
+    fields: list[tuple[str, Any]] = []
+
+    def visit(node: Any) -> None:
+        names = getattr(node, "_fields", None)
+        if isinstance(node, tuple) and names is not None:
+            fields.extend(zip(names, node, strict=True))
+            children = list(node)
+        elif isinstance(node, tuple | list):
+            children = list(node)
+        elif isinstance(node, dict):
+            children = list(node.values())
+        else:
+            return
+        for child in children:
+            visit(child)
+
+    visit(state)
+    return fields
+
+
+def _slot_names(our_state: Any, params: Any) -> list[str]:
+    """Our state's slots: every field but ``count`` shaped like the parameters."""
+    return [
+        name
+        for name in our_state._fields
+        if name != "count" and _is_slot(getattr(our_state, name), params)
+    ]
+
+
+def _match_slots(
+    ref_state: Any, params: Any, slots: list[str], slot_names: Mapping[str, str]
+) -> dict[str, str]:
+    """Our slot -> the reference state's field holding it, checked.
+
+    A slot's field is ``slot_names.get(slot, slot)``; it must name exactly one
+    field of the reference's state shaped like the parameters.
+
+    Raises:
+        ValueError: ``slot_names`` maps a name that is not a slot, or a slot's
+            field is missing, ambiguous or not shaped like the parameters; the
+            message lists the reference state's fields and says how to map.
+    """
+    unknown = [name for name in slot_names if name not in slots]
+    if unknown:
+        raise ValueError(
+            f"slot_names maps {unknown}, which are not slots of the rule under "
+            f"test; its slots are {slots}"
+        )
+    wanted = {slot: slot_names.get(slot, slot) for slot in slots}
+    fields = _state_fields(ref_state)
+    names = list(dict.fromkeys(name for name, _ in fields))
+    shaped = [n for n in names if any(_is_slot(v, params) for m, v in fields if m == n)]
+    unclaimed = [n for n in shaped if n not in wanted.values()]
+    for slot, name in wanted.items():
+        found = [v for _, v in optax.tree.get_all_with_path(ref_state, name)]
+        matching = [v for v in found if _is_slot(v, params)]
+        if len(matching) == 1:
+            continue
+        mapped = f" (slot_names maps {slot!r} to {name!r})" if name != slot else ""
+        if len(matching) > 1:
+            raise ValueError(
+                f"the reference's state has {len(matching)} fields named {name!r}"
+                f"{mapped} shaped like the parameters (a chain of transforms?), so "
+                f"the slot {slot!r} is ambiguous; compare with a reference whose "
+                "state has one"
+            )
+        problem = (
+            f"has no field {name!r}{mapped}"
+            if not found
+            else f"has a field {name!r}{mapped}, but it is not shaped like the "
+            "parameters"
+        )
+        raise ValueError(
+            f"cannot find the slot {slot!r} of the rule under test in the "
+            f"reference's state: it {problem}. The reference's state has the "
+            f"fields {', '.join(names)}; shaped like the parameters and not "
+            f"matched to another slot: {', '.join(unclaimed) or 'none'}. Pass "
+            f"slot_names={{{slot!r}: <the reference's field>}}, e.g. "
+            f"slot_names={{{slot!r}: {(unclaimed or ['...'])[0]!r}}}"
+        )
+    return wanted
+
+
+def _reference_slots(
+    ref_state: Any, params: Any, fields: Mapping[str, str]
+) -> dict[str, Any]:
+    """Our slot -> its value in the reference's state (fields from _match_slots)."""
+
+    def shaped(_: Any, value: Any) -> bool:
+        return _is_slot(value, params)
+
     return {
-        k: scalar(v) if scalar is not None and isinstance(v, float) else v
-        for k, v in bound.arguments.items()
-        if k in accepted
+        slot: optax.tree.get(ref_state, name, filtering=shaped)
+        for slot, name in fields.items()
     }
 
 
@@ -70,36 +251,77 @@ def teacher_forced_errors(
     *,
     steps: int = 100,
     dtype: Any = jnp.float32,
+    slot_names: Mapping[str, str] | None = None,
+    round_hyperparams: bool = True,
 ) -> dict[str, float]:
     """Worst relative error of the updates and of each state slot, per step.
 
-    ``factory`` must build this package's rules (a NamedTuple state of
-    ``count`` and named slots); the reference's slots are found by name with
-    ``optax.tree.get``, so they must share the names (``mu``, ``nu``, ...).
+    At every step both implementations get the same gradients, parameters
+    and state (the reference's slots copied into ours, our ``count`` set to
+    the step number), so each step's formula is compared on its own.
+
+    ``factory`` must build rules of this package (a NamedTuple state of
+    ``count`` and named slots; a slot is a field shaped like the parameters).
+    Each slot is found in the reference's state by name, with
+    ``optax.tree.get``; a reference that names it differently (optax's Adan
+    calls the previous gradient ``g``) needs ``slot_names``.
+
+    Hyperparameters: with ``round_hyperparams`` (the default), every Python
+    float the factory receives, given or default, is rounded to the compute
+    dtype (``dtype``, at least float32) and the same values are handed to the
+    reference (see :func:`reference_arguments`): this package's rules round
+    them before use while optax computes ``1 - b2`` in double precision, a
+    difference of about 1e-5 relative in float32 that says nothing about the
+    formula. ``round_hyperparams=False`` passes the floats as given.
+
+    Args:
+        factory: the factory under test.
+        reference: the independent implementation (an optax-style factory).
+        hyperparams: keyword arguments for ``factory``; those the reference
+            takes go to it too, with the factory's defaults.
+        steps: number of steps.
+        dtype: dtype of the parameters and gradients.
+        slot_names: our slot name -> the reference's field name, for slots
+            named differently (``{"prev_grad": "g"}``).
+        round_hyperparams: round float hyperparameters to the compute dtype.
 
     Returns:
         ``{"updates": err, <slot>: err, ...}``, the worst over ``steps`` steps.
+
+    Raises:
+        ValueError: a slot has no field of that name in the reference's state
+            (the message lists the fields there), or ``slot_names`` names a
+            slot the rule does not have.
+
+    Example::
+
+        errors = teacher_forced_errors(my_adan, optax.adan, {"learning_rate": 1e-3},
+                                       slot_names={"prev_grad": "g"})
+        assert max(errors.values()) <= 1e-6, errors
     """
-    ours, ref = factory(**hyperparams), reference(**hyperparams)
+    ours_kwargs, ref_kwargs = _both_arguments(
+        factory, reference, hyperparams, dtype, round_hyperparams
+    )
+    ours, ref = factory(**ours_kwargs), reference(**ref_kwargs)
     params = example_params(dtype)
     ref_state = ref.init(params)
     our_state: Any = ours.init(params)
-    slots = our_state._fields[1:]
+    slots = _slot_names(our_state, params)
+    fields = _match_slots(ref_state, params, slots, slot_names or {})
+
     our_update, ref_update = jax.jit(ours.update), jax.jit(ref.update)
     worst = {"updates": 0.0} | dict.fromkeys(slots, 0.0)
     for step in range(steps):
         grads = example_grads(params)
         forced = our_state._replace(
             count=jnp.asarray(step, jnp.int32),
-            **{slot: optax.tree.get(ref_state, slot) for slot in slots},
+            **_reference_slots(ref_state, params, fields),
         )
         updates, new_state = our_update(grads, forced, params)
         expected, ref_state = ref_update(grads, ref_state, params)
         worst["updates"] = max(worst["updates"], relative_error(updates, expected))
-        for slot in slots:
-            error = relative_error(
-                getattr(new_state, slot), optax.tree.get(ref_state, slot)
-            )
+        for slot, value in _reference_slots(ref_state, params, fields).items():
+            error = relative_error(getattr(new_state, slot), value)
             worst[slot] = max(worst[slot], error)
         params = optax.apply_updates(params, expected)
     return worst
@@ -127,12 +349,42 @@ def free_running_error(
     *,
     dtype: Any = jnp.float32,
     steps: int = 100,
+    round_hyperparams: bool = True,
 ) -> float:
     """Relative error of the parameters after ``steps`` free-running steps.
 
-    For float64, call it inside ``jax.enable_x64(True)``.
+    Each implementation follows its own trajectory on the example loss, so in
+    float32 the error mostly measures how the dynamics amplify rounding; in
+    float64 it checks the formulas closely. For float64, call it inside
+    ``jax.enable_x64(True)``.
+
+    Hyperparameters are rounded to the compute dtype and shared with the
+    reference as in :func:`teacher_forced_errors`, unless
+    ``round_hyperparams=False``.
+
+    Args:
+        factory: the factory under test.
+        reference: the independent implementation.
+        hyperparams: keyword arguments for ``factory`` (see
+            :func:`teacher_forced_errors`).
+        dtype: dtype of the parameters and gradients.
+        steps: number of steps.
+        round_hyperparams: round float hyperparameters to the compute dtype.
+
+    Returns:
+        ``max |ours - theirs| / max |theirs|`` over the final parameters.
+
+    Example::
+
+        with jax.enable_x64(True):
+            error = free_running_error(my_adam, optax.adam,
+                                       {"learning_rate": 1e-3}, dtype=jnp.float64)
+        assert error <= 1e-12
     """
+    ours_kwargs, ref_kwargs = _both_arguments(
+        factory, reference, hyperparams, dtype, round_hyperparams
+    )
     return relative_error(
-        free_run(factory(**hyperparams), dtype, steps),
-        free_run(reference(**hyperparams), dtype, steps),
+        free_run(factory(**ours_kwargs), dtype, steps),
+        free_run(reference(**ref_kwargs), dtype, steps),
     )
