@@ -5,12 +5,16 @@ Every rule is an ``optax.GradientTransformationExtraArgs``. Write your own with
 catalog (:data:`REGISTRY`).
 """
 
-import importlib.metadata
+import importlib.metadata as _metadata
 
 from jaxopt_rules import (
+    checkpoint as checkpoint,
+    logging as logging,
     quantized as quantized,
     rules as rules,
+    testing as testing,
     torch_compat as torch_compat,
+    wrappers as wrappers,
 )
 from jaxopt_rules._bytes import tree_bytes as tree_bytes
 from jaxopt_rules._core import (
@@ -59,7 +63,52 @@ from jaxopt_rules.wrappers import (
 )
 
 
+__all__ = [
+    "REGISTRY",
+    "Array",
+    "CsvSink",
+    "FlatState",
+    "JsonLinesSink",
+    "LoggingSink",
+    "QuantizedArray",
+    "QuantizedState",
+    "RuleFactory",
+    "RuleSpec",
+    "Scalar",
+    "Slot",
+    "TensorBoardSink",
+    "__version__",
+    "abs_sq",
+    "adagrad",
+    "adam",
+    "adamw",
+    "checkpoint",
+    "flat_leaves",
+    "from_optax",
+    "inject_hyperparams",
+    "is_quantized",
+    "lamb",
+    "lion",
+    "log_step",
+    "logging",
+    "normalized_sgd",
+    "quantized",
+    "quantized_state",
+    "report",
+    "restore_state",
+    "rmsprop",
+    "rule",
+    "rules",
+    "sgd",
+    "testing",
+    "to_optax",
+    "torch_compat",
+    "tree_bytes",
+    "wrappers",
+]
+
+
 try:
-    __version__ = importlib.metadata.version("jaxopt_rules")
-except importlib.metadata.PackageNotFoundError:  # a source checkout on sys.path
+    __version__ = _metadata.version("jaxopt_rules")
+except _metadata.PackageNotFoundError:  # a source checkout on sys.path
     __version__ = "0+unknown"
