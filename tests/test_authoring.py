@@ -151,3 +151,39 @@ def test_extra_argument_given_per_leaf():
 def test_extra_argument_must_be_a_positional_parameter():
     with pytest.raises(TypeError, match=r"extra argument 'value' must be a positional"):
         jr.rule(extra_args=("value",))(lambda grad, *, value: grad)
+
+
+@jr.rule(
+    slots={
+        "gram": jr.Slot(shape=lambda shape, hyper: (hyper["block"], hyper["block"])),
+        "root": jr.Slot(shape=lambda shape, hyper: (hyper["block"], hyper["block"])),
+    },
+    static=("block", "every"),
+)
+def _refreshed(grad, gram, root, step, *, learning_rate, block=2, every=3):
+    """A slot shaped by a static hyperparameter, refreshed every k steps by cond."""
+    head = grad.reshape(-1)[:block]
+    gram = gram + jnp.outer(head, head)
+    root = jax.lax.cond(
+        (step.astype(jnp.int32) - 1) % every == 0,
+        lambda: gram + 0.0,
+        lambda: root,
+    )
+    return -learning_rate * grad * jnp.trace(root), gram, root
+
+
+def test_slot_shape_from_a_static_hyperparameter_and_a_refresh_behind_cond():
+    params = {"w": jnp.ones((3, 2))}
+    tx = _refreshed(0.1, block=2, every=3)
+    state = tx.init(params)
+    assert state.gram["w"].shape == state.root["w"].shape == (2, 2)
+    update = jax.jit(tx.update)
+    traces = []
+    for _ in range(5):
+        _, new_state = update(params, state)
+        assert jax.tree.structure(new_state) == jax.tree.structure(state)
+        state = new_state
+        traces.append(float(jnp.trace(state.root["w"])))
+    # The root copies the Gram matrix (trace +2 per step) at steps 1 and 4 only.
+    assert traces == [2.0, 2.0, 2.0, 8.0, 8.0]
+    assert _refreshed(0.1, block=3).init(params).gram["w"].shape == (3, 3)

@@ -98,7 +98,10 @@ class Slot:
             properties (``is None``, booleans). Absent slots reach the rule
             function as ``None`` and it must return ``None`` for them.
         shape: the slot's shape as a function of the parameter's shape, for
-            factored or matrix-valued state (default: the parameter's shape).
+            factored or matrix-valued state (default: the parameter's shape);
+            a function of two arguments also gets the hyperparameter mapping,
+            of which it may read static entries only (a ``block_size``
+            declared in ``static=``).
         square: the slot accumulates squared magnitudes (a second moment,
             ``|g|**2``): for complex parameters it is stored in the matching
             real dtype, and storage dtypes whose range cannot hold the squares
@@ -108,7 +111,7 @@ class Slot:
     init: float | str | Callable[[Any], Any] = 0.0
     dtype_arg: str | None = None
     when: str | Callable[[Mapping[str, Any]], bool] | None = None
-    shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
+    shape: Callable[..., tuple[int, ...]] | None = None
     square: bool = False
 
 

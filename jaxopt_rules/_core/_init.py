@@ -40,7 +40,7 @@ def _init_slot(
         params,
         i,
     )
-    shape = slot_shape(option, p.shape)
+    shape = slot_shape(option, p.shape, config.arguments)
     if callable(option.init):
         value = jnp.asarray(option.init(p))
         if jnp.iscomplexobj(value) and not jnp.issubdtype(storage, jnp.complexfloating):

@@ -7,6 +7,8 @@ its dtype argument's, else the parameter's (see :func:`storage_dtype`).
 """
 
 import enum
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -162,6 +164,30 @@ def narrower(storage: np.dtype, compute: np.dtype) -> np.dtype | None:
     return None
 
 
-def slot_shape(option: Slot, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape of a slot of a parameter of shape ``shape``."""
-    return tuple(option.shape(shape)) if option.shape is not None else shape
+def _takes_hyperparameters(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        q
+        for q in parameters
+        if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD, q.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(q.kind is q.VAR_POSITIONAL for q in positional)
+
+
+def slot_shape(
+    option: Slot, shape: tuple[int, ...], hyper: Mapping[str, Any] | None = None
+) -> tuple[int, ...]:
+    """The shape of a slot of a parameter of shape ``shape``.
+
+    ``Slot(shape=fn)`` calls ``fn(shape)``, or ``fn(shape, hyper)`` when it
+    takes two arguments: the bound hyperparameters, of which it may read the
+    static ones (a block size) only.
+    """
+    if option.shape is None:
+        return shape
+    if _takes_hyperparameters(option.shape):
+        return tuple(option.shape(shape, hyper or {}))
+    return tuple(option.shape(shape))

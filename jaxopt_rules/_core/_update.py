@@ -138,7 +138,7 @@ def read_slots(
                         f"is complex but its state slot {slot!r} is {s.dtype}: "
                         "initialise the state with the complex parameters"
                     )
-            expected = slot_shape(options[slot], g.shape)
+            expected = slot_shape(options[slot], g.shape, config.arguments)
             if tuple(s.shape) != expected:
                 raise ValueError(
                     f"{rule_name}: gradient at {leaf_path(updates, i)} has shape "
