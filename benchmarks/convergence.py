@@ -22,10 +22,10 @@ benchmarks (quantized state, say) train the same tasks with the same seeds.
 
 Usage::
 
-    python benchmarks/convergence.py                       # all rules, all tasks
-    python benchmarks/convergence.py --tasks digits charlm --rules adam lion
-    python benchmarks/convergence.py --quick               # a quarter of the steps
-    python benchmarks/convergence.py --plots benchmarks/plots
+    python -m benchmarks.convergence                       # all rules, all tasks
+    python -m benchmarks.convergence --tasks digits charlm --rules adam lion
+    python -m benchmarks.convergence --quick               # a quarter of the steps
+    python -m benchmarks.convergence --plots benchmarks/plots
 """
 
 import argparse
@@ -43,6 +43,7 @@ import numpy as np
 import optax
 
 import jaxopt_rules as jr
+from benchmarks import _table
 
 
 # ---------------------------------------------------------------------------
@@ -375,15 +376,13 @@ def train(
 
 def print_table(results: list[Result]) -> None:
     """Final loss, steps to target and wall time per run, as Markdown."""
-    print("| task | rule | final loss | target | steps to target | wall s | extra |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    columns = ["task", "rule", "final loss", "target", "steps to target", "wall s"]
+    print(_table.markdown_header([*columns, "extra"], "llrrrrl"))
     for r in results:
         extra = ", ".join(f"{k} {v:.3f}" for k, v in r.extra.items())
         reached = "not reached" if r.steps_to_target is None else str(r.steps_to_target)
-        print(
-            f"| {r.task} | {r.label} | {r.final:.4g} | {r.target:g} | {reached} "
-            f"| {r.wall_s:.1f} | {extra} |"
-        )
+        numbers = [f"{r.final:.4g}", f"{r.target:g}", reached, f"{r.wall_s:.1f}"]
+        print(_table.markdown_row([r.task, r.label, *numbers, extra]))
 
 
 def save_plots(results: list[Result], folder: pathlib.Path) -> list[pathlib.Path]:

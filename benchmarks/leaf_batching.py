@@ -11,17 +11,17 @@ so that only the layout differs:
 * ``interleaved``: per leaf, mu and nu packed in one ``(..., 2)`` array, so
   XLA writes one state buffer per leaf instead of two.
 
-Prints ms/step (median of interleaved rounds), compile time and temporary
-bytes, and checks that each layout gives the per-leaf layout's parameters.
+Prints ms/step (median of interleaved rounds after a warm-up round; see
+``_timing.py``), compile time and temporary bytes, and checks that each layout
+gives the per-leaf layout's parameters.
 
 Usage::
 
-    python benchmarks/leaf_batching.py                  # 2000 and 196 leaves, 10M
-    python benchmarks/leaf_batching.py --leaves 2000 --params 1M
+    python -m benchmarks.leaf_batching                  # 2000 and 196 leaves, 10M
+    python -m benchmarks.leaf_batching --leaves 2000 --params 1M
 """
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +29,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from benchmarks import _table
+from benchmarks._timing import Timed, donated_loop, measure, median_ms, paired_ratio
 
 
 B1, B2, LR, EPS = 0.9, 0.999, 1e-3, 1e-8
@@ -116,8 +119,8 @@ def main() -> None:
         f"jax {jax.__version__}, {device.platform}: "
         f"{getattr(device, 'device_kind', '')}"
     )
-    print("| leaves | layout | ms/step | x per-leaf | compile s | temp MB | max diff |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    columns = ["leaves", "layout", "ms/step", "x per-leaf", "compile s", "temp MB"]
+    print(_table.markdown_header([*columns, "max diff"], "rlrrrrr"))
     for leaves in args.leaves:
         size = int(args.params) // leaves
         rng = np.random.default_rng(0)
@@ -128,7 +131,7 @@ def main() -> None:
             jnp.asarray(0.01 * rng.standard_normal(size), jnp.float32)
             for _ in range(leaves)
         ]
-        runs: dict[str, list[Any]] = {}
+        runs: dict[str, tuple[Timed, list[Any], float, float]] = {}
         for name, fn in LAYOUTS.items():
             params = [jnp.asarray(x) for x in p0]
             state = init_state(name, params)
@@ -141,28 +144,26 @@ def main() -> None:
             temp = (
                 memory.temp_size_in_bytes / 1e6 if memory is not None else float("nan")
             )
-            runs[name] = [compiled, params, state, [], compile_s, temp]
-        for r in range(args.rounds):
-            for name in list(runs)[r % 3 :] + list(runs)[: r % 3]:
-                run = runs[name]
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    run[1], run[2] = run[0](run[1], run[2], grads)
-                jax.block_until_ready(run[1])
-                run[3].append((time.perf_counter() - start) / args.steps * 1e3)
-                time.sleep(0.02)
-        base = runs["per-leaf"]
-        for name, (_, params, _, times, compile_s, temp) in runs.items():
-            ratio = statistics.median(
-                a / b for a, b in zip(times, base[3], strict=True)
+            run, sync, box = donated_loop(compiled, params, state, grads)
+            runs[name] = (
+                Timed(name, run, sync, steps=args.steps),
+                box,
+                compile_s,
+                temp,
             )
+        measure([r[0] for r in runs.values()], args.rounds, warmup_rounds=1)
+        base, base_box, _, _ = runs["per-leaf"]
+        for name, (timed, box, compile_s, temp) in runs.items():
+            ratio = paired_ratio(timed, base)
             diff = max(
                 float(jnp.max(jnp.abs(a - b)))
-                for a, b in zip(params, base[1], strict=True)
+                for a, b in zip(box[0], base_box[0], strict=True)
             )
+            cells = [f"{median_ms(timed):.2f}", f"{ratio:.2f}", f"{compile_s:.2f}"]
             print(
-                f"| {leaves} | {name} | {statistics.median(times):.2f} | {ratio:.2f} "
-                f"| {compile_s:.2f} | {temp:.0f} | {diff:.1e} |",
+                _table.markdown_row(
+                    [str(leaves), name, *cells, f"{temp:.0f}", f"{diff:.1e}"]
+                ),
                 flush=True,
             )
 

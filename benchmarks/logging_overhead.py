@@ -7,8 +7,10 @@ params by default) and on one leaf of the same size, plain and wrapped in
 and every step (the sink is a no-op callable, so only the mechanism is
 measured); then, to split the cost, with no statistics (the gated callback
 alone) and without the statistics of the updates. Each round is
-exactly 100 steps, so the ``every=100`` variants fire once per round. Prints
-the median ms/step and the median per-round ratio to the plain step.
+exactly 100 steps, so the ``every=100`` variants fire once per round; all
+variants run in the same interleaved rounds after one warm-up round
+(``_timing.py``). Prints the median ms/step and the median per-round ratio to
+the plain step.
 
 A second table measures what any host callback costs at dispatch, whatever
 log_step does: a jitted ``x + 1`` over n small arrays with and without a
@@ -16,21 +18,20 @@ log_step does: a jitted ``x + 1`` over n small arrays with and without a
 
 Usage::
 
-    python benchmarks/logging_overhead.py            # 10M params
-    python benchmarks/logging_overhead.py --params 1M --rounds 3
+    python -m benchmarks.logging_overhead            # 10M params
+    python -m benchmarks.logging_overhead --params 1M --rounds 3
 """
 
 import argparse
-import statistics
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
-import step as step_bench
 
 import jaxopt_rules as jr
+from benchmarks import _table, step as step_bench
+from benchmarks._timing import Timed, donated_loop, measure, median_ms, paired_ratio
 
 
 def compiled(tx: optax.GradientTransformation, params: Any, grads: Any) -> Any:
@@ -64,24 +65,37 @@ def dispatch_cost(counts: list[int], rounds: int) -> None:
 
     print()
     print(
-        "| arrays in + out | plain us/call | with a gated callback | extra us/array |"
+        _table.markdown_header(
+            [
+                "arrays in + out",
+                "plain us/call",
+                "with a gated callback",
+                "extra us/array",
+            ],
+            "rrrr",
+        )
     )
-    print("|---:|---:|---:|---:|")
     for n in counts:
-        medians = []
+        timed = []
         for fn in (plain, gated):
             step = jax.jit(fn, donate_argnums=(0,))
-            xs, c = step([jnp.ones(8) for _ in range(n)], jnp.int32(1))
-            times = []
-            for _ in range(rounds):
-                start = time.perf_counter()
-                for _ in range(200):
-                    xs, c = step(xs, c)
-                jax.block_until_ready(xs)
-                times.append((time.perf_counter() - start) / 200 * 1e6)
-            medians.append(statistics.median(times))
-        extra = (medians[1] - medians[0]) / (2 * n + 2)
-        print(f"| {2 * n + 2} | {medians[0]:.0f} | {medians[1]:.0f} | {extra:.1f} |")
+            box = list(step([jnp.ones(8) for _ in range(n)], jnp.int32(1)))
+
+            def run(step: Any = step, box: list[Any] = box) -> None:
+                box[0], box[1] = step(box[0], box[1])
+
+            def sync(box: list[Any] = box) -> None:
+                jax.block_until_ready(box[0])
+
+            timed.append(Timed(fn.__name__, run, sync, steps=200))
+        measure(timed, rounds, warmup_rounds=1)
+        us = [median_ms(t) * 1e3 for t in timed]
+        extra = (us[1] - us[0]) / (2 * n + 2)
+        print(
+            _table.markdown_row(
+                [str(2 * n + 2), f"{us[0]:.0f}", f"{us[1]:.0f}", f"{extra:.1f}"]
+            )
+        )
 
 
 def main() -> None:
@@ -97,8 +111,7 @@ def main() -> None:
         f"jax {jax.__version__}, {device.platform}: "
         f"{getattr(device, 'device_kind', '')}"
     )
-    print("| tree | variant | ms/step | x plain |")
-    print("|---|---|---:|---:|")
+    print(_table.markdown_header(["tree", "variant", "ms/step", "x plain"], "llrr"))
     for kind in args.trees:
         shapes = step_bench.tree_shapes(kind, total)
         leaves = step_bench.numpy_tree(shapes, seed=0)
@@ -120,28 +133,26 @@ def main() -> None:
                 jr.adam(1e-3), every=1, stats=_NO_UPDATE_STATS, sinks=quiet
             ),
         }
-        runs = {}
+        timed = []
         for name, tx in variants.items():
             params = step_bench.as_jax(leaves)
-            runs[name] = [compiled(tx, params, grads), params, tx.init(params), []]
-        for r in range(args.rounds + 1):
-            names = list(runs)
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                run = runs[name]
-                start = time.perf_counter()
-                for _ in range(100):
-                    run[1], run[2] = run[0](run[1], run[2], grads)
-                jax.block_until_ready(run[1])
-                jax.effects_barrier()
-                if r:  # the first round warms up
-                    run[3].append((time.perf_counter() - start) / 100 * 1e3)
-                time.sleep(0.02)
-        base = runs["plain"][3]
+            run, sync, _ = donated_loop(
+                compiled(tx, params, grads), params, tx.init(params), grads
+            )
+
+            def synced(sync: Any = sync) -> None:
+                sync()
+                jax.effects_barrier()  # the callbacks of the round have run
+
+            timed.append(Timed(name, run, synced, steps=100))
+        measure(timed, args.rounds, warmup_rounds=1)
         tree = f"{sum(x.size for x in leaves) / 1e6:.3g}M x{len(leaves)}"
-        for name, run in runs.items():
-            ratio = statistics.median(a / b for a, b in zip(run[3], base, strict=True))
+        for t in timed:
+            ratio = paired_ratio(t, timed[0])
             print(
-                f"| {tree} | {name} | {statistics.median(run[3]):.2f} | {ratio:.2f} |"
+                _table.markdown_row(
+                    [tree, t.label, f"{median_ms(t):.2f}", f"{ratio:.2f}"]
+                )
             )
         for tx in variants.values():
             if isinstance(tx, jr.wrappers.LoggedTransformation):

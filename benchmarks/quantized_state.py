@@ -11,21 +11,19 @@ bfloat16 (per-slot dtypes, stochastic rounding), 8-bit and 4-bit
   seed as float32), and its relative difference to float32's;
 * ``speed``: the jitted, donated step (``update`` + ``apply_updates``) on one
   leaf and on the 196-leaf tree, all candidates in the same interleaved rounds
-  (``step.py``'s harness): median ms and median per-round ratio to float32.
+  (``_timing.py``): median ms and median per-round ratio to float32.
 
 Usage::
 
-    python benchmarks/quantized_state.py                  # all three, ~15 min on CPU
-    python benchmarks/quantized_state.py --tables memory quality
-    python benchmarks/quantized_state.py --tables speed --params 100M   # a GPU
+    python -m benchmarks.quantized_state             # all three, ~15 min on CPU
+    python -m benchmarks.quantized_state --tables memory quality
+    python -m benchmarks.quantized_state --tables speed --params 100M   # a GPU
 """
 
 import argparse
 import inspect
 import os
 import platform
-import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,11 +33,8 @@ import jax.numpy as jnp
 import optax
 
 import jaxopt_rules as jr
-
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import convergence
-import step as step_bench
+from benchmarks import _table, convergence, step as step_bench
+from benchmarks._timing import calibrate, measure, median_ms, paired_ratio
 
 
 RULES = ("adam", "adamw", "lion")
@@ -95,8 +90,8 @@ def memory_table() -> None:
         "charlm": jax.eval_shape(convergence.charlm_task().init, jax.random.key(0)),
     }
     print("\n### State bytes per parameter\n")
-    print("| tree | params | rule | " + " | ".join(FORMATS) + " |")
-    print("|---|---:|---|" + "---:|" * len(FORMATS))
+    columns = ["tree", "params", "rule", *FORMATS]
+    print(_table.markdown_header(columns, "lrl" + "r" * len(FORMATS)))
     for name, params in trees.items():
         n = sum(x.size for x in jax.tree.leaves(params))
         for rule in RULES:
@@ -105,7 +100,7 @@ def memory_table() -> None:
                 tx = with_format(rule_maker(rule, "digits"), fmt)
                 state = jax.eval_shape(tx.init, params)
                 cells.append(f"{jr.tree_bytes(state) / n:.3f}")
-            print(f"| {name} | {n:,} | {rule} | " + " | ".join(cells) + " |")
+            print(_table.markdown_row([name, f"{n:,}", rule, *cells]))
 
 
 # ---------------------------------------------------------------------------
@@ -116,12 +111,15 @@ def quality_table(tasks: list[str], seed: int) -> None:
     """Final loss per task, rule and format, relative to float32."""
     makers = {"digits": convergence.digits_task, "charlm": convergence.charlm_task}
     print("\n### Final loss (same hyperparameters and seed)\n")
-    print(
-        "| task | rule | "
-        + " | ".join(FORMATS)
-        + " | 8-bit vs f32 | 4-bit vs f32 | within target |"
-    )
-    print("|---|---|" + "---:|" * (len(FORMATS) + 2) + "---|")
+    columns = [
+        "task",
+        "rule",
+        *FORMATS,
+        "8-bit vs f32",
+        "4-bit vs f32",
+        "within target",
+    ]
+    print(_table.markdown_header(columns, "ll" + "r" * (len(FORMATS) + 2) + "l"))
     for task_name in tasks:
         task = makers[task_name]()
         for rule in RULES:
@@ -131,12 +129,11 @@ def quality_table(tasks: list[str], seed: int) -> None:
                 finals[fmt] = convergence.train(task, tx, fmt, seed=seed).final
             rel = {f: finals[f] / finals["float32"] - 1 for f in QUALITY_TARGETS}
             ok = all(rel[f] <= QUALITY_TARGETS[f] for f in QUALITY_TARGETS)
+            cells = [f"{finals[f]:.4f}" for f in FORMATS]
+            rels = [f"{rel['8-bit']:+.2%}", f"{rel['4-bit']:+.2%}"]
+            verdict = "yes" if ok else "**no**"
             print(
-                f"| {task_name} | {rule} | "
-                + " | ".join(f"{finals[f]:.4f}" for f in FORMATS)
-                + f" | {rel['8-bit']:+.2%} | {rel['4-bit']:+.2%} | "
-                + ("yes" if ok else "**no**")
-                + " |",
+                _table.markdown_row([task_name, rule, *cells, *rels, verdict]),
                 flush=True,
             )
 
@@ -148,14 +145,8 @@ def quality_table(tasks: list[str], seed: int) -> None:
 def speed_table(total: int, trees: list[str], rounds: int) -> None:
     """Step time per format, interleaved rounds, ratios to float32."""
     print(f"\n### Step time ({jax.devices()[0].device_kind})\n")
-    print(
-        "| tree | rule | "
-        + " | ".join(FORMATS)
-        + " | "
-        + " | ".join(f"{f} / f32" for f in FORMATS[1:])
-        + " |"
-    )
-    print("|---|---|" + "---:|" * (2 * len(FORMATS) - 1))
+    columns = ["tree", "rule", *FORMATS, *(f"{f} / f32" for f in FORMATS[1:])]
+    print(_table.markdown_header(columns, "ll" + "r" * (2 * len(FORMATS) - 1)))
     for kind in trees:
         shapes = step_bench.tree_shapes(kind, total)
         leaves = step_bench.numpy_tree(shapes, 0)
@@ -173,18 +164,13 @@ def speed_table(total: int, trees: list[str], rounds: int) -> None:
                 for fmt in FORMATS
             ]
             for c in candidates:
-                step_bench.calibrate(c, 0.3)
-            step_bench.measure(candidates, rounds, pause=0.02)
-            ms = [statistics.median(c.times) for c in candidates]
-            ratios = [step_bench.paired_ratio(c, candidates[0]) for c in candidates[1:]]
-            print(
-                f"| {n / 1e6:.1f}M x{len(shapes)} | {rule} | "
-                + " | ".join(f"{m:.2f}" for m in ms)
-                + " | "
-                + " | ".join(f"{r:.2f}x" for r in ratios if r is not None)
-                + " |",
-                flush=True,
-            )
+                calibrate(c, 0.3)
+            measure(candidates, rounds, pause=0.02)
+            ms = [f"{median_ms(c):.2f}" for c in candidates]
+            ratios = [paired_ratio(c, candidates[0]) for c in candidates[1:]]
+            tree = f"{n / 1e6:.1f}M x{len(shapes)}"
+            cells = [*ms, *(f"{r:.2f}x" for r in ratios if r is not None)]
+            print(_table.markdown_row([tree, rule, *cells]), flush=True)
             del candidates
 
 

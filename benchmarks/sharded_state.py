@@ -12,7 +12,7 @@ Adam state sharded over every device: ``8 / N``).
 
 Usage::
 
-    python benchmarks/sharded_state.py            # the full table (CPU, ~1 min)
+    python -m benchmarks.sharded_state            # the full table (CPU, ~1 min)
 """
 
 import argparse
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import jaxopt_rules as jr
+from benchmarks import _table
 
 
 TARGET = 2.1
@@ -124,20 +125,16 @@ def main() -> None:
         f"{jax.devices()[0].platform} devices"
     )
     print("\n### 8-bit Adam state: most bytes on one device, per parameter\n")
-    print(
-        "| mesh | shape | param sharding | | auto axes | explicit axes | target | met |"
-    )
-    print("|---|---|---|---|---:|---:|---:|---|")
+    columns = ["mesh", "shape", "param sharding", "", "auto axes", "explicit axes"]
+    print(_table.markdown_header([*columns, "target", "met"], "llllrrrl"))
     for case, auto, explicit in table():
         n = math.prod(case.mesh)
         target = TARGET / n
         met = "yes" if max(auto, explicit) <= target else "**no**"
         mesh = "x".join(map(str, case.mesh))
-        print(
-            f"| {mesh} | {case.shape} | {case.spec} | {case.note} | {auto:.4f} | "
-            f"{explicit:.4f} | {target:.4f} | {met} |",
-            flush=True,
-        )
+        numbers = [f"{auto:.4f}", f"{explicit:.4f}", f"{target:.4f}"]
+        cells = [mesh, str(case.shape), str(case.spec), case.note, *numbers, met]
+        print(_table.markdown_row(cells), flush=True)
 
 
 if __name__ == "__main__":

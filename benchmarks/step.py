@@ -28,10 +28,10 @@ step's ``memory_analysis()`` (a parameter-sized float32 temporary shows as 4).
 
 Usage::
 
-    python benchmarks/step.py                     # 10M params, all rules
-    python benchmarks/step.py --quick             # 1M params, 3 rounds
-    python benchmarks/step.py --rules adam lion --trees 1 200 --rounds 7
-    python benchmarks/step.py --rules adam --trees 1 --params 50M   # roofline
+    python -m benchmarks.step                     # 10M params, all rules
+    python -m benchmarks.step --quick             # 1M params, 3 rounds
+    python -m benchmarks.step --rules adam lion --trees 1 200 --rounds 7
+    python -m benchmarks.step --rules adam --trees 1 --params 50M   # roofline
 
 ``--markdown`` prints the tables as Markdown (for benchmarks/README.md).
 """
@@ -41,9 +41,7 @@ import dataclasses
 import gc
 import os
 import platform
-import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -52,6 +50,15 @@ import numpy as np
 import optax
 
 import jaxopt_rules as jr
+from benchmarks import _table
+from benchmarks._timing import (
+    Timed,
+    calibrate,
+    donated_loop,
+    measure,
+    median_ms,
+    paired_ratio,
+)
 
 
 # ---------------------------------------------------------------------------
@@ -134,20 +141,15 @@ TORCH_MODES = {
 }
 
 
-@dataclasses.dataclass
-class Candidate:
-    """One implementation of one step, ready to run."""
+@dataclasses.dataclass(kw_only=True)
+class Candidate(Timed):
+    """One implementation of one step, ready to run, with what it costs."""
 
-    label: str
     rule: str
-    run: Callable[[], None]
-    sync: Callable[[], None]
     nominal_bytes: float  # per parameter
     compile_s: float | None = None
     state_bytes: float | None = None  # per parameter
     temp_bytes: float | None = None  # per parameter
-    times: list[float] = dataclasses.field(default_factory=list)
-    steps: int = 1
 
 
 def nominal_bytes(state_bytes_per_param: float, param_bytes: int = 4) -> float:
@@ -181,16 +183,16 @@ def jax_candidate(
     state_bytes = jr.tree_bytes(state) / n
     memory = compiled.memory_analysis()
     temp = memory.temp_size_in_bytes / n if memory is not None else float("nan")
-    box = [params, state]
-
-    def run() -> None:
-        box[0], box[1] = compiled(box[0], box[1], grads)
-
-    def sync() -> None:
-        jax.block_until_ready(box[0])
-
+    run, sync, _ = donated_loop(compiled, params, state, grads)
     return Candidate(
-        label, rule, run, sync, nominal_bytes(state_bytes), compile_s, state_bytes, temp
+        label=label,
+        run=run,
+        sync=sync,
+        rule=rule,
+        nominal_bytes=nominal_bytes(state_bytes),
+        compile_s=compile_s,
+        state_bytes=state_bytes,
+        temp_bytes=temp,
     )
 
 
@@ -208,7 +210,7 @@ def rmw_candidate(label: str, rule: str, n_params: int, nbytes: float) -> Candid
     def sync() -> None:
         jax.block_until_ready(box[0])
 
-    return Candidate(label, rule, run, sync, nbytes)
+    return Candidate(label=label, run=run, sync=sync, rule=rule, nominal_bytes=nbytes)
 
 
 def torch_candidates(
@@ -241,54 +243,16 @@ def torch_candidates(
         except (RuntimeError, ValueError, TypeError):
             continue
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        out.append(Candidate(f"torch {mode}", rule, opt.step, sync, nbytes))
+        out.append(
+            Candidate(
+                label=f"torch {mode}",
+                run=opt.step,
+                sync=sync,
+                rule=rule,
+                nominal_bytes=nbytes,
+            )
+        )
     return out
-
-
-# ---------------------------------------------------------------------------
-# Measurement
-
-
-def calibrate(c: Candidate, target_s: float) -> None:
-    """Warms up and picks the steps per round (about ``target_s`` per round)."""
-    c.run()
-    c.sync()
-    start = time.perf_counter()
-    c.run()
-    c.sync()
-    once = max(time.perf_counter() - start, 1e-6)
-    c.steps = int(min(max(target_s / once, 2), 200))
-
-
-def measure(candidates: list[Candidate], rounds: int, pause: float) -> None:
-    """Interleaved rounds, in a fresh (seeded) random order each round.
-
-    Appends ms/step per round to each candidate. Python's garbage collector is
-    off while timing: with tens of thousands of live arrays (many candidates
-    on the 2000-leaf tree) its collections would land on random candidates.
-    """
-    order = np.random.default_rng(0)
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for k in order.permutation(len(candidates)):
-                c = candidates[k]
-                start = time.perf_counter()
-                for _ in range(c.steps):
-                    c.run()
-                c.sync()
-                c.times.append((time.perf_counter() - start) / c.steps * 1e3)
-                time.sleep(pause)
-    finally:
-        gc.enable()
-
-
-def paired_ratio(a: Candidate | None, b: Candidate | None) -> float | None:
-    """Median over rounds of a's time / b's time."""
-    if a is None or b is None or not a.times or not b.times:
-        return None
-    return statistics.median(x / y for x, y in zip(a.times, b.times, strict=True))
 
 
 # ---------------------------------------------------------------------------
@@ -369,12 +333,12 @@ def bench_tree(
     for c in everything:
         calibrate(c, args.round_seconds)
     pause = 0.0 if jax.devices()[0].platform == "gpu" else 0.02
-    measure(everything, args.rounds, pause)
+    measure(everything, args.rounds, pause=pause)
     rows = []
     for name, group in groups.items():
         ref = group["rmw reference"]
         for label, c in group.items():
-            ms = statistics.median(c.times)
+            ms = median_ms(c)
             rows.append(
                 Row(
                     tree=tree_name,
@@ -469,27 +433,8 @@ def row_cells(r: Row) -> list[str]:
 
 def print_table(rows: list[Row], markdown: bool) -> None:
     """Prints rows as aligned text or as a Markdown table."""
-    cells = [row_cells(r) for r in rows]
-    if markdown:
-        print("| " + " | ".join(COLUMNS) + " |")
-        print("|" + "---|" * 3 + "---:|" * (len(COLUMNS) - 3))
-        for c in cells:
-            print("| " + " | ".join(c) + " |")
-        return
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(COLUMNS)]
-    print(
-        "  ".join(
-            h.ljust(w) if i < 3 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(COLUMNS, widths, strict=True))
-        )
-    )
-    for c in cells:
-        print(
-            "  ".join(
-                x.ljust(w) if i < 3 else x.rjust(w)
-                for i, (x, w) in enumerate(zip(c, widths, strict=True))
-            )
-        )
+    align = "lll" + "r" * (len(COLUMNS) - 3)
+    _table.print_table(COLUMNS, [row_cells(r) for r in rows], align, markdown=markdown)
 
 
 def parse_count(text: str) -> int:

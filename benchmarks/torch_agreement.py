@@ -8,31 +8,42 @@ a non-quadratic objective), against the stored torch 2.13 trajectories of
 
 Usage::
 
-    python benchmarks/torch_agreement.py
+    python -m benchmarks.torch_agreement
 """
 
+import importlib.util
 import json
 import pathlib
-import sys
+from types import ModuleType
 
 import numpy as np
 
+from benchmarks import _table
+from jaxopt_rules import torch_compat
+
 
 TESTS = pathlib.Path(__file__).resolve().parent.parent / "tests"
-sys.path.insert(0, str(TESTS))
 
-import torch_problem  # noqa: E402
 
-from jaxopt_rules import torch_compat  # noqa: E402
+def load_torch_problem() -> ModuleType:
+    """``tests/torch_problem.py`` (the verification problem), imported by path."""
+    spec = importlib.util.spec_from_file_location(
+        "torch_problem", TESTS / "torch_problem.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
+    torch_problem = load_torch_problem()
     fixtures = np.load(TESTS / "torch_fixtures.npz")
     meta = json.loads((TESTS / "torch_fixtures.json").read_text())
     worst = {"float64": 0.0, "float32": 0.0}
     print(f"torch {meta['torch']}, {meta['steps']} steps")
-    print("| factory | options | float64 | float32 |")
-    print("|---|---|---:|---:|")
+    print(_table.markdown_header(["factory", "options", "float64", "float32"], "llrr"))
     for spec in torch_compat.REGISTRY:
         data = torch_problem.problem(meta["seed"], torch_problem.shapes_for(spec))
         for index, kwargs in enumerate(spec.cases):
@@ -47,13 +58,10 @@ def main() -> None:
                 if not spec.matrices_only:  # Muon's bfloat16: its own line
                     worst[dtype] = max(worst[dtype], errors[dtype])
             options = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-            print(
-                f"| {spec.name} | {options} | {errors['float64']:.1e} "
-                f"| {errors['float32']:.1e} |"
-            )
-    print(
-        f"| worst (without muon) | | {worst['float64']:.1e} | {worst['float32']:.1e} |"
-    )
+            cells = [f"{errors['float64']:.1e}", f"{errors['float32']:.1e}"]
+            print(_table.markdown_row([spec.name, options, *cells]))
+    cells = [f"{worst['float64']:.1e}", f"{worst['float32']:.1e}"]
+    print(_table.markdown_row(["worst (without muon)", "", *cells]))
 
 
 if __name__ == "__main__":
