@@ -1,15 +1,25 @@
-"""The benchmark scripts keep working: tiny runs, no timing asserted."""
+"""The benchmark scripts keep working: tiny runs, no timing asserted.
+
+Also the shared harness (``benchmarks/_timing.py``, ``benchmarks/_table.py``)
+that every script comparing candidates times with, and the way the scripts are
+run (``python -m benchmarks.<name>`` or ``python benchmarks/<name>.py``).
+"""
 
 import argparse
+import ast
 import math
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import load_benchmark
+from helpers import ROOT, load_benchmark
 
 import jaxopt_rules as jr
+from benchmarks import _table, _timing
 
 
 step = load_benchmark("step")
@@ -92,3 +102,133 @@ def test_quantized_state_benchmark_runs(capsys):
     state = bf16.init({"w": jnp.zeros(8)})
     assert state.mu["w"].dtype == jnp.bfloat16
     assert hasattr(state, "rounding_key")
+
+
+# -- the shared harness ---------------------------------------------------------
+
+
+def _recording(label: str, log: list[str], steps: int) -> _timing.Timed:
+    return _timing.Timed(label, lambda: log.append(label), lambda: None, steps=steps)
+
+
+def test_measure_runs_every_candidate_once_per_round_in_fresh_orders():
+    log: list[str] = []
+    candidates = [_recording(label, log, steps=2) for label in "abc"]
+    _timing.measure(candidates, rounds=3, pause=0.0, warmup_rounds=1)
+    assert len(log) == 3 * 2 * 4  # candidates x steps x (warm-up + rounds)
+    rounds = [log[i : i + 6] for i in range(0, len(log), 6)]
+    for turns in rounds:
+        assert sorted(turns) == ["a", "a", "b", "b", "c", "c"]
+        assert all(turns[i] == turns[i + 1] for i in range(0, 6, 2))
+    assert len({tuple(turns[::2]) for turns in rounds}) > 1
+    assert [len(c.times) for c in candidates] == [3, 3, 3]  # warm-up not kept
+    assert all(t >= 0 for c in candidates for t in c.times)
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    a = _timing.Timed("a", lambda: None, lambda: None, times=[2.0, 3.0, 10.0])
+    b = _timing.Timed("b", lambda: None, lambda: None, times=[1.0, 3.0, 2.0])
+    # per-round ratios 2, 1, 5 -> 2 (the ratio of the medians would be 1.5)
+    assert _timing.paired_ratio(a, b) == 2.0
+    assert _timing.median_ms(a) == 3.0
+    assert _timing.paired_ratio(a, None) is None
+    assert _timing.paired_ratio(a, _timing.Timed("c", a.run, a.sync)) is None
+
+
+def test_calibrate_picks_the_steps_per_round():
+    timed = _timing.Timed("sleep", lambda: time.sleep(0.01), lambda: None)
+    _timing.calibrate(timed, target_s=0.05)
+    assert 2 <= timed.steps <= 5
+
+
+def test_donated_loop_feeds_each_step_the_last_result():
+    run, sync, box = _timing.donated_loop(
+        lambda p, s, g: (p + g, s + 1), jnp.zeros(2), 0, jnp.ones(2)
+    )
+    for _ in range(3):
+        run()
+    sync()
+    np.testing.assert_array_equal(box[0], [3.0, 3.0])
+    assert box[1] == 3
+
+
+def test_tables_print_markdown_and_aligned_text(capsys):
+    assert _table.markdown_header(["rule", "ms"], "lr") == "| rule | ms |\n|---|---:|"
+    _table.print_table(["rule", "ms"], [["adam", "1.25"], ["lion", "10.5"]], "lr")
+    _table.print_table(
+        ["rule", "ms"], [["adam", "1.25"], ["lion", "10.5"]], "lr", markdown=False
+    )
+    assert capsys.readouterr().out == (
+        "| rule | ms |\n|---|---:|\n| adam | 1.25 |\n| lion | 10.5 |\n"
+        "rule    ms\nadam  1.25\nlion  10.5\n"
+    )
+    with pytest.raises(ValueError, match="one 'l' or 'r' per column"):
+        _table.markdown_header(["rule", "ms"], "l")
+
+
+# -- how the scripts are written and run ------------------------------------------
+
+SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py"))
+TIMING_SCRIPTS = ["leaf_batching", "logging_overhead", "quantized_state", "step"]
+
+
+def _tree(name: str) -> ast.Module:
+    return ast.parse((ROOT / "benchmarks" / f"{name}.py").read_text())
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_no_script_edits_the_import_path(name):
+    uses = [
+        node.lineno
+        for node in ast.walk(_tree(name))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    ]
+    assert not uses, f"benchmarks/{name}.py uses sys.path at lines {uses}"
+
+
+@pytest.mark.parametrize("name", TIMING_SCRIPTS)
+def test_timing_scripts_use_the_shared_harness(name):
+    imported, attributes = set(), set()
+    for node in ast.walk(_tree(name)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            attributes.add(f"{node.value.id}.{node.attr}")
+    assert any(m.startswith("benchmarks._timing.") for m in imported), imported
+    # the rounds, the garbage-collector pause and the medians live in _timing
+    assert "statistics" not in imported
+    assert "gc.disable" not in attributes
+
+
+@pytest.mark.parametrize("name", [s for s in SCRIPTS if not s.startswith("_")])
+def test_every_script_imports(name):
+    module = load_benchmark(name)
+    assert callable(module.main)
+
+
+def test_torch_agreement_reads_the_verification_problem():
+    problem = load_benchmark("torch_agreement").load_torch_problem()
+    assert problem.relative_error({"w": np.ones(2)}, {"w": np.ones(2)}) == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["benchmarks/leaf_batching.py"], ["-m", "benchmarks.leaf_batching"]],
+    ids=["path", "module"],
+)
+def test_a_script_runs_from_the_repo_root(command):
+    args = ["--leaves", "2", "--params", "64", "--rounds", "1", "--steps", "1"]
+    result = subprocess.run(
+        [sys.executable, *command, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| 2 | per-leaf |" in result.stdout
