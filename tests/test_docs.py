@@ -69,7 +69,12 @@ def public_names(module_name: str) -> set[str]:
             if not n.startswith("_")
             and not isinstance(getattr(module, n), types.ModuleType)
         ]
-    return {n for n in names if not isinstance(getattr(module, n), types.ModuleType)}
+    return {
+        n
+        for n in names
+        if not n.startswith("__")  # __version__
+        and not isinstance(getattr(module, n), types.ModuleType)
+    }
 
 
 @pytest.mark.parametrize("page", CODE_PAGES, ids=lambda p: str(p.relative_to(DOCS)))
