@@ -20,7 +20,7 @@ _KNOWN_TEMPORARIES = {
     "lion": (
         "the update reads the old moment, which the state update overwrites in "
         "place; without multi-output fusion XLA:CPU copies the moment first "
-        "(optax.lion too; see benchmarks/README.md)"
+        "(optax.lion too; see benchmarks/NOTES.md)"
     ),
     "lamb": (
         "the trust ratio needs the norm of the whole update before the update "

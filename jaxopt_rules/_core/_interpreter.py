@@ -228,7 +228,7 @@ class LeafRunner:
                         # Exact in bfloat16 already; the round trip through
                         # the storage dtype lets XLA read the stored value
                         # (without it, it recomputed the rounding from the
-                        # old slot and copied the slot first: 3x the step).
+                        # old slot and copied the slot first).
                         value = stochastic_round_bf16(value, noise_key)
                     value = value.astype(storage).astype(value.dtype)
                 env[v] = value

@@ -12,7 +12,7 @@ thread (in order, each sink its own copy, drained at interpreter exit).
 Around or inside ``optax.MultiSteps`` / ``optax.apply_if_finite``, records
 describe the applied updates (``_applied.py``).
 
-What it costs, and why (``benchmarks/README.md``): on XLA:CPU any executable
+What it costs, and why (``benchmarks/NOTES.md``): on XLA:CPU any executable
 holding a host callback runs synchronously and is dispatched on JAX's Python
 path (about 6 us per argument or result array here), and statistics of the
 updates materialise them (XLA:CPU does not fuse a reduction with the update).
