@@ -25,7 +25,7 @@ make_shampoo = shampoo_example.make_shampoo
 # The conformance kit
 
 
-@pytest.mark.slow  # about 40 s of compilation on 2 idle cores
+@pytest.mark.slow  # 60-130 s on 2 shared cores (about 2x the kit on Adam)
 def test_kit_passes_every_check():
     factory = make_shampoo(shampoo_example.TEST_BLOCK_SIZE)
     ran = testing.check_rule(factory, shampoo_example.TEST_HYPERPARAMS)
@@ -360,7 +360,7 @@ def test_docstring_examples_run():
     assert result.failed == 0
 
 
-@pytest.mark.slow  # about 15 s, most of it compilation
+@pytest.mark.slow  # about 16 s on 2 shared cores, most of it compilation
 def test_demo_trains_the_digits_mlp():
     results = shampoo_example.main(epochs=10)
     assert set(results) == {"shampoo", "adam"}
