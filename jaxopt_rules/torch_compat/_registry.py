@@ -5,8 +5,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import optax
-
+from jaxopt_rules._core import CatalogSpec
 from jaxopt_rules.torch_compat._adadelta import adadelta
 from jaxopt_rules.torch_compat._adafactor import adafactor
 from jaxopt_rules.torch_compat._adagrad import adagrad
@@ -21,38 +20,30 @@ from jaxopt_rules.torch_compat._rprop import rprop
 from jaxopt_rules.torch_compat._sgd import sgd
 
 
-@dataclasses.dataclass(frozen=True)
-class TorchSpec:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TorchSpec(CatalogSpec):
     """A torch_compat factory and what it is verified with.
 
     Attributes:
         name: the factory's name in ``jaxopt_rules.torch_compat``.
         factory: the factory (torch's argument names and defaults).
-        torch_class: the ``torch.optim`` class it reproduces.
         hyperparams: arguments for the conformance kit (they make the rule
             converge on its parabola and Rosenbrock problems).
+        torch_class: the ``torch.optim`` class it reproduces.
         cases: option sets, covering every option, on which 100-step
             trajectories are compared with torch (``tests/torch_fixtures``).
         matrices_only: the algorithm takes 2-d parameters only (Muon): its
             problems have matrix leaves only.
         tolerance: relative tolerance of the trajectory comparison per
-            dtype, where it is not the issue's (1e-10 float64, 1e-5 float32).
+            dtype, where it is not the default (1e-10 float64, 1e-5 float32).
     """
 
-    name: str
-    factory: Callable[..., optax.GradientTransformationExtraArgs]
     torch_class: str
-    hyperparams: Mapping[str, Any]
     cases: tuple[Mapping[str, Any], ...]
     matrices_only: bool = False
     tolerance: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: {"float64": 1e-10, "float32": 1e-5}
     )
-
-    @property
-    def static_args(self) -> tuple[str, ...]:
-        """Arguments to declare static in ``optax.inject_hyperparams``."""
-        return tuple(getattr(self.factory, "static_args", ()))
 
 
 _LISTED: tuple[TorchSpec, ...] = (
