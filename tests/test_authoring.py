@@ -159,6 +159,7 @@ def test_extra_argument_must_be_a_positional_parameter():
         "root": jr.Slot(shape=lambda shape, hyper: (hyper["block"], hyper["block"])),
     },
     static=("block", "every"),
+    constraints={"block": ">= 1", "every": ">= 1"},
 )
 def _refreshed(grad, gram, root, step, *, learning_rate, block=2, every=3):
     """A slot shaped by a static hyperparameter, refreshed every k steps by cond."""
@@ -187,3 +188,12 @@ def test_slot_shape_from_a_static_hyperparameter_and_a_refresh_behind_cond():
     # The root copies the Gram matrix (trace +2 per step) at steps 1 and 4 only.
     assert traces == [2.0, 2.0, 2.0, 8.0, 8.0]
     assert _refreshed(0.1, block=3).init(params).gram["w"].shape == (3, 3)
+
+
+def test_constraints_hold_for_static_hyperparameters_too():
+    with pytest.raises(ValueError, match=r"every"):
+        _refreshed(0.1, every=0)
+    with pytest.raises(ValueError, match=r"block"):
+        jr.rule(static=("block",), constraints={"block": ">= 1"})(
+            lambda grad, *, learning_rate, block=2: grad
+        )(0.1, block=0)

@@ -287,6 +287,12 @@ class RuleConfig:
                         f"got an array. With optax.inject_hyperparams, pass "
                         f"static_args={tuple(sorted(definition.static))!r}."
                     )
+                constraint = definition.constraints.get(name)
+                scalar = concrete_scalar(value)
+                if constraint is not None and scalar is not None:
+                    message = constraint.violation(name, scalar)
+                    if message is not None:
+                        raise ValueError(f"{rule}: {message}")
                 continue
             check_value(rule, name, parameters[name], value)
             if isinstance(value, bool) or not (callable(value) or is_numeric(value)):
