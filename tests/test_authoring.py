@@ -197,3 +197,20 @@ def test_constraints_hold_for_static_hyperparameters_too():
         jr.rule(static=("block",), constraints={"block": ">= 1"})(
             lambda grad, *, learning_rate, block=2: grad
         )(0.1, block=0)
+
+
+def test_slot_init_from_a_static_hyperparameter():
+    @jr.rule(
+        slots={
+            "root": jr.Slot(
+                shape=lambda shape, hyper: (hyper["block"], hyper["block"]),
+                init=lambda param, hyper: jnp.eye(hyper["block"], dtype=param.dtype),
+            )
+        },
+        static=("block",),
+    )
+    def identity_root(grad, root, *, learning_rate, block=2):
+        return -learning_rate * grad * jnp.trace(root), root
+
+    state = identity_root(0.1, block=3).init({"w": jnp.ones(4)})
+    np.testing.assert_array_equal(state.root["w"], np.eye(3))

@@ -88,7 +88,9 @@ class Slot:
     Attributes:
         init: initial value of every element: a number, the name of a
             hyperparameter holding it, or a function of the parameter leaf
-            (for instance ``lambda p: p`` to start from a copy of it).
+            (for instance ``lambda p: p`` to start from a copy of it); a
+            function of two arguments also gets the hyperparameter mapping
+            (identity blocks sized by a static ``block_size``).
         dtype_arg: name of the factory argument that picks the slot's storage
             dtype (default ``"<slot>_dtype"``). With ``None`` passed to it, the
             slot is stored in the parameter's dtype.
@@ -108,7 +110,7 @@ class Slot:
             of small gradients (float16) are refused.
     """
 
-    init: float | str | Callable[[Any], Any] = 0.0
+    init: float | str | Callable[..., Any] = 0.0
     dtype_arg: str | None = None
     when: str | Callable[[Mapping[str, Any]], bool] | None = None
     shape: Callable[..., tuple[int, ...]] | None = None

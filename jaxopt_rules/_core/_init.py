@@ -14,6 +14,7 @@ from jaxopt_rules._core._leaves import (
     leaf_kind,
     slot_shape,
     storage_dtype,
+    takes_hyperparameters,
 )
 from jaxopt_rules._core._rounding import new_state_key
 from jaxopt_rules._core._tree import fill_like, leaf_path
@@ -42,7 +43,11 @@ def _init_slot(
     )
     shape = slot_shape(option, p.shape, config.arguments)
     if callable(option.init):
-        value = jnp.asarray(option.init(p))
+        value = jnp.asarray(
+            option.init(p, config.arguments)
+            if takes_hyperparameters(option.init)
+            else option.init(p)
+        )
         if jnp.iscomplexobj(value) and not jnp.issubdtype(storage, jnp.complexfloating):
             raise TypeError(
                 f"{definition.name}: the initial value of slot {slot!r} is complex "

@@ -164,7 +164,8 @@ def narrower(storage: np.dtype, compute: np.dtype) -> np.dtype | None:
     return None
 
 
-def _takes_hyperparameters(fn: Callable[..., Any]) -> bool:
+def takes_hyperparameters(fn: Callable[..., Any]) -> bool:
+    """Whether a slot's ``shape`` or ``init`` function takes two arguments."""
     try:
         parameters = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -188,6 +189,6 @@ def slot_shape(
     """
     if option.shape is None:
         return shape
-    if _takes_hyperparameters(option.shape):
+    if takes_hyperparameters(option.shape):
         return tuple(option.shape(shape, hyper or {}))
     return tuple(option.shape(shape))
