@@ -6,8 +6,15 @@ such that ``optax.apply_updates(params, updates)`` reproduces
 ``optimizer.step()`` on the same gradients (verified over 100-step
 trajectories against torch 2.13 on CPU: ``tests/test_torch_compat.py``).
 Pass ``params`` to ``update`` (every factory but ``rprop`` reads them, as
-torch's step does). torch's execution flags (``foreach``,
-``fused``, ``capturable``, ``differentiable``) are accepted and have no effect.
+torch's step does).
+
+Execution flags: ``foreach``, ``fused``, ``capturable`` and ``differentiable``
+choose how torch runs a step (multi-tensor kernels, one fused kernel, CUDA-graph
+capture, autograd through ``step``). Under XLA a step is always one compiled
+program and always differentiable, so they cannot change the numbers. Each
+factory accepts those its torch class takes, with torch's defaults, so torch
+recipes port unchanged, and ignores them; a value other than ``None`` or a
+bool is a ``TypeError`` naming the flag.
 
 Example:
     >>> import jax.numpy as jnp, optax

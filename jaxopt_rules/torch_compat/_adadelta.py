@@ -69,12 +69,10 @@ def adadelta(
         rho: decay of both running averages.
         eps: added inside both roots.
         weight_decay: L2 penalty added to the gradient.
-        foreach: see below.
-        capturable: see below.
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        capturable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         maximize: maximise the objective instead of minimising it.
-        differentiable: ``foreach``, ``capturable`` and ``differentiable`` are
-            torch execution choices with no effect on the numbers: accepted
-            (None or bool) and ignored.
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state holds torch's

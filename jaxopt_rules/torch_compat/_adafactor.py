@@ -124,8 +124,7 @@ def adafactor(
             the dtype's machine epsilon) and of the parameters' RMS.
         d: clipping threshold of the update's RMS.
         weight_decay: decoupled decay rate (multiplied by ``lr``).
-        foreach: torch execution choice with no effect on the numbers:
-            accepted (None or bool) and ignored.
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         maximize: maximise the objective instead of minimising it.
 
     Returns:

@@ -77,12 +77,10 @@ def adagrad(
         weight_decay: L2 penalty added to the gradient.
         initial_accumulator_value: starting value of the squared-gradient sum.
         eps: added to the root (outside it).
-        foreach: see below.
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         maximize: maximise the objective instead of minimising it.
-        differentiable: see below.
-        fused: ``foreach``, ``differentiable`` and ``fused`` are torch
-            execution choices with no effect on the numbers: accepted (None or
-            bool) and ignored.
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        fused: accepted and ignored (see ``jaxopt_rules.torch_compat``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state holds torch's

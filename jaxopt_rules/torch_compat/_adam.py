@@ -68,7 +68,8 @@ def _adam_rule(
     return update, exp_avg, exp_avg_sq, max_exp_avg_sq
 
 
-def _adam(
+def _torch_adam(
+    *,
     algorithm: str,
     lr: optax.ScalarOrSchedule,
     betas: tuple[Any, Any],
@@ -77,8 +78,9 @@ def _adam(
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
-    flags: dict[str, Any],
+    flags: dict[str, bool | None],
 ) -> optax.GradientTransformationExtraArgs:
+    """Checks the flags, unpacks ``betas`` and builds :func:`_adam_rule`."""
     check_execution_flags(algorithm, **flags)
     beta1, beta2 = pair(algorithm, "betas", betas)
     return _adam_rule(
@@ -130,13 +132,11 @@ def adam(
         weight_decay: L2 penalty added to the gradient (or, with
             ``decoupled_weight_decay``, parameter shrinkage ``p * (1 - lr * wd)``).
         amsgrad: keep the running maximum of the second moment.
-        foreach: see below.
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         maximize: maximise the objective instead of minimising it.
-        capturable: see below.
-        differentiable: see below.
-        fused: see below; ``foreach``, ``capturable``, ``differentiable`` and
-            ``fused`` are torch execution choices with no effect on the
-            numbers: accepted (None or bool) and ignored.
+        capturable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        fused: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         decoupled_weight_decay: AdamW's decay instead of L2.
 
     Returns:
@@ -158,16 +158,16 @@ def adam(
         Reddi et al., "On the Convergence of Adam and Beyond", ICLR 2018
         (AMSGrad). Verified against ``torch.optim.Adam`` (torch 2.13).
     """
-    return _adam(
-        "torch_compat.adam",
-        lr,
-        betas,
-        eps,
-        weight_decay,
-        amsgrad,
-        maximize,
-        decoupled_weight_decay,
-        {
+    return _torch_adam(
+        algorithm="torch_compat.adam",
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+        flags={
             "foreach": foreach,
             "capturable": capturable,
             "differentiable": differentiable,
@@ -207,12 +207,10 @@ def adamw(
         weight_decay: decoupled decay rate (multiplied by ``lr``).
         amsgrad: keep the running maximum of the (raw) second moment.
         maximize: maximise the objective instead of minimising it.
-        foreach: see below.
-        capturable: see below.
-        differentiable: see below.
-        fused: ``foreach``, ``capturable``, ``differentiable`` and ``fused``
-            are torch execution choices with no effect on the numbers:
-            accepted (None or bool) and ignored.
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        capturable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        fused: accepted and ignored (see ``jaxopt_rules.torch_compat``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -230,16 +228,16 @@ def adamw(
         Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR
         2019. Verified against ``torch.optim.AdamW`` (torch 2.13).
     """
-    return _adam(
-        "torch_compat.adamw",
-        lr,
-        betas,
-        eps,
-        weight_decay,
-        amsgrad,
-        maximize,
-        True,
-        {
+    return _torch_adam(
+        algorithm="torch_compat.adamw",
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled_weight_decay=True,
+        flags={
             "foreach": foreach,
             "capturable": capturable,
             "differentiable": differentiable,

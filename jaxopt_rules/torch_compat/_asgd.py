@@ -76,12 +76,10 @@ def asgd(
         alpha: power of the step-size decay.
         t0: step after which averaging starts.
         weight_decay: L2 penalty added to the gradient.
-        foreach: see below.
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         maximize: maximise the objective instead of minimising it.
-        differentiable: see below.
-        capturable: ``foreach``, ``differentiable`` and ``capturable`` are
-            torch execution choices with no effect on the numbers: accepted
-            (None or bool) and ignored.
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        capturable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state holds torch's

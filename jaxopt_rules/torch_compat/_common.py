@@ -23,13 +23,13 @@ def lerp(start: Array, end: Array, weight: Scalar) -> Array:
 
 
 def check_execution_flags(algorithm: str, **flags: Any) -> None:
-    """Accepts torch's execution-only flags, which cannot change the numbers.
+    """Accepts torch's execution flags (``None`` or a bool), which change nothing.
 
-    ``foreach``, ``fused``, ``capturable`` and ``differentiable`` choose how
-    torch runs the step (multi-tensor kernels, one fused kernel, CUDA-graph
-    capture, autograd through ``step``); under XLA the step is always one
-    compiled program and always differentiable. They are accepted (``None`` or
-    a bool) so torch recipes port unchanged; anything else is an error.
+    The flags are described in the package's docstring
+    (``jaxopt_rules.torch_compat``).
+
+    Raises:
+        TypeError: a flag is neither ``None`` nor a bool; the message names it.
     """
     for name, value in flags.items():
         if value is not None and not isinstance(value, bool):

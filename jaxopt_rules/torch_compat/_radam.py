@@ -110,12 +110,10 @@ def radam(
         eps: added to the raw root of the second moment.
         weight_decay: L2 penalty (or decoupled decay, see below).
         decoupled_weight_decay: shrink the parameters (AdamW-style) instead.
-        foreach: see below.
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         maximize: maximise the objective instead of minimising it.
-        capturable: see below.
-        differentiable: ``foreach``, ``capturable`` and ``differentiable`` are
-            torch execution choices with no effect on the numbers: accepted
-            (None or bool) and ignored.
+        capturable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state holds torch's

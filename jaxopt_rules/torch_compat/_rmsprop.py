@@ -101,12 +101,10 @@ def rmsprop(
         weight_decay: L2 penalty added to the gradient.
         momentum: momentum factor on ``g / r``; 0 keeps no buffer.
         centered: divide by the estimated standard deviation instead.
-        capturable: see below.
-        foreach: see below.
+        capturable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         maximize: maximise the objective instead of minimising it.
-        differentiable: ``capturable``, ``foreach`` and ``differentiable``
-            are torch execution choices with no effect on the numbers:
-            accepted (None or bool) and ignored.
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state holds torch's

@@ -78,12 +78,10 @@ def rprop(
             a schedule is read at step 0).
         etas: ``(etaminus, etaplus)``: shrink and growth factors.
         step_sizes: ``(step_size_min, step_size_max)``: bounds of the step size.
-        capturable: see below.
-        foreach: see below.
+        capturable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
         maximize: maximise the objective instead of minimising it.
-        differentiable: ``capturable``, ``foreach`` and ``differentiable``
-            are torch execution choices with no effect on the numbers:
-            accepted (None or bool) and ignored.
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state holds torch's

@@ -79,11 +79,9 @@ def sgd(
         weight_decay: L2 penalty added to the gradient.
         nesterov: Nesterov momentum (needs momentum > 0 and no dampening).
         maximize: maximise the objective instead of minimising it.
-        foreach: see below.
-        differentiable: see below.
-        fused: ``foreach``, ``differentiable`` and ``fused`` are torch
-            execution choices with no effect on the numbers: accepted (None or
-            bool) and ignored.
+        foreach: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        differentiable: accepted and ignored (see ``jaxopt_rules.torch_compat``).
+        fused: accepted and ignored (see ``jaxopt_rules.torch_compat``).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state holds torch's
