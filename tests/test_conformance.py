@@ -2,6 +2,10 @@
 
 A rule added to ``jaxopt_rules.REGISTRY`` is checked here with no new test code,
 as registered and with its state quantized (``jr.quantized_state``).
+
+One test per rule runs every check with ``testing.check_rule``, so the checks
+share the rule's compiled programs; a failure lists each failed check by name,
+with the leaf path. ``testing.run_check`` runs a single check by name.
 """
 
 import pytest
@@ -32,10 +36,10 @@ RULES = [
 ]
 
 
-@pytest.mark.parametrize("check", list(testing.CHECKS))
 @pytest.mark.parametrize(("name", "factory", "hyperparams", "options"), RULES)
-def test_conformance(name, factory, hyperparams, options, check):
-    ran = testing.run_check(check, factory, hyperparams, **options)
+def test_conformance(name, factory, hyperparams, options):
+    report = testing.check_rule(factory, hyperparams, **options)
     # With the 8 virtual devices of conftest.py, and a numeric learning rate in
     # every registered rule's test hyperparameters, every check applies.
-    assert ran, f"check {check!r} did not run for {name}"
+    assert not report.skipped, f"{name}: checks not run:\n{report}"
+    assert list(report) == list(testing.CHECKS)

@@ -4,7 +4,9 @@ Every broken rule below is a small, realistic mistake. Each check must raise a
 ConformanceError that names the check.
 """
 
+import contextvars
 import itertools
+import pathlib
 from typing import Any, NamedTuple
 
 import jax
@@ -184,3 +186,193 @@ def test_unknown_check_name():
 def test_sharding_check_reports_not_run_on_one_device(monkeypatch):
     monkeypatch.setattr(jax, "devices", lambda: jax.local_devices()[:1])
     assert testing.run_check("sharding", jr.sgd, {"learning_rate": 0.1}) is False
+
+
+# ---------------------------------------------------------------------------
+# The kit's layout: one job per module, problems without hidden global state.
+
+KIT = pathlib.Path(testing.__file__).parent
+_KIT_OWN = sorted(
+    p
+    for p in KIT.rglob("*.py")
+    if p.name not in ("_compare.py", "_reference.py")  # another module's helpers
+)
+
+
+def test_checks_live_in_modules_by_theme():
+    modules = {name: check.__module__ for name, check in testing.CHECKS.items()}
+    assert modules["sharding"] == "jaxopt_rules.testing._checks.sharding"
+    assert modules["converges_rosenbrock"] == "jaxopt_rules.testing._checks.convergence"
+    assert modules["chain"] == "jaxopt_rules.testing._checks.composition"
+    assert modules["vmap"] == "jaxopt_rules.testing._checks.transforms"
+    assert modules["schedule"] == "jaxopt_rules.testing._checks.hyperparams"
+    assert modules["complex_params"] == "jaxopt_rules.testing._checks.inputs"
+    assert modules["no_recompile"] == "jaxopt_rules.testing._checks.structure"
+    for path in _KIT_OWN:
+        lines = len(path.read_text().splitlines())
+        assert lines <= 320, f"{path.name} has {lines} lines"
+
+
+def test_kit_imports_the_core_from_its_package_and_has_no_duck_typing():
+    for path in _KIT_OWN:
+        text = path.read_text()
+        assert "jaxopt_rules._core." not in text, path.name
+        assert "hasattr(" not in text, path.name
+    sharding = (KIT / "_checks" / "sharding.py").read_text()
+    assert "is_leaf=is_quantized" in sharding
+
+
+def test_problems_take_matrices_only_explicitly():
+    from jaxopt_rules.testing import _problems
+
+    assert not any(
+        isinstance(v, contextvars.ContextVar) for v in vars(_problems).values()
+    )
+    matrices = testing.example_params(matrices_only=True)
+    assert all(jnp.ndim(x) == 2 for x in jax.tree.leaves(matrices))
+    assert jax.tree.structure(matrices) == jax.tree.structure(testing.example_params())
+    start, solution, _ = testing.parabola(matrices_only=True)
+    assert start.shape == solution.shape == (3, 1)
+    assert testing.rosenbrock(matrices_only=True)[0].shape == (2, 1)
+    rule = testing.RuleUnderTest(jr.sgd, {}, matrices_only=True)
+    assert rule.params()["dense"]["b"].shape == (1, 4)
+    assert testing.RuleUnderTest(jr.sgd, {}).params()["dense"]["b"].shape == (4,)
+
+
+def test_matrices_only_reaches_every_check():
+    # A rule that refuses any leaf that is not a matrix passes every check
+    # with matrices_only=True: no check builds a problem of another shape.
+    def matrices(learning_rate=0.01):
+        inner = optax.sgd(learning_rate, momentum=0.9)
+
+        def init(params):
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+                if jnp.ndim(leaf) != 2:
+                    raise TypeError(f"{jax.tree_util.keystr(path)} is not a matrix")
+            return inner.init(params)
+
+        return optax.GradientTransformation(init, inner.update)
+
+    with pytest.raises(testing.ConformanceError):
+        testing.run_check("vmap", matrices, {"learning_rate": 0.01})
+    # (optax's SGD fails four checks of its own: complex parameters,
+    # Rosenbrock at this learning rate, sharding and names_bad_leaves.)
+    theirs = ("complex_params", "converges_rosenbrock", "sharding", "names_bad_leaves")
+    report = testing.check_rule(
+        matrices, {"learning_rate": 0.01}, matrices_only=True, skip=theirs
+    )
+    assert len(report) == len(testing.CHECKS) - len(theirs)
+
+
+# ---------------------------------------------------------------------------
+# Reporting: what ran, what did not and why; convergence failures explained.
+
+
+def test_check_count_is_what_the_docstrings_say():
+    count = len(testing.CHECKS)
+    assert count == 21
+    assert f"runs the {count} checks of" in " ".join((testing.__doc__ or "").split())
+    assert f"({count} of them)" in (testing.check_rule.__doc__ or "")
+
+
+def test_check_rule_reports_a_skipped_check_and_how_to_enable_it(monkeypatch, capsys):
+    monkeypatch.setattr(jax, "devices", lambda: jax.local_devices()[:1])
+    report = testing.check_rule(jr.sgd, {"learning_rate": 1e-3, "momentum": 0.9})
+    assert "sharding" not in report
+    assert len(report) == len(testing.CHECKS) - 1
+    assert set(report.skipped) == {"sharding"}
+    assert 'jax.config.update("jax_num_cpu_devices", 8)' in report.skipped["sharding"]
+    text = str(report)
+    assert "20 of 21 conformance checks passed; 1 not run" in text
+    assert "sharding: needs at least 2 devices" in text
+    assert "check 'sharding' not run" in capsys.readouterr().err
+
+
+def test_check_rule_reports_checks_skipped_by_name():
+    report = testing.check_rule(
+        jr.sgd, {"learning_rate": 0.1}, skip=tuple(set(testing.CHECKS) - {"chain"})
+    )
+    assert list(report) == ["chain"]
+    assert report.skipped["sharding"] == "skipped as asked (skip=)"
+    with pytest.raises(KeyError, match="unknown checks in skip"):
+        testing.check_rule(jr.sgd, {"learning_rate": 0.1}, skip=("nope",))
+
+
+def test_schedule_check_says_why_it_did_not_run():
+    report = testing.check_rule(
+        lambda: optax.sgd(0.01), skip=tuple(set(testing.CHECKS) - {"schedule"})
+    )
+    assert "numeric 'learning_rate' hyperparameter" in report.skipped["schedule"]
+
+
+def test_convergence_failure_of_a_rule_stepping_uphill():
+    with pytest.raises(testing.ConformanceError) as info:
+        testing.run_check(
+            "converges_parabola", _ascent, {"learning_rate": 0.001}, steps=100
+        )
+    message = str(info.value)
+    assert "started at x0=[-1.0, 10.0, 1.0] (loss 125)" in message
+    assert "x*=[1.0, -1.0, 1.0]" in message
+    assert "after 100 steps at learning_rate=0.001 it reached x=" in message
+    assert "the loss grew from 125" in message
+    assert "check the update's sign, or lower learning_rate (now 0.001)" in message
+
+
+def test_convergence_failure_of_a_rule_too_slow_says_raise_or_more_steps():
+    with pytest.raises(testing.ConformanceError) as info:
+        testing.run_check(
+            "converges_rosenbrock", jr.sgd, {"learning_rate": 1e-4}, steps=100
+        )
+    message = str(info.value)
+    assert "after 100 steps at learning_rate=0.0001 it reached x=" in message
+    assert "distance" in message
+    assert "the loss fell from 1 but not to the minimum" in message
+    assert "raise learning_rate (now 0.0001) or allow more steps (steps=200" in message
+
+
+def test_convergence_failure_of_a_diverging_rule_names_the_step():
+    with pytest.raises(testing.ConformanceError) as info:
+        testing.run_check("converges_parabola", jr.sgd, {"learning_rate": 10.0})
+    message = str(info.value)
+    assert "a non-finite loss at step" in message
+    assert "lower learning_rate (now 10.0)" in message
+
+
+def test_convergence_failure_speaks_torch_lr():
+    from jaxopt_rules import torch_compat
+
+    with pytest.raises(testing.ConformanceError, match=r"lower lr \(now 50.0\)"):
+        testing.run_check("converges_parabola", torch_compat.sgd, {"lr": 50.0})
+
+
+# ---------------------------------------------------------------------------
+# Speed: the checks of one check_rule call share compiled programs.
+
+
+def _count_compiles(fn):
+    count = 0
+
+    def listener(event, duration, **kwargs):
+        nonlocal count
+        if event == "/jax/core/compile/backend_compile_duration":
+            count += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return count
+
+
+def test_check_rule_compiles_each_shared_program_once():
+    # Warm: JAX's per-primitive programs (the eager run) and the kit's shared
+    # ones (the example loss's gradient) are compiled by the first call.
+    testing.check_rule(jr.adam, {"learning_rate": 0.01})
+    compiles = _count_compiles(
+        lambda: testing.check_rule(jr.adam, {"learning_rate": 0.02})
+    )
+    # One program per check that needs its own (schedules: 3, sharding: 5,
+    # the rule's step in float32, bfloat16 and on the masked subtree, ...);
+    # the 21 checks run one by one compile about 40.
+    assert compiles <= 24, compiles

@@ -1,5 +1,9 @@
 """The conformance kit: check any optimizer rule with one call from pytest.
 
+:func:`check_rule` runs the 21 checks of :data:`CHECKS` (types, jit against
+eager, optax's wrappers, vmap, scan, schedules, convergence, sharding, bad and
+complex input) and returns a :class:`KitReport` of what ran and what did not.
+
 Example::
 
     from jaxopt_rules import testing
@@ -7,7 +11,7 @@ Example::
     def test_my_rule():
         testing.check_rule(my_rule, {"learning_rate": 1e-2})
 
-or, one test per check::
+or, one test per check (slower: the checks then share no compiled program)::
 
     @pytest.mark.parametrize("check", testing.CHECKS)
     def test_my_rule(check):
@@ -18,12 +22,7 @@ The sharding check needs several devices: set
 ``conftest.py``); with one device it is reported as not run.
 """
 
-from jaxopt_rules.testing._checks import (
-    CHECKS as CHECKS,
-    RuleUnderTest as RuleUnderTest,
-    check_rule as check_rule,
-    run_check as run_check,
-)
+from jaxopt_rules.testing._checks import CHECKS as CHECKS
 from jaxopt_rules.testing._compare import (
     ConformanceError as ConformanceError,
     assert_trees_close as assert_trees_close,
@@ -41,4 +40,13 @@ from jaxopt_rules.testing._reference import (
     reference_arguments as reference_arguments,
     relative_error as relative_error,
     teacher_forced_errors as teacher_forced_errors,
+)
+from jaxopt_rules.testing._runner import (
+    KitReport as KitReport,
+    check_rule as check_rule,
+    run_check as run_check,
+)
+from jaxopt_rules.testing._subject import (
+    CheckSkipped as CheckSkipped,
+    RuleUnderTest as RuleUnderTest,
 )
