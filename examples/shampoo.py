@@ -5,10 +5,16 @@ whole leaf at once, state of another shape than the parameter (per-block
 Kronecker factors), and expensive work done only every few steps (the inverse
 roots) without changing the state's types. All three are plain code inside the
 per-leaf function below: ``Slot(shape=...)`` gives the factor slots their
-``(n_blocks, b, b)`` shape, and ``jax.lax.cond`` refreshes the inverse roots
-every ``precondition_every`` steps. The core does the rest (NamedTuple state,
-schedules, dtypes, masking, ``inject_hyperparams``, vmap, sharding), and the
-conformance kit checks it like any other rule.
+``(n_blocks, b, b)`` shape, read from the static hyperparameter ``block_size``
+(and ``Slot(init=...)`` starts the inverse roots at identity blocks of that
+shape), and ``jax.lax.cond`` refreshes the inverse roots every
+``precondition_every`` steps. The core does the rest (NamedTuple state,
+schedules, dtypes, masking, constraints, ``inject_hyperparams``, vmap,
+sharding), and the conformance kit checks it like any other rule. One thing is
+left to the rule: a leaf sharded over explicit mesh axes is gathered before it
+is cut into blocks and resharded after (:func:`to_blocks`,
+:func:`from_blocks`), because the core hands a rule each leaf as it is sharded
+and offers no replicated view of it.
 
 Run: ``python examples/shampoo.py`` trains an MLP on scikit-learn's digits
 with Shampoo and with Adam and prints both (about 20 s on 2 shared CPU cores).
@@ -18,7 +24,7 @@ import functools
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -124,18 +130,39 @@ def inverse_root(stats: jax.Array, damping: jr.Scalar, p: int = 4) -> jax.Array:
     return jnp.where(nonzero[..., None], root, eye)
 
 
-def _check_period(precondition_every: Any) -> None:
-    # Constraints are not applied to static hyperparameters: checked here, at
-    # trace time (the first update), where the value is a Python int.
-    if (
-        not isinstance(precondition_every, int)
-        or isinstance(precondition_every, bool)
-        or precondition_every < 1
-    ):
-        raise ValueError(
-            "shampoo: precondition_every must be an int >= 1, got "
-            f"{precondition_every!r}"
-        )
+def require_int(name: str, value: Any) -> int:
+    """``value`` if it is a Python int; else a ``TypeError`` naming ``name``.
+
+    The rule's constraints compare numbers (``block_size >= 1``); that a shape
+    or a period is a whole number of elements or steps is checked here.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"shampoo: {name} must be an int, got {value!r}")
+    return value
+
+
+def _factor_shape(
+    side: str,
+) -> Callable[[tuple[int, ...], Mapping[str, Any]], tuple[int, ...]]:
+    """``Slot(shape=...)`` of the left or right factors, sized by ``block_size``."""
+
+    def shape(
+        param_shape: tuple[int, ...], hyper: Mapping[str, Any]
+    ) -> tuple[int, ...]:
+        block_size = require_int("block_size", hyper["block_size"])
+        return factor_shape(param_shape, block_size, side)
+
+    return shape
+
+
+def _identity_init(side: str) -> Callable[[Any, Mapping[str, Any]], jax.Array]:
+    """``Slot(init=...)`` of the inverse roots: identity blocks."""
+
+    def init(param: Any, hyper: Mapping[str, Any]) -> jax.Array:
+        block_size = require_int("block_size", hyper["block_size"])
+        return identity_blocks(jnp.shape(param), block_size, side)
+
+    return init
 
 
 def _block_norms(blocks: jax.Array) -> jax.Array:
@@ -146,196 +173,165 @@ def _block_norms(blocks: jax.Array) -> jax.Array:
 # The rule
 
 
-@functools.cache
-def make_shampoo(block_size: int = 128) -> jr.RuleFactory:
-    """The blocked-Shampoo rule factory for blocks of at most ``block_size``.
+@jr.rule(
+    slots={
+        "left": jr.Slot(shape=_factor_shape("left")),
+        "right": jr.Slot(shape=_factor_shape("right")),
+        "left_root": jr.Slot(init=_identity_init("left"), shape=_factor_shape("left")),
+        "right_root": jr.Slot(
+            init=_identity_init("right"), shape=_factor_shape("right")
+        ),
+        "nu": jr.Slot(square=True),
+        "mu": jr.Slot(when="b1"),
+    },
+    static=("block_size", "precondition_every"),
+    constraints={
+        "learning_rate": ">= 0",
+        "b1": "[0, 1)",
+        "b2": "(0, 1]",
+        "damping": "> 0",
+        "eps": ">= 0",
+        "block_size": ">= 1",
+        "precondition_every": ">= 1",
+    },
+)
+def shampoo(
+    grad: jax.Array,
+    left: jax.Array,
+    right: jax.Array,
+    left_root: jax.Array,
+    right_root: jax.Array,
+    nu: jax.Array,
+    mu: jax.Array | None,
+    step: jax.Array,
+    *,
+    learning_rate: jr.Scalar,
+    b1: jr.Scalar | None = 0.9,
+    b2: jr.Scalar = 0.999,
+    damping: jr.Scalar = 1e-6,
+    eps: jr.Scalar = 1e-8,
+    block_size: int = 128,
+    precondition_every: int = 10,
+) -> tuple[jax.Array | None, ...]:
+    """Blocked Shampoo, its step length grafted from Adam's (or AdaGrad's).
 
-    ``block_size`` fixes the shape of the factor slots, which ``Slot(shape=...)``
-    computes from the parameter's shape alone, so it is given here rather than
-    to the factory (the factory's other structural argument,
-    ``precondition_every``, is an ordinary static hyperparameter). Calls with
-    the same ``block_size`` return the same factory.
+    Each leaf of rank >= 2 is viewed as a matrix (leading dimensions
+    merged) and cut into blocks of at most ``block_size`` (see
+    :func:`matrix_layout`); the last row and column of blocks are padded
+    with zeros, which changes no number of the real entries: a zero row
+    of ``G`` is a zero row and column of ``L``, so the padded directions
+    separate from the others and multiply zero gradients. For each block
+    ``G`` at step ``t`` (``w = 1 - b2``, or ``w = 1`` when ``b2 = 1``)::
+
+        L <- b2 L + w G G^T        R <- b2 R + w G^T G
+        every precondition_every steps (t = 1, 1 + k, 1 + 2k, ...):
+            P <- root(L),  Q <- root(R)
+            root(A) = V diag((max(lambda, 0) + damping lambda_max)^(-1/4)) V^T
+                      (A = V diag(lambda) V^T; the identity if A = 0)
+        D = P G Q                                  Shampoo's direction
+
+    The grafted step has the direction of ``D`` and, block by block, the
+    length of Adam's unit step (RMSProp with bias correction; AdaGrad
+    when ``b2 = 1``), computed on the whole leaf::
+
+        nu <- b2 nu + w g^2
+        A = g / (sqrt(nu / c) + eps)     c = 1 - b2^t (c = 1 when b2 = 1)
+        U = (||A_block|| / ||D||) D      (0 where D = 0)
+
+    Vectors and scalars take ``U = A``. With momentum ``b1`` (``None``
+    for none)::
+
+        mu <- b1 mu + (1 - b1) U,  update = -learning_rate mu / (1 - b1^t)
+
+    and without it ``update = -learning_rate U``.
+
+    The damping is relative to each block's largest eigenvalue, so the
+    preconditioner does not depend on the gradients' scale and the
+    smallest eigenvalue it inverts is ``damping * lambda_max``: the
+    largest gain in any direction is ``damping^(-1/4)`` times the gain in
+    the top one, even for a rank-one or ill-conditioned gradient. The
+    roots are computed in the compute dtype (float32, or float64 for
+    float64 parameters); keep the factor slots in float32 for bfloat16
+    parameters (``left_dtype=jnp.float32`` and so on).
+
+    Cost per leaf ``m x n`` in blocks of ``b``: the factors take
+    ``2 (m n / b^2) b^2 = 2 m n`` numbers (about, with padding), and so do
+    the roots; every step two batched ``b x b`` products per block;
+    every ``precondition_every`` steps two ``b x b`` eigendecompositions
+    per block (``O(b^3)`` each).
 
     Args:
-        block_size: the largest side of a preconditioned block (an int >= 1).
+        learning_rate: the step size (a number or a schedule).
+        b1: momentum of the grafted step, in ``[0, 1)``; ``None`` keeps no
+            momentum slot.
+        b2: decay of the factors and of the graft's second moment, in
+            ``(0, 1]``; ``1`` sums them (AdaGrad).
+        damping: added to each factor's eigenvalues, relative to its
+            largest eigenvalue.
+        eps: added to the graft's root second moment.
+        block_size: the largest side of a preconditioned block, an int >= 1
+            (static: it fixes the factor slots' shapes).
+        precondition_every: steps between two refreshes of the inverse
+            roots, an int >= 1 (static: it is part of the compiled program).
 
     Returns:
-        The factory :func:`shampoo` documents.
+        The update and the new slots.
 
     Example:
-        >>> tx = make_shampoo(block_size=64)(learning_rate=1e-3)
+        >>> import jax.numpy as jnp
+        >>> tx = shampoo(learning_rate=0.1, block_size=2)
+        >>> params = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+        >>> state = tx.init(params)
+        >>> state.left["w"].shape  # 2 x 2 blocks, each factor 2 x 2
+        (4, 2, 2)
+        >>> updates, state = tx.update(params, state)
+        >>> updates["w"].shape
+        (3, 4)
+
+    References:
+        V. Gupta, T. Koren, Y. Singer, "Shampoo: Preconditioned Stochastic
+        Tensor Optimization", ICML 2018.
+        R. Anil, V. Gupta, T. Koren, K. Regan, Y. Singer, "Scalable Second
+        Order Optimization for Deep Learning", arXiv:2002.09018, 2020
+        (blocking, grafting, refresh every k steps, damping).
     """
-    if not isinstance(block_size, int) or isinstance(block_size, bool):
-        raise TypeError(f"make_shampoo: block_size must be an int, got {block_size!r}")
-    if block_size < 1:
-        raise ValueError(f"make_shampoo: block_size must be >= 1, got {block_size}")
+    require_int("precondition_every", precondition_every)
+    weight = jnp.where(b2 < 1, 1 - b2, jnp.ones_like(b2))
+    correction = jnp.where(b2 < 1, 1 - b2**step, jnp.ones_like(b2))
+    nu = b2 * nu + weight * grad * grad
+    graft = grad / (jnp.sqrt(nu / correction) + eps)
 
-    def shape_of(side: str) -> Callable[[tuple[int, ...]], tuple[int, ...]]:
-        return lambda shape: factor_shape(shape, block_size, side)
+    layout = matrix_layout(grad.shape, block_size)
+    if layout is None:
+        direction = graft
+    else:
+        g = to_blocks(grad, layout)
+        g_t = jnp.swapaxes(g, -1, -2)
+        left = b2 * left + weight * (g @ g_t)
+        right = b2 * right + weight * (g_t @ g)
+        left_root, right_root = jax.lax.cond(
+            jnp.mod(step - 1, precondition_every) == 0,
+            lambda: (inverse_root(left, damping), inverse_root(right, damping)),
+            lambda: (left_root, right_root),
+        )
+        d = left_root @ g @ right_root
+        d_norm = _block_norms(d)
+        length = _block_norms(to_blocks(graft, layout))
+        scale = jnp.where(d_norm > 0, length / jnp.where(d_norm > 0, d_norm, 1), 0)
+        direction = from_blocks(d * scale[:, None, None], layout, grad)
 
-    def identity_of(side: str) -> Callable[[Any], jax.Array]:
-        return lambda param: identity_blocks(jnp.shape(param), block_size, side)
-
-    @jr.rule(
-        name="shampoo",
-        slots={
-            "left": jr.Slot(shape=shape_of("left")),
-            "right": jr.Slot(shape=shape_of("right")),
-            "left_root": jr.Slot(init=identity_of("left"), shape=shape_of("left")),
-            "right_root": jr.Slot(init=identity_of("right"), shape=shape_of("right")),
-            "nu": jr.Slot(square=True),
-            "mu": jr.Slot(when="b1"),
-        },
-        static=("precondition_every",),
-        constraints={
-            "learning_rate": ">= 0",
-            "b1": "[0, 1)",
-            "b2": "(0, 1]",
-            "damping": "> 0",
-            "eps": ">= 0",
-            "precondition_every": ">= 1",
-        },
-    )
-    def shampoo(
-        grad: jax.Array,
-        left: jax.Array,
-        right: jax.Array,
-        left_root: jax.Array,
-        right_root: jax.Array,
-        nu: jax.Array,
-        mu: jax.Array | None,
-        step: jax.Array,
-        *,
-        learning_rate: jr.Scalar,
-        b1: jr.Scalar | None = 0.9,
-        b2: jr.Scalar = 0.999,
-        damping: jr.Scalar = 1e-6,
-        eps: jr.Scalar = 1e-8,
-        precondition_every: int = 10,
-    ) -> tuple[jax.Array | None, ...]:
-        """Blocked Shampoo, its step length grafted from Adam's (or AdaGrad's).
-
-        Each leaf of rank >= 2 is viewed as a matrix (leading dimensions
-        merged) and cut into blocks of at most ``block_size`` (see
-        :func:`make_shampoo`); the last row and column of blocks are padded
-        with zeros, which changes no number of the real entries: a zero row
-        of ``G`` is a zero row and column of ``L``, so the padded directions
-        separate from the others and multiply zero gradients. For each block
-        ``G`` at step ``t`` (``w = 1 - b2``, or ``w = 1`` when ``b2 = 1``)::
-
-            L <- b2 L + w G G^T        R <- b2 R + w G^T G
-            every precondition_every steps (t = 1, 1 + k, 1 + 2k, ...):
-                P <- root(L),  Q <- root(R)
-                root(A) = V diag((max(lambda, 0) + damping lambda_max)^(-1/4)) V^T
-                          (A = V diag(lambda) V^T; the identity if A = 0)
-            D = P G Q                                  Shampoo's direction
-
-        The grafted step has the direction of ``D`` and, block by block, the
-        length of Adam's unit step (RMSProp with bias correction; AdaGrad
-        when ``b2 = 1``), computed on the whole leaf::
-
-            nu <- b2 nu + w g^2
-            A = g / (sqrt(nu / c) + eps)     c = 1 - b2^t (c = 1 when b2 = 1)
-            U = (||A_block|| / ||D||) D      (0 where D = 0)
-
-        Vectors and scalars take ``U = A``. With momentum ``b1`` (``None``
-        for none)::
-
-            mu <- b1 mu + (1 - b1) U,  update = -learning_rate mu / (1 - b1^t)
-
-        and without it ``update = -learning_rate U``.
-
-        The damping is relative to each block's largest eigenvalue, so the
-        preconditioner does not depend on the gradients' scale and the
-        smallest eigenvalue it inverts is ``damping * lambda_max``: the
-        largest gain in any direction is ``damping^(-1/4)`` times the gain in
-        the top one, even for a rank-one or ill-conditioned gradient. The
-        roots are computed in the compute dtype (float32, or float64 for
-        float64 parameters); keep the factor slots in float32 for bfloat16
-        parameters (``left_dtype=jnp.float32`` and so on).
-
-        Cost per leaf ``m x n`` in blocks of ``b``: the factors take
-        ``2 (m n / b^2) b^2 = 2 m n`` numbers (about, with padding), and so do
-        the roots; every step two batched ``b x b`` products per block;
-        every ``precondition_every`` steps two ``b x b`` eigendecompositions
-        per block (``O(b^3)`` each).
-
-        Args:
-            learning_rate: the step size (a number or a schedule).
-            b1: momentum of the grafted step, in ``[0, 1)``; ``None`` keeps no
-                momentum slot.
-            b2: decay of the factors and of the graft's second moment, in
-                ``(0, 1]``; ``1`` sums them (AdaGrad).
-            damping: added to each factor's eigenvalues, relative to its
-                largest eigenvalue.
-            eps: added to the graft's root second moment.
-            precondition_every: steps between two refreshes of the inverse
-                roots (static: it is part of the compiled program).
-
-        Returns:
-            The update and the new slots.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> tx = make_shampoo(block_size=2)(learning_rate=0.1)
-            >>> params = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
-            >>> state = tx.init(params)
-            >>> state.left["w"].shape  # 2 x 2 blocks, each factor 2 x 2
-            (4, 2, 2)
-            >>> updates, state = tx.update(params, state)
-            >>> updates["w"].shape
-            (3, 4)
-
-        References:
-            V. Gupta, T. Koren, Y. Singer, "Shampoo: Preconditioned Stochastic
-            Tensor Optimization", ICML 2018.
-            R. Anil, V. Gupta, T. Koren, K. Regan, Y. Singer, "Scalable Second
-            Order Optimization for Deep Learning", arXiv:2002.09018, 2020
-            (blocking, grafting, refresh every k steps, damping).
-        """
-        _check_period(precondition_every)
-        weight = jnp.where(b2 < 1, 1 - b2, jnp.ones_like(b2))
-        correction = jnp.where(b2 < 1, 1 - b2**step, jnp.ones_like(b2))
-        nu = b2 * nu + weight * grad * grad
-        graft = grad / (jnp.sqrt(nu / correction) + eps)
-
-        layout = matrix_layout(grad.shape, block_size)
-        if layout is None:
-            direction = graft
-        else:
-            g = to_blocks(grad, layout)
-            g_t = jnp.swapaxes(g, -1, -2)
-            left = b2 * left + weight * (g @ g_t)
-            right = b2 * right + weight * (g_t @ g)
-            left_root, right_root = jax.lax.cond(
-                jnp.mod(step - 1, precondition_every) == 0,
-                lambda: (inverse_root(left, damping), inverse_root(right, damping)),
-                lambda: (left_root, right_root),
-            )
-            d = left_root @ g @ right_root
-            d_norm = _block_norms(d)
-            length = _block_norms(to_blocks(graft, layout))
-            scale = jnp.where(d_norm > 0, length / jnp.where(d_norm > 0, d_norm, 1), 0)
-            direction = from_blocks(d * scale[:, None, None], layout, grad)
-
-        if mu is not None:
-            assert b1 is not None  # the slot exists only with momentum
-            mu = b1 * mu + (1 - b1) * direction
-            direction = mu / (1 - b1**step)
-        return -learning_rate * direction, left, right, left_root, right_root, nu, mu
-
-    return shampoo
-
-
-shampoo = make_shampoo(128)
-"""Blocked Shampoo with blocks of at most 128 (see :func:`make_shampoo`)."""
+    if mu is not None:
+        assert b1 is not None  # the slot exists only with momentum
+        mu = b1 * mu + (1 - b1) * direction
+        direction = mu / (1 - b1**step)
+    return -learning_rate * direction, left, right, left_root, right_root, nu, mu
 
 
 # Hyperparameters the conformance kit checks the rule with (blocks of 2, so
 # that the kit's 3 x 4 and 4-d leaves split into several ragged blocks).
-TEST_BLOCK_SIZE = 2
 TEST_HYPERPARAMS: dict[str, Any] = {
     "learning_rate": 1e-2,
+    "block_size": 2,
     "damping": 1e-4,
     "precondition_every": 3,
 }
@@ -435,9 +431,7 @@ def main(epochs: int = 10) -> dict[str, tuple[float, float, float]]:
     """Trains with Shampoo and with Adam; prints and returns their results."""
     data = load_data()
     optimizers = {
-        "shampoo": make_shampoo(block_size=32)(
-            learning_rate=1e-3, precondition_every=10
-        ),
+        "shampoo": shampoo(learning_rate=1e-3, block_size=32, precondition_every=10),
         "adam": jr.adam(learning_rate=1e-3),
     }
     results = {}

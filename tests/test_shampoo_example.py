@@ -14,11 +14,12 @@ import optax
 import pytest
 from helpers import load_example
 
+import jaxopt_rules as jr
 from jaxopt_rules import testing
 
 
 shampoo_example = load_example("shampoo")
-make_shampoo = shampoo_example.make_shampoo
+shampoo = shampoo_example.shampoo
 
 
 # ---------------------------------------------------------------------------
@@ -27,8 +28,7 @@ make_shampoo = shampoo_example.make_shampoo
 
 @pytest.mark.slow  # 60-130 s on 2 shared cores (about 2x the kit on Adam)
 def test_kit_passes_every_check():
-    factory = make_shampoo(shampoo_example.TEST_BLOCK_SIZE)
-    ran = testing.check_rule(factory, shampoo_example.TEST_HYPERPARAMS)
+    ran = testing.check_rule(shampoo, shampoo_example.TEST_HYPERPARAMS)
     assert set(ran) == set(testing.CHECKS)  # sharding included (conftest: 8 devices)
 
 
@@ -36,9 +36,8 @@ def test_kit_passes_every_check():
 def test_kit_convergence_through_the_preconditioner(check):
     # The kit's problems are vectors, which the graft alone moves; as (n, 1)
     # matrices they go through the Kronecker factors and the inverse roots.
-    factory = make_shampoo(shampoo_example.TEST_BLOCK_SIZE)
     assert testing.run_check(
-        check, factory, shampoo_example.TEST_HYPERPARAMS, matrices_only=True
+        check, shampoo, shampoo_example.TEST_HYPERPARAMS, matrices_only=True
     )
 
 
@@ -165,8 +164,9 @@ def test_float64_trajectory_matches_numpy_reference(options):
         )
 
     with jax.enable_x64(True):
-        tx = make_shampoo(block)(
+        tx = shampoo(
             learning_rate=lr,
+            block_size=block,
             damping=damping,
             eps=eps,
             precondition_every=every,
@@ -236,7 +236,9 @@ def test_ill_conditioned_gradients_give_finite_steps(block_size):
         "zero": np.zeros((8, 6), np.float32),
         "vector": np.array([1e-20, 1.0, 1e15], np.float32),
     }
-    tx = make_shampoo(block_size)(learning_rate=1.0, b1=None, precondition_every=2)
+    tx = shampoo(
+        learning_rate=1.0, b1=None, block_size=block_size, precondition_every=2
+    )
     params = {k: jnp.zeros(g.shape, jnp.float32) for k, g in grads.items()}
     state = tx.init(params)
     update = jax.jit(tx.update)
@@ -264,7 +266,7 @@ def test_rank_one_direction_is_the_preconditioned_one():
     # independent of the damping's tiny eigenvalues: check it in float32.
     a, b = np.arange(1.0, 6.0), np.array([3.0, -1.0, 2.0, 0.5])
     g = np.outer(a, b).astype(np.float32)
-    tx = make_shampoo(8)(learning_rate=1.0, b1=None, damping=1e-6)
+    tx = shampoo(learning_rate=1.0, b1=None, block_size=8, damping=1e-6)
     params = {"w": jnp.zeros(g.shape)}
     updates, _ = jax.jit(tx.update)({"w": jnp.asarray(g)}, tx.init(params))
     u = -np.asarray(updates["w"], np.float64)
@@ -278,7 +280,7 @@ def test_rank_one_direction_is_the_preconditioned_one():
 
 
 def test_state_layout():
-    tx = make_shampoo(2)(learning_rate=0.1)
+    tx = shampoo(learning_rate=0.1, block_size=2)
     params = {"w": jnp.ones((3, 4)), "conv": jnp.ones((2, 3, 2, 2)), "b": jnp.ones(4)}
     state = tx.init(params)
     assert type(state).__name__ == "ShampooState"
@@ -288,12 +290,12 @@ def test_state_layout():
     np.testing.assert_array_equal(state.left_root["w"][3], np.eye(2))
     assert state.nu["w"].shape == (3, 4)
     assert tx.init({"w": jnp.ones((3, 4))}).mu["w"].shape == (3, 4)
-    no_momentum = make_shampoo(2)(learning_rate=0.1, b1=None)
+    no_momentum = shampoo(learning_rate=0.1, b1=None, block_size=2)
     assert "mu" not in no_momentum.init(params)._fields
 
 
 def test_refresh_only_every_k_steps():
-    tx = make_shampoo(4)(learning_rate=0.1, precondition_every=3)
+    tx = shampoo(learning_rate=0.1, block_size=4, precondition_every=3)
     params = {"w": jnp.zeros((4, 4))}
     state = tx.init(params)
     rng = np.random.default_rng(0)
@@ -309,49 +311,67 @@ def test_refresh_only_every_k_steps():
         assert not np.array_equal(roots[t - 1], roots[t - 2])
 
 
+def test_block_size_is_a_static_hyperparameter_of_one_rule():
+    # One decorated rule, blocks of 128 by default: a (300, 5) leaf is 3 x 1
+    # blocks, of 128 rows (the last one padded) and 5 columns.
+    assert isinstance(shampoo, jr.RuleFactory)
+    assert not hasattr(shampoo_example, "make_shampoo")
+    state = shampoo(learning_rate=0.1).init({"w": jnp.ones((300, 5))})
+    assert state.left["w"].shape == state.left_root["w"].shape == (3, 128, 128)
+    assert state.right["w"].shape == state.right_root["w"].shape == (3, 5, 5)
+    np.testing.assert_array_equal(state.right_root["w"][2], np.eye(5))
+    # Under optax.inject_hyperparams too, block_size among the static arguments.
+    injected = optax.inject_hyperparams(
+        shampoo, static_args=("block_size", "precondition_every")
+    )(learning_rate=0.1, block_size=4)
+    inner = injected.init({"w": jnp.ones((6, 3))}).inner_state
+    assert inner.left["w"].shape == (2, 4, 4)
+    assert inner.right["w"].shape == (2, 3, 3)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"precondition_every": 0}, "precondition_every"),
-        ({"precondition_every": 2.5}, "precondition_every"),
-        ({"damping": 0.0}, "damping"),
-        ({"b2": 0.0}, "b2"),
-        ({"b1": 1.0}, "b1"),
+        ({"precondition_every": 0}, r"shampoo: precondition_every must be >= 1, got 0"),
+        ({"block_size": 0}, r"shampoo: block_size must be >= 1, got 0"),
+        ({"damping": 0.0}, r"shampoo: damping must be > 0, got 0\.0"),
+        ({"b2": 0.0}, r"shampoo: b2 must be in \(0, 1\], got 0\.0"),
+        ({"b1": 1.0}, r"shampoo: b1 must be in \[0, 1\), got 1\.0"),
     ],
 )
-def test_bad_hyperparameters_are_named(kwargs, match):
-    params = {"w": jnp.ones((3, 3))}
-
-    def first_update():
-        tx = make_shampoo(4)(learning_rate=0.1, **kwargs)
-        return tx.update(params, tx.init(params))
-
-    # Refused by the factory, or at the latest by the first update.
+def test_hyperparameters_outside_their_constraints_are_refused_by_the_factory(
+    kwargs, match
+):
     with pytest.raises(ValueError, match=match):
-        first_update()
+        shampoo(learning_rate=0.1, **kwargs)
 
 
-@pytest.mark.parametrize("block_size", [0, 2.0, True])
-def test_bad_block_size_is_named(block_size):
-    with pytest.raises((TypeError, ValueError), match="block_size"):
-        make_shampoo(block_size)
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"precondition_every": 2.5}, r"shampoo: precondition_every must be an int"),
+        ({"block_size": 2.0}, r"shampoo: block_size must be an int, got 2\.0"),
+        ({"block_size": True}, r"shampoo: block_size must be an int, got True"),
+    ],
+)
+def test_static_hyperparameters_that_are_not_ints_are_named(kwargs, match):
+    params = {"w": jnp.ones((3, 3))}
+    tx = shampoo(learning_rate=0.1, **kwargs)
+    # Refused by init (block_size shapes the state) or the first update.
+    with pytest.raises(TypeError, match=match):
+        tx.update(params, tx.init(params))
 
 
 def test_state_of_another_block_size_is_refused_by_name():
     params = {"w": jnp.ones((4, 4))}
-    state = make_shampoo(2)(learning_rate=0.1).init(params)
+    state = shampoo(learning_rate=0.1, block_size=2).init(params)
     with pytest.raises(ValueError, match=r"\['w'\].*slot 'left'.*\(1, 4, 4\)"):
-        make_shampoo(4)(learning_rate=0.1).update(params, state)
-
-
-def test_same_block_size_same_factory():
-    assert make_shampoo(16) is make_shampoo(16)
-    assert shampoo_example.shampoo is make_shampoo(128)
+        shampoo(learning_rate=0.1, block_size=4).update(params, state)
 
 
 def test_docstring_examples_run():
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
-    objects = {"make_shampoo": make_shampoo, "shampoo": shampoo_example.shampoo}
+    objects = {"shampoo_example": shampoo_example, "shampoo": shampoo}
     for name, obj in objects.items():
         for test in finder.find(obj, name, globs=dict(vars(shampoo_example))):
             runner.run(test)
