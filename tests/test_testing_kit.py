@@ -255,6 +255,9 @@ def test_matrices_only_reaches_every_check():
 
     with pytest.raises(testing.ConformanceError):
         testing.run_check("vmap", matrices, {"learning_rate": 0.01})
+    assert testing.run_check(
+        "vmap", matrices, {"learning_rate": 0.01}, matrices_only=True
+    )
     # (optax's SGD fails four checks of its own: complex parameters,
     # Rosenbrock at this learning rate, sharding and names_bad_leaves.)
     theirs = ("complex_params", "converges_rosenbrock", "sharding", "names_bad_leaves")

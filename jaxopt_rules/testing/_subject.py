@@ -53,7 +53,7 @@ class RuleUnderTest:
     steps: int = 10_000
     matrices_only: bool = False
     _shared: dict[Any, Any] = dataclasses.field(
-        default_factory=dict, compare=False, repr=False
+        default_factory=dict, init=False, compare=False, repr=False
     )
 
     def make(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
