@@ -97,7 +97,7 @@ def test_grouped_and_ignored_arguments():
 
 
 def test_grouped_and_ignored_arguments_are_checked():
-    with pytest.raises(ValueError, match=r"betas must be a sequence of 2 numbers"):
+    with pytest.raises(ValueError, match=r"betas must be a pair of numbers"):
         _torch_like(0.1, (0.9,))
     with pytest.raises(ValueError, match=r"beta2"):
         _torch_like(0.1, (0.9, 1.5))
@@ -214,3 +214,40 @@ def test_slot_init_from_a_static_hyperparameter():
 
     state = identity_root(0.1, block=3).init({"w": jnp.ones(4)})
     np.testing.assert_array_equal(state.root["w"], np.eye(3))
+
+
+def _nesterov_needs_momentum(hyper):
+    if hyper["nesterov"] and hyper["momentum"] == 0:
+        raise ValueError("nesterov needs momentum > 0")
+
+
+@jr.rule(
+    slots={"buf": jr.Slot()},
+    positional=("lr", "momentum"),
+    keyword=("maximize", "foreach", "nesterov"),
+    ignored={"foreach": None},
+    storage_args=False,
+    check=_nesterov_needs_momentum,
+)
+def _port(grad, buf, *, lr=1e-3, momentum=0.0, nesterov=False, maximize=False):
+    """A port of a library whose factory has no storage arguments."""
+    buf = momentum * buf + grad
+    step = grad + momentum * buf if nesterov else buf
+    return (lr if maximize else -lr) * step, buf
+
+
+def test_keyword_order_storage_args_and_check():
+    params = list(inspect.signature(_port).parameters)
+    assert params == ["lr", "momentum", "maximize", "foreach", "nesterov"]
+    tx = _port(0.5, 0.0)
+    grads = {"w": jnp.ones(2, jnp.bfloat16)}
+    state = tx.init(grads)
+    assert state.buf["w"].dtype == jnp.bfloat16  # stored like the parameter
+    np.testing.assert_allclose(tx.update(grads, state)[0]["w"], -0.5)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'buf_dtype'"):
+        _port(0.5, buf_dtype=jnp.float32)
+    with pytest.raises(ValueError, match=r"nesterov needs momentum > 0"):
+        _port(0.5, nesterov=True)
+    _port(0.5, 0.9, nesterov=True)  # a combination the check accepts
+    with pytest.raises(TypeError, match=r"keyword names \['nope'\]"):
+        jr.rule(keyword=("nope",))(lambda grad, *, lr: grad)

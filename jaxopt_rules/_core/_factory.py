@@ -46,11 +46,19 @@ class PublicSignature:
             ``None`` for the default order (see :func:`rule`).
         grouped: public parameter name to the hyperparameters it packs.
         ignored: accepted parameters without effect, name to default.
+        keyword: the keyword-only parameters to list first, in order.
+        storage_args: whether the factory takes the slot dtype and
+            stochastic-rounding arguments.
+        check: called with the rule's hyperparameters when the factory is
+            called; raises on a combination it refuses.
     """
 
     positional: tuple[str, ...] | None = None
     grouped: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     ignored: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    keyword: tuple[str, ...] = ()
+    storage_args: bool = True
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
 
 class RuleFactory:
@@ -136,11 +144,18 @@ def _hyperparameters(
         except TypeError:
             values = ()
         if len(values) != len(members):
+            what = "a pair" if len(members) == 2 else f"a sequence of {len(members)}"
             raise ValueError(
-                f"{definition.name}: {name} must be a sequence of {len(members)} "
-                f"numbers ({', '.join(members)}), got {value!r}"
+                f"{definition.name}: {name} must be {what} of numbers "
+                f"({', '.join(members)}), got {value!r}"
             )
         out.update(zip(members, values, strict=True))
+    if not public.storage_args:
+        # Slots stored like their parameters, rounded to nearest.
+        for arg in definition.dtype_args.values():
+            out.setdefault(arg, None)
+    if public.check is not None:
+        public.check({n: out[n] for n in definition.hyperparam_names})
     return out
 
 
@@ -180,11 +195,11 @@ def _factory_signature(
         params[name] = inspect.Parameter(
             name, _KEYWORD, default=default, annotation="bool | None"
         )
-    for dtype_arg in definition.dtype_args.values():
+    for dtype_arg in definition.dtype_args.values() if public.storage_args else ():
         params[dtype_arg] = inspect.Parameter(
             dtype_arg, _KEYWORD, default=None, annotation="jax.typing.DTypeLike | None"
         )
-    if definition.slots:  # (a rule without state has nothing to round)
+    if definition.slots and public.storage_args:  # (nothing to round without state)
         params["stochastic_rounding"] = inspect.Parameter(
             "stochastic_rounding", _KEYWORD, default=False, annotation=bool
         )
@@ -222,8 +237,17 @@ def _factory_signature(
                     f"rule {definition.name!r}: positional parameter {name!r} has no "
                     "default but follows one that has"
                 )
+    unknown = [n for n in public.keyword if n not in params or n in positional]
+    if unknown:
+        raise TypeError(
+            f"rule {definition.name!r}: keyword names {unknown}: each must be a "
+            f"parameter of the factory not listed as positional ({list(params)})"
+        )
     ordered = [params[n].replace(kind=_POSITIONAL) for n in positional]
-    ordered += [p for n, p in params.items() if n not in positional]
+    ordered += [params[n] for n in public.keyword]
+    ordered += [
+        p for n, p in params.items() if n not in positional and n not in public.keyword
+    ]
     return inspect.Signature(
         ordered, return_annotation=optax.GradientTransformationExtraArgs
     )
@@ -247,6 +271,9 @@ def rule(
     positional: Sequence[str] | None = None,
     grouped: Mapping[str, Sequence[str]] | None = None,
     ignored: Mapping[str, Any] | None = None,
+    keyword: Sequence[str] = (),
+    storage_args: bool = True,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> Callable[[RuleFunction], RuleFactory]: ...
 
 
@@ -265,6 +292,9 @@ def rule(
     positional: Sequence[str] | None = None,
     grouped: Mapping[str, Sequence[str]] | None = None,
     ignored: Mapping[str, Any] | None = None,
+    keyword: Sequence[str] = (),
+    storage_args: bool = True,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> RuleFactory | Callable[[RuleFunction], RuleFactory]:
     """Turns a per-leaf update function into a factory of optax transforms.
 
@@ -361,6 +391,15 @@ def rule(
         ignored: factory parameters accepted for compatibility that cannot
             change the numbers (torch's ``foreach``, ``fused``): name to
             default. Their values must be ``None`` or a bool.
+        keyword: keyword-only parameters of the factory to list first, in
+            this order (torch interleaves its flags with hyperparameters).
+        storage_args: ``False`` leaves out the ``<slot>_dtype`` and
+            stochastic-rounding arguments (a port of a library that has none:
+            slots are stored in the parameter's dtype).
+        check: ``check(hyperparams)``, called when the factory is called, for
+            rules that refuse combinations of values (Nesterov momentum
+            without momentum) or values no constraint expresses; it raises
+            ``ValueError`` or ``TypeError`` naming the arguments.
 
     Returns:
         A :class:`RuleFactory`, or a decorator producing one. The factory
@@ -402,6 +441,9 @@ def rule(
             positional=None if positional is None else tuple(positional),
             grouped={k: tuple(v) for k, v in (grouped or {}).items()},
             ignored=dict(ignored or {}),
+            keyword=tuple(keyword),
+            storage_args=storage_args,
+            check=check,
         )
         all_state_classes(
             definition.name,
