@@ -52,7 +52,7 @@ SCALED_MOMENTUM_TEST_HYPERPARAMS = {"learning_rate": 1e-4, "factor": 2.0, "beta"
 
 def main(steps: int = 200) -> float:
     """Checks both rules, then fits a small least-squares problem; returns the loss."""
-    # 3. The conformance kit: one call runs every check (20 of them: jit,
+    # 3. The conformance kit: one call runs every check (21 of them: jit,
     # vmap, scan, chain/masked/partition/MultiSteps/apply_if_finite,
     # inject_hyperparams, schedules, sharding when devices allow, ...).
     ran = testing.check_rule(scaled_sgd, SCALED_SGD_TEST_HYPERPARAMS)
