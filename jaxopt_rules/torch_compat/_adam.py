@@ -1,51 +1,46 @@
 """torch.optim.Adam and torch.optim.AdamW."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     coupled_decay,
     decoupled_decay,
     lerp,
-    pair,
     signed,
 )
 
 
-@rule(
-    name="torch_adam",
-    slots={
-        "exp_avg": Slot(),
-        "exp_avg_sq": Slot(),
-        "max_exp_avg_sq": Slot(when="amsgrad"),
-    },
-    constraints={
-        "lr": ">= 0",
-        "beta1": "[0, 1)",
-        "beta2": "[0, 1)",
-        "eps": ">= 0",
-        "weight_decay": ">= 0",
-    },
-)
-def _adam_rule(
+SLOTS = {
+    "exp_avg": Slot(),
+    "exp_avg_sq": Slot(),
+    "max_exp_avg_sq": Slot(when="amsgrad"),
+}
+CONSTRAINTS = {
+    "lr": ">= 0",
+    "beta1": "[0, 1)",
+    "beta2": "[0, 1)",
+    "eps": ">= 0",
+    "weight_decay": ">= 0",
+}
+POSITIONAL = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+GROUPED = {"betas": ("beta1", "beta2")}
+FLAGS = {"foreach": None, "capturable": False, "differentiable": False, "fused": None}
+
+
+def adam_step(
+    *,
     grad: Array,
     exp_avg: Array,
     exp_avg_sq: Array,
     max_exp_avg_sq: Array | None,
     param: Array,
     step: Array,
-    *,
     lr: Scalar,
     beta1: Scalar,
     beta2: Scalar,
     eps: Scalar,
     weight_decay: Scalar,
-    amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
 ) -> tuple[Array, Array, Array, Array | None]:
@@ -68,48 +63,33 @@ def _adam_rule(
     return update, exp_avg, exp_avg_sq, max_exp_avg_sq
 
 
-def _torch_adam(
-    *,
-    algorithm: str,
-    lr: optax.ScalarOrSchedule,
-    betas: tuple[Any, Any],
-    eps: Any,
-    weight_decay: Any,
-    amsgrad: bool,
-    maximize: bool,
-    decoupled_weight_decay: bool,
-    flags: dict[str, bool | None],
-) -> optax.GradientTransformationExtraArgs:
-    """Checks the flags, unpacks ``betas`` and builds :func:`_adam_rule`."""
-    check_execution_flags(algorithm, **flags)
-    beta1, beta2 = pair(algorithm, "betas", betas)
-    return _adam_rule(
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        amsgrad=amsgrad,
-        maximize=maximize,
-        decoupled_weight_decay=decoupled_weight_decay,
-    )
-
-
-@catalog_entry(_adam_rule)
+@rule(
+    name="torch_adam",
+    slots=SLOTS,
+    constraints=CONSTRAINTS,
+    positional=POSITIONAL,
+    grouped=GROUPED,
+    ignored=FLAGS,
+    keyword=("foreach", "maximize", "capturable", "differentiable", "fused"),
+    storage_args=False,
+)
 def adam(
-    lr: optax.ScalarOrSchedule = 1e-3,
-    betas: tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
-    amsgrad: bool = False,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    max_exp_avg_sq: Array | None,
+    param: Array,
+    step: Array,
     *,
-    foreach: bool | None = None,
+    lr: Scalar = 1e-3,
+    beta1: Scalar = 0.9,
+    beta2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
+    amsgrad: bool = False,
     maximize: bool = False,
-    capturable: bool = False,
-    differentiable: bool = False,
-    fused: bool | None = None,
     decoupled_weight_decay: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array, Array | None]:
     r"""``torch.optim.Adam``: the same arguments, defaults and numbers.
 
     Update (``t`` counts from 1; ``lerp(a, b, w) = a + w (b - a)``)::
@@ -158,38 +138,50 @@ def adam(
         Reddi et al., "On the Convergence of Adam and Beyond", ICLR 2018
         (AMSGrad). Verified against ``torch.optim.Adam`` (torch 2.13).
     """
-    return _torch_adam(
-        algorithm="torch_compat.adam",
+    del amsgrad  # decides whether max_exp_avg_sq exists
+    return adam_step(
+        grad=grad,
+        exp_avg=exp_avg,
+        exp_avg_sq=exp_avg_sq,
+        max_exp_avg_sq=max_exp_avg_sq,
+        param=param,
+        step=step,
         lr=lr,
-        betas=betas,
+        beta1=beta1,
+        beta2=beta2,
         eps=eps,
         weight_decay=weight_decay,
-        amsgrad=amsgrad,
         maximize=maximize,
         decoupled_weight_decay=decoupled_weight_decay,
-        flags={
-            "foreach": foreach,
-            "capturable": capturable,
-            "differentiable": differentiable,
-            "fused": fused,
-        },
     )
 
 
-@catalog_entry(_adam_rule)
+@rule(
+    name="torch_adam",
+    slots=SLOTS,
+    constraints=CONSTRAINTS,
+    positional=POSITIONAL,
+    grouped=GROUPED,
+    ignored=FLAGS,
+    keyword=("maximize", "foreach", "capturable", "differentiable", "fused"),
+    storage_args=False,
+)
 def adamw(
-    lr: optax.ScalarOrSchedule = 1e-3,
-    betas: tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 1e-2,
-    amsgrad: bool = False,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    max_exp_avg_sq: Array | None,
+    param: Array,
+    step: Array,
     *,
+    lr: Scalar = 1e-3,
+    beta1: Scalar = 0.9,
+    beta2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 1e-2,
+    amsgrad: bool = False,
     maximize: bool = False,
-    foreach: bool | None = None,
-    capturable: bool = False,
-    differentiable: bool = False,
-    fused: bool | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array, Array | None]:
     r"""``torch.optim.AdamW``: Adam with decoupled weight decay, torch's defaults.
 
     :func:`adam` with ``decoupled_weight_decay=True``. The default
@@ -228,19 +220,19 @@ def adamw(
         Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR
         2019. Verified against ``torch.optim.AdamW`` (torch 2.13).
     """
-    return _torch_adam(
-        algorithm="torch_compat.adamw",
+    del amsgrad  # decides whether max_exp_avg_sq exists
+    return adam_step(
+        grad=grad,
+        exp_avg=exp_avg,
+        exp_avg_sq=exp_avg_sq,
+        max_exp_avg_sq=max_exp_avg_sq,
+        param=param,
+        step=step,
         lr=lr,
-        betas=betas,
+        beta1=beta1,
+        beta2=beta2,
         eps=eps,
         weight_decay=weight_decay,
-        amsgrad=amsgrad,
         maximize=maximize,
         decoupled_weight_decay=True,
-        flags={
-            "foreach": foreach,
-            "capturable": capturable,
-            "differentiable": differentiable,
-            "fused": fused,
-        },
     )
