@@ -1,18 +1,22 @@
 """torch.optim.SGD: momentum with dampening, Nesterov, L2 weight decay."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
-    coupled_decay,
-    has_momentum,
-    signed,
-)
+from jaxopt_rules.torch_compat._common import coupled_decay, has_momentum, signed
+
+
+def _check_nesterov(hyper: Mapping[str, Any]) -> None:
+    """Torch's rule: Nesterov momentum needs a momentum and no dampening."""
+    if hyper["nesterov"] and (not has_momentum(hyper) or hyper["dampening"] != 0):
+        raise ValueError(
+            "torch_sgd: Nesterov momentum requires a momentum and zero "
+            f"dampening (got momentum={hyper['momentum']!r}, "
+            f"dampening={hyper['dampening']!r})"
+        )
 
 
 @rule(
@@ -21,44 +25,25 @@ from jaxopt_rules.torch_compat._common import (
     # Structural, as in torch (momentum 0 keeps no buffer): not injectable.
     static=("momentum",),
     constraints={"lr": ">= 0", "momentum": ">= 0", "weight_decay": ">= 0"},
+    positional=("lr", "momentum", "dampening", "weight_decay", "nesterov"),
+    ignored={"foreach": None, "differentiable": False, "fused": None},
+    keyword=("maximize", "foreach", "differentiable", "fused"),
+    storage_args=False,
+    check=_check_nesterov,
 )
-def _sgd_rule(
+def sgd(
     grad: Array,
     momentum_buffer: Array | None,
     param: Array,
     step: Array,
     *,
-    lr: Scalar,
-    momentum: Scalar,
-    dampening: Scalar,
-    weight_decay: Scalar,
-    nesterov: bool,
-    maximize: bool,
-) -> tuple[Array, Array | None]:
-    """One leaf of torch's single-tensor SGD."""
-    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
-    if momentum_buffer is not None:
-        # torch starts the buffer at the gradient itself (no dampening).
-        momentum_buffer = jnp.where(
-            step == 1, grad, momentum * momentum_buffer + (1 - dampening) * grad
-        )
-        grad = grad + momentum * momentum_buffer if nesterov else momentum_buffer
-    return (-lr) * grad, momentum_buffer
-
-
-@catalog_entry(_sgd_rule)
-def sgd(
-    lr: optax.ScalarOrSchedule = 1e-3,
-    momentum: Any = 0.0,
-    dampening: Any = 0.0,
-    weight_decay: Any = 0.0,
+    lr: Scalar = 1e-3,
+    momentum: Scalar = 0.0,
+    dampening: Scalar = 0.0,
+    weight_decay: Scalar = 0.0,
     nesterov: bool = False,
-    *,
     maximize: bool = False,
-    foreach: bool | None = None,
-    differentiable: bool = False,
-    fused: bool | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array | None]:
     r"""``torch.optim.SGD``: the same arguments, defaults and numbers.
 
     Update (``t`` counts from 1)::
@@ -101,19 +86,11 @@ def sgd(
         deep learning", ICML 2013. Verified against ``torch.optim.SGD``
         (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.sgd", foreach=foreach, differentiable=differentiable, fused=fused
-    )
-    if nesterov and (not has_momentum({"momentum": momentum}) or dampening != 0):
-        raise ValueError(
-            "torch_compat.sgd: Nesterov momentum requires a momentum and zero "
-            f"dampening (got momentum={momentum!r}, dampening={dampening!r})"
+    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
+    if momentum_buffer is not None:
+        # torch starts the buffer at the gradient itself (no dampening).
+        momentum_buffer = jnp.where(
+            step == 1, grad, momentum * momentum_buffer + (1 - dampening) * grad
         )
-    return _sgd_rule(
-        lr=lr,
-        momentum=momentum,
-        dampening=dampening,
-        weight_decay=weight_decay,
-        nesterov=nesterov,
-        maximize=maximize,
-    )
+        grad = grad + momentum * momentum_buffer if nesterov else momentum_buffer
+    return (-lr) * grad, momentum_buffer
