@@ -2,15 +2,15 @@
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import AxisType, PartitionSpec
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.torch_compat._common import catalog_entry, decoupled_decay, lerp
+from jaxopt_rules.torch_compat._common import decoupled_decay, lerp
 
 
 _ADJUSTMENTS = (None, "original", "match_rms_adamw")
@@ -72,57 +72,60 @@ def _orthogonalise(
     return jax.sharding.reshard(ortho, spec)
 
 
+def _check_structure(hyper: Mapping[str, Any]) -> None:
+    """The checks torch makes of ``ns_steps``, ``ns_coefficients``, ``adjust_lr_fn``."""
+    if hyper["ns_steps"] >= 100:
+        raise ValueError(
+            f"torch_muon: ns_steps must be below 100, got {hyper['ns_steps']!r}"
+        )
+    coefficients = hyper["ns_coefficients"]
+    try:
+        count = len(coefficients)
+    except TypeError:
+        count = None
+    if count != 3:
+        raise ValueError(
+            f"torch_muon: ns_coefficients must be (a, b, c), got {coefficients!r}"
+        )
+    if hyper["adjust_lr_fn"] not in _ADJUSTMENTS:
+        raise ValueError(
+            f"torch_muon: adjust_lr_fn must be one of {_ADJUSTMENTS}, "
+            f"got {hyper['adjust_lr_fn']!r}"
+        )
+
+
 @rule(
     name="torch_muon",
     slots={"momentum_buffer": Slot()},
     static=("ns_coefficients", "ns_steps", "adjust_lr_fn"),
     constraints={"lr": ">= 0", "momentum": ">= 0", "weight_decay": ">= 0"},
+    positional=(
+        "lr",
+        "weight_decay",
+        "momentum",
+        "nesterov",
+        "ns_coefficients",
+        "eps",
+        "ns_steps",
+        "adjust_lr_fn",
+    ),
+    storage_args=False,
+    check=_check_structure,
 )
-def _muon_rule(
+def muon(
     grad: Array,
     momentum_buffer: Array,
     param: Array,
     *,
-    lr: Scalar,
-    weight_decay: Scalar,
-    momentum: Scalar,
-    nesterov: bool,
-    ns_coefficients: tuple[float, float, float],
-    eps: Scalar,
-    ns_steps: int,
-    adjust_lr_fn: str | None,
-) -> tuple[Array, Array]:
-    """One leaf of torch's single-tensor Muon (2-D leaves only)."""
-    if grad.ndim != 2:
-        raise ValueError(
-            f"torch_compat.muon: Muon updates 2-D parameters only, got a leaf of "
-            f"shape {grad.shape}; route other leaves to another optimizer with "
-            "optax.partition (as torch users pass them to a second optimizer)"
-        )
-    momentum_buffer = lerp(momentum_buffer, grad, 1 - momentum)
-    direction = lerp(grad, momentum_buffer, momentum) if nesterov else momentum_buffer
-    ortho = _orthogonalise(direction, ns_coefficients, ns_steps, eps)
-    rows, cols = grad.shape
-    if adjust_lr_fn == "match_rms_adamw":
-        ratio = 0.2 * math.sqrt(max(rows, cols))
-    else:
-        ratio = math.sqrt(max(1.0, rows / cols))
-    update = (-lr * ratio) * ortho.astype(grad.dtype)
-    update = decoupled_decay(update, param, lr, weight_decay)
-    return update, momentum_buffer
-
-
-@catalog_entry(_muon_rule)
-def muon(
-    lr: optax.ScalarOrSchedule = 1e-3,
-    weight_decay: Any = 0.1,
-    momentum: Any = 0.95,
+    lr: Scalar = 1e-3,
+    weight_decay: Scalar = 0.1,
+    momentum: Scalar = 0.95,
     nesterov: bool = True,
     ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
-    eps: Any = 1e-7,
+    eps: Scalar = 1e-7,
     ns_steps: int = 5,
     adjust_lr_fn: str | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array]:
     r"""``torch.optim.Muon``: the same arguments, defaults and (bfloat16) numbers.
 
     For 2-D parameters only (torch's ``(out, in)`` layout: ``A, B = shape``);
@@ -177,22 +180,21 @@ def muon(
         networks", 2024 (kellerjordan.github.io/posts/muon). Verified against
         ``torch.optim.Muon`` (torch 2.13).
     """
-    if ns_steps >= 100:
-        raise ValueError("torch_compat.muon: ns_steps must be below 100")
-    if len(ns_coefficients) != 3:
-        raise ValueError("torch_compat.muon: ns_coefficients must be (a, b, c)")
-    if adjust_lr_fn not in _ADJUSTMENTS:
+    if grad.ndim != 2:
         raise ValueError(
-            f"torch_compat.muon: adjust_lr_fn must be one of {_ADJUSTMENTS}, "
-            f"got {adjust_lr_fn!r}"
+            f"torch_compat.muon: Muon updates 2-D parameters only, got a leaf of "
+            f"shape {grad.shape}; route other leaves to another optimizer with "
+            "optax.partition (as torch users pass them to a second optimizer)"
         )
-    return _muon_rule(
-        lr=lr,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        nesterov=nesterov,
-        ns_coefficients=tuple(ns_coefficients),
-        eps=eps,
-        ns_steps=ns_steps,
-        adjust_lr_fn=adjust_lr_fn,
-    )
+    momentum_buffer = lerp(momentum_buffer, grad, 1 - momentum)
+    direction = lerp(grad, momentum_buffer, momentum) if nesterov else momentum_buffer
+    a, b, c = ns_coefficients  # hashable for the compiled iteration
+    ortho = _orthogonalise(direction, (a, b, c), ns_steps, eps)
+    rows, cols = grad.shape
+    if adjust_lr_fn == "match_rms_adamw":
+        ratio = 0.2 * math.sqrt(max(rows, cols))
+    else:
+        ratio = math.sqrt(max(1.0, rows / cols))
+    update = (-lr * ratio) * ortho.astype(grad.dtype)
+    update = decoupled_decay(update, param, lr, weight_decay)
+    return update, momentum_buffer
