@@ -1,14 +1,9 @@
 """torch.optim.Adadelta."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     coupled_decay,
     signed,
 )
@@ -18,40 +13,23 @@ from jaxopt_rules.torch_compat._common import (
     name="torch_adadelta",
     slots={"square_avg": Slot(), "acc_delta": Slot()},
     constraints={"lr": ">= 0", "rho": "[0, 1]", "eps": ">= 0", "weight_decay": ">= 0"},
+    positional=("lr", "rho", "eps", "weight_decay", "foreach"),
+    ignored={"foreach": None, "capturable": False, "differentiable": False},
+    keyword=("capturable", "maximize", "differentiable"),
+    storage_args=False,
 )
-def _adadelta_rule(
+def adadelta(
     grad: Array,
     square_avg: Array,
     acc_delta: Array,
     param: Array,
     *,
-    lr: Scalar,
-    rho: Scalar,
-    eps: Scalar,
-    weight_decay: Scalar,
-    maximize: bool,
-) -> tuple[Array, Array, Array]:
-    """One leaf of torch's single-tensor Adadelta."""
-    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
-    square_avg = rho * square_avg + (1 - rho) * (grad * grad)
-    std = jnp.sqrt(square_avg + eps)
-    delta = jnp.sqrt(acc_delta + eps) / std * grad
-    acc_delta = rho * acc_delta + (1 - rho) * (delta * delta)
-    return (-lr) * delta, square_avg, acc_delta
-
-
-@catalog_entry(_adadelta_rule)
-def adadelta(
-    lr: optax.ScalarOrSchedule = 1.0,
-    rho: Any = 0.9,
-    eps: Any = 1e-6,
-    weight_decay: Any = 0.0,
-    foreach: bool | None = None,
-    *,
-    capturable: bool = False,
+    lr: Scalar = 1.0,
+    rho: Scalar = 0.9,
+    eps: Scalar = 1e-6,
+    weight_decay: Scalar = 0.0,
     maximize: bool = False,
-    differentiable: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array]:
     r"""``torch.optim.Adadelta``: the same arguments, defaults and numbers.
 
     Update::
@@ -91,12 +69,9 @@ def adadelta(
         Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012. Verified
         against ``torch.optim.Adadelta`` (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.adadelta",
-        foreach=foreach,
-        capturable=capturable,
-        differentiable=differentiable,
-    )
-    return _adadelta_rule(
-        lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize
-    )
+    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
+    square_avg = rho * square_avg + (1 - rho) * (grad * grad)
+    std = jnp.sqrt(square_avg + eps)
+    delta = jnp.sqrt(acc_delta + eps) / std * grad
+    acc_delta = rho * acc_delta + (1 - rho) * (delta * delta)
+    return (-lr) * delta, square_avg, acc_delta
