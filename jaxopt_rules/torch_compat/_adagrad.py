@@ -1,14 +1,9 @@
 """torch.optim.Adagrad: eps outside the root, lr_decay, initial accumulator."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     coupled_decay,
     signed,
 )
@@ -24,41 +19,31 @@ from jaxopt_rules.torch_compat._common import (
         "initial_accumulator_value": ">= 0",
         "eps": ">= 0",
     },
+    positional=(
+        "lr",
+        "lr_decay",
+        "weight_decay",
+        "initial_accumulator_value",
+        "eps",
+        "foreach",
+    ),
+    ignored={"foreach": None, "differentiable": False, "fused": None},
+    keyword=("maximize", "differentiable", "fused"),
+    storage_args=False,
 )
-def _adagrad_rule(
+def adagrad(
     grad: Array,
     sum: Array,
     param: Array,
     step: Array,
     *,
-    lr: Scalar,
-    lr_decay: Scalar,
-    weight_decay: Scalar,
-    initial_accumulator_value: Scalar,
-    eps: Scalar,
-    maximize: bool,
-) -> tuple[Array, Array]:
-    """One leaf of torch's single-tensor Adagrad."""
-    del initial_accumulator_value  # read by the slot's init
-    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
-    clr = lr / (1 + (step - 1) * lr_decay)
-    sum = sum + grad * grad
-    return (-clr) * (grad / (jnp.sqrt(sum) + eps)), sum
-
-
-@catalog_entry(_adagrad_rule)
-def adagrad(
-    lr: optax.ScalarOrSchedule = 1e-2,
-    lr_decay: Any = 0.0,
-    weight_decay: Any = 0.0,
-    initial_accumulator_value: Any = 0.0,
-    eps: Any = 1e-10,
-    foreach: bool | None = None,
-    *,
+    lr: Scalar = 1e-2,
+    lr_decay: Scalar = 0.0,
+    weight_decay: Scalar = 0.0,
+    initial_accumulator_value: Scalar = 0.0,
+    eps: Scalar = 1e-10,
     maximize: bool = False,
-    differentiable: bool = False,
-    fused: bool | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array]:
     r"""``torch.optim.Adagrad``: the same arguments, defaults and numbers.
 
     Update (``t`` counts from 1)::
@@ -100,17 +85,8 @@ def adagrad(
         Learning and Stochastic Optimization", JMLR 2011. Verified against
         ``torch.optim.Adagrad`` (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.adagrad",
-        foreach=foreach,
-        differentiable=differentiable,
-        fused=fused,
-    )
-    return _adagrad_rule(
-        lr=lr,
-        lr_decay=lr_decay,
-        weight_decay=weight_decay,
-        initial_accumulator_value=initial_accumulator_value,
-        eps=eps,
-        maximize=maximize,
-    )
+    del initial_accumulator_value  # read by the slot's init
+    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    sum = sum + grad * grad
+    return (-clr) * (grad / (jnp.sqrt(sum) + eps)), sum
