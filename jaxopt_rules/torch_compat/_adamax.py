@@ -1,17 +1,11 @@
 """torch.optim.Adamax: Adam with an infinity-norm second moment."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     coupled_decay,
     lerp,
-    pair,
     signed,
 )
 
@@ -26,41 +20,26 @@ from jaxopt_rules.torch_compat._common import (
         "eps": ">= 0",
         "weight_decay": ">= 0",
     },
+    positional=("lr", "betas", "eps", "weight_decay", "foreach"),
+    grouped={"betas": ("beta1", "beta2")},
+    ignored={"foreach": None, "differentiable": False, "capturable": False},
+    keyword=("maximize", "differentiable", "capturable"),
+    storage_args=False,
 )
-def _adamax_rule(
+def adamax(
     grad: Array,
     exp_avg: Array,
     exp_inf: Array,
     param: Array,
     step: Array,
     *,
-    lr: Scalar,
-    beta1: Scalar,
-    beta2: Scalar,
-    eps: Scalar,
-    weight_decay: Scalar,
-    maximize: bool,
-) -> tuple[Array, Array, Array]:
-    """One leaf of torch's single-tensor Adamax."""
-    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
-    exp_avg = lerp(exp_avg, grad, 1 - beta1)
-    exp_inf = jnp.maximum(exp_inf * beta2, jnp.abs(grad) + eps)
-    clr = lr / (1 - beta1**step)
-    return (-clr) * (exp_avg / exp_inf), exp_avg, exp_inf
-
-
-@catalog_entry(_adamax_rule)
-def adamax(
-    lr: optax.ScalarOrSchedule = 2e-3,
-    betas: tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
-    foreach: bool | None = None,
-    *,
+    lr: Scalar = 2e-3,
+    beta1: Scalar = 0.9,
+    beta2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
     maximize: bool = False,
-    differentiable: bool = False,
-    capturable: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array]:
     r"""``torch.optim.Adamax``: the same arguments, defaults and numbers.
 
     Update (``t`` counts from 1)::
@@ -99,18 +78,8 @@ def adamax(
         Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
         section 7.1. Verified against ``torch.optim.Adamax`` (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.adamax",
-        foreach=foreach,
-        differentiable=differentiable,
-        capturable=capturable,
-    )
-    beta1, beta2 = pair("torch_compat.adamax", "betas", betas)
-    return _adamax_rule(
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        maximize=maximize,
-    )
+    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
+    exp_avg = lerp(exp_avg, grad, 1 - beta1)
+    exp_inf = jnp.maximum(exp_inf * beta2, jnp.abs(grad) + eps)
+    clr = lr / (1 - beta1**step)
+    return (-clr) * (exp_avg / exp_inf), exp_avg, exp_inf
