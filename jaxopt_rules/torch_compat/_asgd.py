@@ -1,14 +1,9 @@
 """torch.optim.ASGD: SGD with Polyak averaging of the iterates."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     coupled_decay,
     signed,
 )
@@ -18,44 +13,33 @@ from jaxopt_rules.torch_compat._common import (
     name="torch_asgd",
     slots={"ax": Slot()},
     constraints={"lr": ">= 0", "lambd": ">= 0", "weight_decay": ">= 0"},
+    positional=(
+        "lr",
+        "lambd",
+        "alpha",
+        "t0",
+        "weight_decay",
+        "foreach",
+        "maximize",
+        "differentiable",
+        "capturable",
+    ),
+    ignored={"foreach": None, "differentiable": False, "capturable": False},
+    storage_args=False,
 )
-def _asgd_rule(
+def asgd(
     grad: Array,
     ax: Array,
     param: Array,
     step: Array,
     *,
-    lr: Scalar,
-    lambd: Scalar,
-    alpha: Scalar,
-    t0: Scalar,
-    weight_decay: Scalar,
-    maximize: bool,
-) -> tuple[Array, Array]:
-    """One leaf of torch's single-tensor ASGD (eta and mu from the step)."""
-    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
-    previous = step - 1  # torch computes eta and mu after the previous step
-    eta = jnp.where(step == 1, lr, lr / (1 + lambd * lr * previous) ** alpha)
-    mu = jnp.where(step == 1, 1.0, 1 / jnp.maximum(1.0, previous - t0))
-    # The average follows torch's new parameters; the update is written
-    # directly (not new - old, which loses the update's low bits).
-    new_param = param * (1 - lambd * eta) + (-eta) * grad
-    ax = jnp.where(mu == 1, new_param, ax + (new_param - ax) * mu)
-    return (-lambd * eta) * param + (-eta) * grad, ax
-
-
-@catalog_entry(_asgd_rule)
-def asgd(
-    lr: optax.ScalarOrSchedule = 1e-2,
-    lambd: Any = 1e-4,
-    alpha: Any = 0.75,
-    t0: Any = 1e6,
-    weight_decay: Any = 0.0,
-    foreach: bool | None = None,
+    lr: Scalar = 1e-2,
+    lambd: Scalar = 1e-4,
+    alpha: Scalar = 0.75,
+    t0: Scalar = 1e6,
+    weight_decay: Scalar = 0.0,
     maximize: bool = False,
-    differentiable: bool = False,
-    capturable: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array]:
     r"""``torch.optim.ASGD``: the same arguments, defaults and numbers.
 
     The parameters follow SGD with a decaying step; the average of the
@@ -99,17 +83,12 @@ def asgd(
         Averaging", SIAM J. Control Optim. 1992. Verified against
         ``torch.optim.ASGD`` (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.asgd",
-        foreach=foreach,
-        differentiable=differentiable,
-        capturable=capturable,
-    )
-    return _asgd_rule(
-        lr=lr,
-        lambd=lambd,
-        alpha=alpha,
-        t0=t0,
-        weight_decay=weight_decay,
-        maximize=maximize,
-    )
+    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
+    previous = step - 1  # torch computes eta and mu after the previous step
+    eta = jnp.where(step == 1, lr, lr / (1 + lambd * lr * previous) ** alpha)
+    mu = jnp.where(step == 1, 1.0, 1 / jnp.maximum(1.0, previous - t0))
+    # The average follows torch's new parameters; the update is written
+    # directly (not new - old, which loses the update's low bits).
+    new_param = param * (1 - lambd * eta) + (-eta) * grad
+    ax = jnp.where(mu == 1, new_param, ax + (new_param - ax) * mu)
+    return (-lambd * eta) * param + (-eta) * grad, ax
