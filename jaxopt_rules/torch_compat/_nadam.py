@@ -1,18 +1,12 @@
 """torch.optim.NAdam: Dozat's momentum schedule with a running product."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     coupled_decay,
     decoupled_decay,
     lerp,
-    pair,
     signed,
 )
 
@@ -32,8 +26,20 @@ from jaxopt_rules.torch_compat._common import (
         "weight_decay": ">= 0",
         "momentum_decay": ">= 0",
     },
+    positional=(
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "momentum_decay",
+        "decoupled_weight_decay",
+    ),
+    grouped={"betas": ("beta1", "beta2")},
+    ignored={"foreach": None, "capturable": False, "differentiable": False},
+    keyword=("foreach", "maximize", "capturable", "differentiable"),
+    storage_args=False,
 )
-def _nadam_rule(
+def nadam(
     grad: Array,
     exp_avg: Array,
     exp_avg_sq: Array,
@@ -41,49 +47,15 @@ def _nadam_rule(
     param: Array,
     step: Array,
     *,
-    lr: Scalar,
-    beta1: Scalar,
-    beta2: Scalar,
-    eps: Scalar,
-    weight_decay: Scalar,
-    momentum_decay: Scalar,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-) -> tuple[Array, Array, Array, Array]:
-    """One leaf of torch's single-tensor NAdam."""
-    grad = signed(grad, maximize)
-    bias_correction2 = 1 - beta2**step
-    if not decoupled_weight_decay:
-        grad = coupled_decay(grad, param, weight_decay)
-    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
-    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
-    mu_product = mu_product * mu
-    exp_avg = lerp(exp_avg, grad, 1 - beta1)
-    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * (grad * grad)
-    denom = jnp.sqrt(exp_avg_sq / bias_correction2) + eps
-    mu_product_next = mu_product * mu_next
-    update = (-lr * (1.0 - mu) / (1.0 - mu_product)) * (grad / denom) + (
-        (-lr * mu_next) / (1.0 - mu_product_next)
-    ) * (exp_avg / denom)
-    if decoupled_weight_decay:
-        update = decoupled_decay(update, param, lr, weight_decay)
-    return update, exp_avg, exp_avg_sq, mu_product
-
-
-@catalog_entry(_nadam_rule)
-def nadam(
-    lr: optax.ScalarOrSchedule = 2e-3,
-    betas: tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
-    momentum_decay: Any = 4e-3,
+    lr: Scalar = 2e-3,
+    beta1: Scalar = 0.9,
+    beta2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
+    momentum_decay: Scalar = 4e-3,
     decoupled_weight_decay: bool = False,
-    *,
-    foreach: bool | None = None,
     maximize: bool = False,
-    capturable: bool = False,
-    differentiable: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array, Array]:
     r"""``torch.optim.NAdam``: the same arguments, defaults and numbers.
 
     Update (``t`` counts from 1, ``psi = momentum_decay``)::
@@ -128,20 +100,20 @@ def nadam(
         Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016
         workshop. Verified against ``torch.optim.NAdam`` (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.nadam",
-        foreach=foreach,
-        capturable=capturable,
-        differentiable=differentiable,
-    )
-    beta1, beta2 = pair("torch_compat.nadam", "betas", betas)
-    return _nadam_rule(
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        momentum_decay=momentum_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
-    )
+    grad = signed(grad, maximize)
+    bias_correction2 = 1 - beta2**step
+    if not decoupled_weight_decay:
+        grad = coupled_decay(grad, param, weight_decay)
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    mu_product = mu_product * mu
+    exp_avg = lerp(exp_avg, grad, 1 - beta1)
+    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * (grad * grad)
+    denom = jnp.sqrt(exp_avg_sq / bias_correction2) + eps
+    mu_product_next = mu_product * mu_next
+    update = (-lr * (1.0 - mu) / (1.0 - mu_product)) * (grad / denom) + (
+        (-lr * mu_next) / (1.0 - mu_product_next)
+    ) * (exp_avg / denom)
+    if decoupled_weight_decay:
+        update = decoupled_decay(update, param, lr, weight_decay)
+    return update, exp_avg, exp_avg_sq, mu_product
