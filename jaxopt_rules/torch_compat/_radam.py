@@ -1,18 +1,12 @@
 """torch.optim.RAdam: Adam with the variance rectification of Liu et al."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     coupled_decay,
     decoupled_decay,
     lerp,
-    pair,
     signed,
 )
 
@@ -27,65 +21,27 @@ from jaxopt_rules.torch_compat._common import (
         "eps": ">= 0",
         "weight_decay": ">= 0",
     },
+    positional=("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay"),
+    grouped={"betas": ("beta1", "beta2")},
+    ignored={"foreach": None, "capturable": False, "differentiable": False},
+    keyword=("foreach", "maximize", "capturable", "differentiable"),
+    storage_args=False,
 )
-def _radam_rule(
+def radam(
     grad: Array,
     exp_avg: Array,
     exp_avg_sq: Array,
     param: Array,
     step: Array,
     *,
-    lr: Scalar,
-    beta1: Scalar,
-    beta2: Scalar,
-    eps: Scalar,
-    weight_decay: Scalar,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-) -> tuple[Array, Array, Array]:
-    """One leaf of torch's single-tensor RAdam."""
-    grad = signed(grad, maximize)
-    if not decoupled_weight_decay:
-        grad = coupled_decay(grad, param, weight_decay)
-    exp_avg = lerp(exp_avg, grad, 1 - beta1)
-    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * (grad * grad)
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
-    corrected = exp_avg / bias_correction1
-    rho_inf = 2 / (1 - beta2) - 1
-    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
-    # Rectification only when rho_t > 5 (guarded so the other branch of the
-    # where never takes the root of a negative number).
-    rectified = rho_t > 5.0
-    safe_rho = jnp.where(rectified, rho_t, 6.0)
-    rect = jnp.sqrt(
-        (safe_rho - 4)
-        * (safe_rho - 2)
-        * rho_inf
-        / ((rho_inf - 4) * (rho_inf - 2) * safe_rho)
-    )
-    adaptive_lr = jnp.sqrt(bias_correction2) / (jnp.sqrt(exp_avg_sq) + eps)
-    step_rectified = corrected * lr * adaptive_lr * rect
-    step_plain = corrected * lr
-    update = -jnp.where(rectified, step_rectified, step_plain)
-    if decoupled_weight_decay:
-        update = decoupled_decay(update, param, lr, weight_decay)
-    return update, exp_avg, exp_avg_sq
-
-
-@catalog_entry(_radam_rule)
-def radam(
-    lr: optax.ScalarOrSchedule = 1e-3,
-    betas: tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
+    lr: Scalar = 1e-3,
+    beta1: Scalar = 0.9,
+    beta2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
     decoupled_weight_decay: bool = False,
-    *,
-    foreach: bool | None = None,
     maximize: bool = False,
-    capturable: bool = False,
-    differentiable: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array]:
     r"""``torch.optim.RAdam``: the same arguments, defaults and numbers.
 
     Update (``t`` counts from 1)::
@@ -132,19 +88,30 @@ def radam(
         Liu et al., "On the Variance of the Adaptive Learning Rate and
         Beyond", ICLR 2020. Verified against ``torch.optim.RAdam`` (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.radam",
-        foreach=foreach,
-        capturable=capturable,
-        differentiable=differentiable,
+    grad = signed(grad, maximize)
+    if not decoupled_weight_decay:
+        grad = coupled_decay(grad, param, weight_decay)
+    exp_avg = lerp(exp_avg, grad, 1 - beta1)
+    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * (grad * grad)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    corrected = exp_avg / bias_correction1
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
+    # Rectification only when rho_t > 5 (guarded so the other branch of the
+    # where never takes the root of a negative number).
+    rectified = rho_t > 5.0
+    safe_rho = jnp.where(rectified, rho_t, 6.0)
+    rect = jnp.sqrt(
+        (safe_rho - 4)
+        * (safe_rho - 2)
+        * rho_inf
+        / ((rho_inf - 4) * (rho_inf - 2) * safe_rho)
     )
-    beta1, beta2 = pair("torch_compat.radam", "betas", betas)
-    return _radam_rule(
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
-    )
+    adaptive_lr = jnp.sqrt(bias_correction2) / (jnp.sqrt(exp_avg_sq) + eps)
+    step_rectified = corrected * lr * adaptive_lr * rect
+    step_plain = corrected * lr
+    update = -jnp.where(rectified, step_rectified, step_plain)
+    if decoupled_weight_decay:
+        update = decoupled_decay(update, param, lr, weight_decay)
+    return update, exp_avg, exp_avg_sq
