@@ -1,14 +1,9 @@
 """torch.optim.RMSprop: eps outside the root, torch's alpha, momentum on the ratio."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     coupled_decay,
     has_momentum,
     lerp,
@@ -32,52 +27,36 @@ from jaxopt_rules.torch_compat._common import (
         "momentum": ">= 0",
         "weight_decay": ">= 0",
     },
+    positional=(
+        "lr",
+        "alpha",
+        "eps",
+        "weight_decay",
+        "momentum",
+        "centered",
+        "capturable",
+        "foreach",
+        "maximize",
+        "differentiable",
+    ),
+    ignored={"capturable": False, "foreach": None, "differentiable": False},
+    storage_args=False,
 )
-def _rmsprop_rule(
+def rmsprop(
     grad: Array,
     square_avg: Array,
     momentum_buffer: Array | None,
     grad_avg: Array | None,
     param: Array,
     *,
-    lr: Scalar,
-    alpha: Scalar,
-    eps: Scalar,
-    weight_decay: Scalar,
-    momentum: Scalar,
-    centered: bool,
-    maximize: bool,
-) -> tuple[Array, Array, Array | None, Array | None]:
-    """One leaf of torch's single-tensor RMSprop."""
-    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
-    square_avg = alpha * square_avg + (1 - alpha) * (grad * grad)
-    if grad_avg is not None:
-        grad_avg = lerp(grad_avg, grad, 1 - alpha)
-        avg = jnp.sqrt(square_avg - grad_avg * grad_avg)
-    else:
-        avg = jnp.sqrt(square_avg)
-    avg = avg + eps
-    if momentum_buffer is not None:
-        momentum_buffer = momentum * momentum_buffer + grad / avg
-        update = (-lr) * momentum_buffer
-    else:
-        update = (-lr) * (grad / avg)
-    return update, square_avg, momentum_buffer, grad_avg
-
-
-@catalog_entry(_rmsprop_rule)
-def rmsprop(
-    lr: optax.ScalarOrSchedule = 1e-2,
-    alpha: Any = 0.99,
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
-    momentum: Any = 0.0,
+    lr: Scalar = 1e-2,
+    alpha: Scalar = 0.99,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
+    momentum: Scalar = 0.0,
     centered: bool = False,
-    capturable: bool = False,
-    foreach: bool | None = None,
     maximize: bool = False,
-    differentiable: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array | None, Array | None]:
     r"""``torch.optim.RMSprop``: the same arguments, defaults and numbers.
 
     Update::
@@ -125,18 +104,17 @@ def rmsprop(
         Graves, "Generating Sequences With Recurrent Neural Networks", 2013
         (centered). Verified against ``torch.optim.RMSprop`` (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.rmsprop",
-        capturable=capturable,
-        foreach=foreach,
-        differentiable=differentiable,
-    )
-    return _rmsprop_rule(
-        lr=lr,
-        alpha=alpha,
-        eps=eps,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        centered=centered,
-        maximize=maximize,
-    )
+    grad = coupled_decay(signed(grad, maximize), param, weight_decay)
+    square_avg = alpha * square_avg + (1 - alpha) * (grad * grad)
+    if grad_avg is not None:
+        grad_avg = lerp(grad_avg, grad, 1 - alpha)
+        avg = jnp.sqrt(square_avg - grad_avg * grad_avg)
+    else:
+        avg = jnp.sqrt(square_avg)
+    avg = avg + eps
+    if momentum_buffer is not None:
+        momentum_buffer = momentum * momentum_buffer + grad / avg
+        update = (-lr) * momentum_buffer
+    else:
+        update = (-lr) * (grad / avg)
+    return update, square_avg, momentum_buffer, grad_avg
