@@ -1,15 +1,9 @@
 """torch.optim.Rprop: sign steps with per-element adaptive sizes."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
-    pair,
     signed,
 )
 
@@ -24,42 +18,27 @@ from jaxopt_rules.torch_compat._common import (
         "step_size_min": ">= 0",
         "step_size_max": ">= 0",
     },
+    positional=("lr", "etas", "step_sizes"),
+    grouped={
+        "etas": ("etaminus", "etaplus"),
+        "step_sizes": ("step_size_min", "step_size_max"),
+    },
+    ignored={"capturable": False, "foreach": None, "differentiable": False},
+    keyword=("capturable", "foreach", "maximize", "differentiable"),
+    storage_args=False,
 )
-def _rprop_rule(
+def rprop(
     grad: Array,
     prev: Array,
     step_size: Array,
     *,
-    lr: Scalar,
-    etaminus: Scalar,
-    etaplus: Scalar,
-    step_size_min: Scalar,
-    step_size_max: Scalar,
-    maximize: bool,
-) -> tuple[Array, Array, Array]:
-    """One leaf of torch's single-tensor Rprop (the update of this step)."""
-    del lr  # only the initial step size (the slot's init)
-    grad = signed(grad, maximize)
-    agreement = jnp.sign(grad * prev)
-    factor = jnp.where(
-        agreement > 0, etaplus, jnp.where(agreement < 0, etaminus, 1.0)
-    ).astype(grad.dtype)
-    step_size = jnp.clip(step_size * factor, step_size_min, step_size_max)
-    grad = jnp.where(factor == etaminus, jnp.zeros_like(grad), grad)
-    return -(jnp.sign(grad) * step_size), grad, step_size
-
-
-@catalog_entry(_rprop_rule)
-def rprop(
-    lr: optax.ScalarOrSchedule = 1e-2,
-    etas: tuple[Any, Any] = (0.5, 1.2),
-    step_sizes: tuple[Any, Any] = (1e-6, 50),
-    *,
-    capturable: bool = False,
-    foreach: bool | None = None,
+    lr: Scalar = 1e-2,
+    etaminus: Scalar = 0.5,
+    etaplus: Scalar = 1.2,
+    step_size_min: Scalar = 1e-6,
+    step_size_max: Scalar = 50,
     maximize: bool = False,
-    differentiable: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array]:
     r"""``torch.optim.Rprop``: the same arguments, defaults and numbers.
 
     Update (elementwise; ``s_0 = lr``, ``g_prev_0 = 0``)::
@@ -101,19 +80,12 @@ def rprop(
         Backpropagation Learning: The RPROP Algorithm", ICNN 1993. Verified
         against ``torch.optim.Rprop`` (torch 2.13).
     """
-    check_execution_flags(
-        "torch_compat.rprop",
-        capturable=capturable,
-        foreach=foreach,
-        differentiable=differentiable,
-    )
-    etaminus, etaplus = pair("torch_compat.rprop", "etas", etas)
-    step_size_min, step_size_max = pair("torch_compat.rprop", "step_sizes", step_sizes)
-    return _rprop_rule(
-        lr=lr,
-        etaminus=etaminus,
-        etaplus=etaplus,
-        step_size_min=step_size_min,
-        step_size_max=step_size_max,
-        maximize=maximize,
-    )
+    del lr  # only the initial step size (the slot's init)
+    grad = signed(grad, maximize)
+    agreement = jnp.sign(grad * prev)
+    factor = jnp.where(
+        agreement > 0, etaplus, jnp.where(agreement < 0, etaminus, 1.0)
+    ).astype(grad.dtype)
+    step_size = jnp.clip(step_size * factor, step_size_min, step_size_max)
+    grad = jnp.where(factor == etaminus, jnp.zeros_like(grad), grad)
+    return -(jnp.sign(grad) * step_size), grad, step_size
