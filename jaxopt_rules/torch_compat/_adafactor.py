@@ -1,17 +1,11 @@
 """torch.optim.Adafactor: factored second moments, relative step sizes."""
 
-from typing import Any
-
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.torch_compat._common import (
-    catalog_entry,
-    check_execution_flags,
     decoupled_decay,
     lerp,
-    pair,
     signed,
 )
 
@@ -43,8 +37,13 @@ def _norm(x: Array) -> Array:
         "variance": Slot(shape=_variance_shape),
     },
     constraints={"lr": ">= 0", "beta2_decay": "<= 0", "d": ">= 0"},
+    positional=("lr", "beta2_decay", "eps", "d", "weight_decay"),
+    grouped={"eps": ("eps1", "eps2")},
+    ignored={"foreach": None},
+    keyword=("foreach", "maximize"),
+    storage_args=False,
 )
-def _adafactor_rule(
+def adafactor(
     grad: Array,
     row_var: Array,
     col_var: Array,
@@ -52,52 +51,14 @@ def _adafactor_rule(
     param: Array,
     step: Array,
     *,
-    lr: Scalar,
-    beta2_decay: Scalar,
-    eps1: Scalar | None,
-    eps2: Scalar,
-    d: Scalar,
-    weight_decay: Scalar,
-    maximize: bool,
-) -> tuple[Array, Array, Array, Array]:
-    """One leaf of torch's single-tensor Adafactor."""
-    grad = signed(grad, maximize)
-    floor = jnp.finfo(grad.dtype).eps if eps1 is None else eps1
-    one_minus_beta2_t = step**beta2_decay
-    rho_t = jnp.minimum(lr, 1 / step**0.5)
-    alpha = jnp.maximum(eps2, _norm(param) / grad.size**0.5) * rho_t
-    if grad.ndim > 1:
-        row_mean = jnp.square(jnp.sqrt(jnp.sum(grad * grad, -1, keepdims=True)))
-        row_var = lerp(row_var, row_mean / grad.shape[-1], one_minus_beta2_t)
-        col_mean = jnp.square(jnp.sqrt(jnp.sum(grad * grad, -2, keepdims=True)))
-        col_var = lerp(col_var, col_mean / grad.shape[-2], one_minus_beta2_t)
-        estimate = jnp.matmul(row_var, col_var)
-        estimate = estimate / jnp.maximum(jnp.mean(row_var, -2, keepdims=True), floor)
-    else:
-        variance = lerp(variance, grad * grad, one_minus_beta2_t)
-        estimate = variance
-    update = 1 / jnp.sqrt(jnp.maximum(estimate, floor * floor)) * grad
-    denom = jnp.maximum(1.0, _norm(update) / (update.size**0.5 * d))
-    step_update = (-alpha / denom) * update
-    return (
-        decoupled_decay(step_update, param, lr, weight_decay),
-        row_var,
-        col_var,
-        variance,
-    )
-
-
-@catalog_entry(_adafactor_rule)
-def adafactor(
-    lr: optax.ScalarOrSchedule = 1e-2,
-    beta2_decay: Any = -0.8,
-    eps: tuple[Any, Any] = (None, 1e-3),
-    d: Any = 1.0,
-    weight_decay: Any = 0.0,
-    *,
-    foreach: bool | None = None,
+    lr: Scalar = 1e-2,
+    beta2_decay: Scalar = -0.8,
+    eps1: Scalar | None = None,
+    eps2: Scalar = 1e-3,
+    d: Scalar = 1.0,
+    weight_decay: Scalar = 0.0,
     maximize: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> tuple[Array, Array, Array, Array]:
     r"""``torch.optim.Adafactor``: the same arguments, defaults and numbers.
 
     No first moment; matrices keep row and column means of ``g**2`` over
@@ -146,14 +107,27 @@ def adafactor(
         Memory Cost", ICML 2018. Verified against ``torch.optim.Adafactor``
         (torch 2.13).
     """
-    check_execution_flags("torch_compat.adafactor", foreach=foreach)
-    eps1, eps2 = pair("torch_compat.adafactor", "eps", eps)
-    return _adafactor_rule(
-        lr=lr,
-        beta2_decay=beta2_decay,
-        eps1=eps1,
-        eps2=eps2,
-        d=d,
-        weight_decay=weight_decay,
-        maximize=maximize,
+    grad = signed(grad, maximize)
+    floor = jnp.finfo(grad.dtype).eps if eps1 is None else eps1
+    one_minus_beta2_t = step**beta2_decay
+    rho_t = jnp.minimum(lr, 1 / step**0.5)
+    alpha = jnp.maximum(eps2, _norm(param) / grad.size**0.5) * rho_t
+    if grad.ndim > 1:
+        row_mean = jnp.square(jnp.sqrt(jnp.sum(grad * grad, -1, keepdims=True)))
+        row_var = lerp(row_var, row_mean / grad.shape[-1], one_minus_beta2_t)
+        col_mean = jnp.square(jnp.sqrt(jnp.sum(grad * grad, -2, keepdims=True)))
+        col_var = lerp(col_var, col_mean / grad.shape[-2], one_minus_beta2_t)
+        estimate = jnp.matmul(row_var, col_var)
+        estimate = estimate / jnp.maximum(jnp.mean(row_var, -2, keepdims=True), floor)
+    else:
+        variance = lerp(variance, grad * grad, one_minus_beta2_t)
+        estimate = variance
+    update = 1 / jnp.sqrt(jnp.maximum(estimate, floor * floor)) * grad
+    denom = jnp.maximum(1.0, _norm(update) / (update.size**0.5 * d))
+    step_update = (-alpha / denom) * update
+    return (
+        decoupled_decay(step_update, param, lr, weight_decay),
+        row_var,
+        col_var,
+        variance,
     )
