@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
 
@@ -22,7 +21,7 @@ def adagrad(
     grad: Array,
     sum_of_squares: Array,
     *,
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: Scalar,
     initial_accumulator_value: Scalar = 0.1,
     eps: Scalar = 1e-7,
 ) -> tuple[Array, Array]:

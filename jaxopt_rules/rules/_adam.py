@@ -1,7 +1,6 @@
 """Adam: bias-corrected first and second moment estimates."""
 
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
 
@@ -60,7 +59,7 @@ def adam(
     nu: Array,
     step: Array,
     *,
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: Scalar,
     b1: Scalar = 0.9,
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,

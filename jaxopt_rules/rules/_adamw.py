@@ -33,7 +33,7 @@ def adamw(
     param: Array,
     step: Array,
     *,
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: Scalar,
     b1: Scalar = 0.9,
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,

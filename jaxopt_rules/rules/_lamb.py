@@ -29,7 +29,7 @@ def lamb(
     param: Array,
     step: Array,
     *,
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: Scalar,
     b1: Scalar = 0.9,
     b2: Scalar = 0.999,
     eps: Scalar = 1e-6,

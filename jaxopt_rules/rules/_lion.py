@@ -25,7 +25,7 @@ def lion(
     mu: Array,
     param: Array,
     *,
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: Scalar,
     b1: Scalar = 0.9,
     b2: Scalar = 0.99,
     weight_decay: Scalar = 1e-3,

@@ -1,7 +1,6 @@
 """Normalized gradient descent: steps of fixed length along the global gradient."""
 
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, abs_sq, rule
 
@@ -21,7 +20,7 @@ def normalized_sgd(
     grad: Array,
     stats: dict[str, Array],
     *,
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: Scalar,
     eps: Scalar = 1e-6,
 ) -> Array:
     r"""Normalized gradient descent: every step has length ``learning_rate``.

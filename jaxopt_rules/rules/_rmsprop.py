@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
 
@@ -41,7 +40,7 @@ def rmsprop(
     trace: Array | None,
     step: Array,
     *,
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: Scalar,
     decay: Scalar = 0.9,
     eps: Scalar = 1e-8,
     initial_scale: Scalar = 0.0,

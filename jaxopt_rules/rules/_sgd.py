@@ -1,6 +1,5 @@
 """Stochastic gradient descent with optional heavy-ball or Nesterov momentum."""
 
-import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 
@@ -16,7 +15,7 @@ def sgd(
     grad: Array,
     trace: Array | None,
     *,
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: Scalar,
     momentum: Scalar | None = None,
     nesterov: bool = False,
 ) -> tuple[Array, Array | None]:
