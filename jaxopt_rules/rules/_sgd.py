@@ -1,6 +1,5 @@
 """Stochastic gradient descent with optional heavy-ball or Nesterov momentum."""
 
-
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 
 
