@@ -222,6 +222,16 @@ def check_per_leaf_tree(definition: RuleDefinition, name: str, tree: Any) -> Non
         raise error(f"{definition.name}: {where} {problem}")
 
 
+def _check_constraint(definition: RuleDefinition, name: str, value: Any) -> None:
+    """Refuses a concrete value outside the hyperparameter's constraint."""
+    constraint = definition.constraints.get(name)
+    scalar = concrete_scalar(value)
+    if constraint is not None and scalar is not None:
+        message = constraint.violation(name, scalar)
+        if message is not None:
+            raise ValueError(f"{definition.name}: {message}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RuleConfig:
     """A rule's bound hyperparameters and the slot settings they imply."""
@@ -287,12 +297,7 @@ class RuleConfig:
                         f"got an array. With optax.inject_hyperparams, pass "
                         f"static_args={tuple(sorted(definition.static))!r}."
                     )
-                constraint = definition.constraints.get(name)
-                scalar = concrete_scalar(value)
-                if constraint is not None and scalar is not None:
-                    message = constraint.violation(name, scalar)
-                    if message is not None:
-                        raise ValueError(f"{rule}: {message}")
+                _check_constraint(definition, name, value)
                 continue
             check_value(rule, name, parameters[name], value)
             if isinstance(value, bool) or not (callable(value) or is_numeric(value)):
@@ -305,12 +310,7 @@ class RuleConfig:
                     f"{rule}: {name} must be a scalar or a schedule, got an array "
                     f"of shape {np.shape(value)}"
                 )
-            constraint = definition.constraints.get(name)
-            scalar = concrete_scalar(value)
-            if constraint is not None and scalar is not None:
-                message = constraint.violation(name, scalar)
-                if message is not None:
-                    raise ValueError(f"{rule}: {message}")
+            _check_constraint(definition, name, value)
 
         active = []
         for slot, option in definition.slots:
