@@ -9,6 +9,7 @@ from jaxopt_rules.rules._adamw import adamw as adamw
 from jaxopt_rules.rules._lamb import lamb as lamb
 from jaxopt_rules.rules._lion import lion as lion
 from jaxopt_rules.rules._normalized_sgd import normalized_sgd as normalized_sgd
-from jaxopt_rules.rules._registry import REGISTRY as REGISTRY, RuleSpec as RuleSpec
+from jaxopt_rules.rules._registry import REGISTRY as REGISTRY
 from jaxopt_rules.rules._rmsprop import rmsprop as rmsprop
 from jaxopt_rules.rules._sgd import sgd as sgd
+from jaxopt_rules.rules._spec import RuleSpec as RuleSpec

@@ -2,8 +2,10 @@
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
+from jaxopt_rules.rules._spec import RuleSpec
 
 
 @rule(
@@ -65,3 +67,16 @@ def adagrad(
     sum_of_squares = abs_sq(grad) + sum_of_squares
     scale = jnp.where(sum_of_squares > 0, jax.lax.rsqrt(sum_of_squares + eps), 0.0)
     return -learning_rate * (scale * grad), sum_of_squares
+
+
+SPEC = RuleSpec(
+    name="adagrad",
+    factory=adagrad,
+    hyperparams={"learning_rate": 1.0},
+    reference="optax.adagrad",
+    reference_factory=optax.adagrad,
+    reference_cases=(
+        {"learning_rate": 0.1},
+        {"learning_rate": 0.1, "initial_accumulator_value": 0.0, "eps": 1e-10},
+    ),
+)

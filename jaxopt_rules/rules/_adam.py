@@ -1,8 +1,10 @@
 """Adam: bias-corrected first and second moment estimates."""
 
 import jax.numpy as jnp
+import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
+from jaxopt_rules.rules._spec import RuleSpec
 
 
 ADAM_CONSTRAINTS = {
@@ -117,3 +119,18 @@ def adam(
         grad, mu, nu, step, b1=b1, b2=b2, eps=eps, eps_root=eps_root, nesterov=nesterov
     )
     return -learning_rate * direction, mu, nu
+
+
+SPEC = RuleSpec(
+    name="adam",
+    factory=adam,
+    hyperparams={"learning_rate": 1e-1},
+    reference="optax.adam",
+    reference_factory=optax.adam,
+    reference_cases=(
+        {"learning_rate": 1e-2},
+        {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-6},
+        {"learning_rate": 1e-2, "eps_root": 1e-8, "nesterov": True},
+        {"learning_rate": 1e-2, "b1": 0.0},
+    ),
+)

@@ -7,6 +7,7 @@ import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._adam import ADAM_CONSTRAINTS, adam_direction, adam_moments
+from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
 
 
 @rule(
@@ -96,3 +97,22 @@ def adamw(
     if mask:
         direction = direction + weight_decay * param
     return -learning_rate * direction, mu, nu
+
+
+SPEC = RuleSpec(
+    name="adamw",
+    factory=adamw,
+    hyperparams={"learning_rate": 1e-1},
+    reference="optax.adamw",
+    reference_factory=optax.adamw,
+    reference_cases=(
+        {"learning_rate": 1e-2},
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "nesterov": True},
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "mask": WEIGHT_DECAY_MASK},
+        {
+            "learning_rate": 1e-2,
+            "weight_decay": 0.1,
+            "mask": lambda tree: {k: k != "scale" for k in tree},
+        },
+    ),
+)

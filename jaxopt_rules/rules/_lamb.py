@@ -8,6 +8,7 @@ import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, report, rule
 from jaxopt_rules.rules._adam import ADAM_CONSTRAINTS, adam_direction, adam_moments
+from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
 
 
 def _norm(x: Array) -> Array:
@@ -97,3 +98,17 @@ def lamb(
     ratio = jnp.where((param_norm == 0) | (direction_norm == 0), 1.0, ratio)
     report("trust_ratio", ratio)  # free unless log_step listens
     return -learning_rate * (direction * ratio), mu, nu
+
+
+SPEC = RuleSpec(
+    name="lamb",
+    factory=lamb,
+    hyperparams={"learning_rate": 1e-3},
+    reference="optax.lamb",
+    reference_factory=optax.lamb,
+    reference_cases=(
+        {"learning_rate": 1e-2},
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "eps": 1e-8},
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "mask": WEIGHT_DECAY_MASK},
+    ),
+)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_rules._core import Array, Scalar, rule
+from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
 
 
 @rule(
@@ -76,3 +77,17 @@ def lion(
     if mask:
         direction = direction + weight_decay * param
     return -learning_rate * direction, mu
+
+
+SPEC = RuleSpec(
+    name="lion",
+    factory=lion,
+    hyperparams={"learning_rate": 2e-3, "weight_decay": 0.0},
+    reference="optax.lion",
+    reference_factory=optax.lion,
+    reference_cases=(
+        {"learning_rate": 1e-3},
+        {"learning_rate": 1e-3, "b1": 0.95, "b2": 0.98, "weight_decay": 0.1},
+        {"learning_rate": 1e-3, "weight_decay": 0.1, "mask": WEIGHT_DECAY_MASK},
+    ),
+)

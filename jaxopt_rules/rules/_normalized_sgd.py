@@ -1,8 +1,10 @@
 """Normalized gradient descent: steps of fixed length along the global gradient."""
 
 import jax.numpy as jnp
+import optax
 
 from jaxopt_rules._core import Array, Scalar, abs_sq, rule
+from jaxopt_rules.rules._spec import RuleSpec
 
 
 def _squared_norm(grad: Array) -> dict[str, Array]:
@@ -56,3 +58,26 @@ def normalized_sgd(
         optax.scale_by_learning_rate(learning_rate))``.
     """
     return -learning_rate * (grad / (jnp.sqrt(stats["grad_sq_norm"]) + eps))
+
+
+def _normalized_sgd_reference(
+    learning_rate: optax.ScalarOrSchedule, eps: float = 1e-6
+) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.normalize_by_update_norm(scale_factor=1.0, eps=eps),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+SPEC = RuleSpec(
+    name="normalized_sgd",
+    factory=normalized_sgd,
+    hyperparams={"learning_rate": 1e-2},
+    reference="optax.chain(optax.normalize_by_update_norm, "
+    "optax.scale_by_learning_rate)",
+    reference_factory=_normalized_sgd_reference,
+    reference_cases=(
+        {"learning_rate": 1e-2},
+        {"learning_rate": 1e-2, "eps": 1e-3},
+    ),
+)

@@ -2,8 +2,10 @@
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
+from jaxopt_rules.rules._spec import RuleSpec
 
 
 @rule(
@@ -116,3 +118,35 @@ def rmsprop(
         trace = update + momentum * trace
         update = update + momentum * trace if nesterov else trace
     return update, nu, mu, trace
+
+
+SPEC = RuleSpec(
+    name="rmsprop",
+    factory=rmsprop,
+    hyperparams={"learning_rate": 5e-3},
+    reference="optax.rmsprop",
+    reference_factory=optax.rmsprop,
+    reference_cases=(
+        {"learning_rate": 1e-2},
+        {
+            "learning_rate": 1e-2,
+            "decay": 0.99,
+            "eps_in_sqrt": False,
+            "initial_scale": 0.1,
+        },
+        {
+            "learning_rate": 1e-2,
+            "centered": True,
+            "bias_correction": True,
+            "eps": 1e-4,
+        },
+        {"learning_rate": 1e-3, "momentum": 0.9, "nesterov": True},
+        {
+            "learning_rate": 1e-3,
+            "centered": True,
+            "momentum": 0.5,
+            "eps_in_sqrt": False,
+            "eps": 1e-2,
+        },
+    ),
+)

@@ -1,6 +1,9 @@
 """Stochastic gradient descent with optional heavy-ball or Nesterov momentum."""
 
+import optax
+
 from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._spec import RuleSpec
 
 
 @rule(
@@ -63,3 +66,18 @@ def sgd(
     trace = grad + momentum * trace
     direction = grad + momentum * trace if nesterov else trace
     return -learning_rate * direction, trace
+
+
+SPEC = RuleSpec(
+    name="sgd",
+    factory=sgd,
+    hyperparams={"learning_rate": 1e-3, "momentum": 0.9},
+    reference="optax.sgd",
+    reference_factory=optax.sgd,
+    reference_cases=(
+        {"learning_rate": 0.05},
+        {"learning_rate": 0.05, "momentum": 0.9},
+        {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
+        {"learning_rate": 0.05, "momentum": 0.0},
+    ),
+)

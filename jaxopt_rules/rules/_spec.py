@@ -1,0 +1,41 @@
+"""A catalog entry: a rule, what the kit runs it with, what it is verified against."""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optax
+
+from jaxopt_rules._core import CatalogSpec
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RuleSpec(CatalogSpec):
+    """A catalog rule, with what it is tested with and verified against.
+
+    Attributes:
+        name: the public name (``jaxopt_rules.<name>``).
+        factory: the public factory.
+        hyperparams: hyperparameters for the conformance kit; they make the rule
+            converge on the parabola and Rosenbrock problems in 10,000 steps.
+        reference: the independent implementation the rule is verified
+            against, in words (``"optax.adam"``).
+        reference_factory: that implementation, called with the same keyword
+            arguments as ``factory``.
+        reference_cases: hyperparameter sets (covering every option) on which
+            trajectories are compared with the reference.
+    """
+
+    reference: str
+    reference_factory: Callable[..., optax.GradientTransformation]
+    reference_cases: tuple[Mapping[str, Any], ...]
+
+
+WEIGHT_DECAY_MASK = {
+    "dense": {"w": True, "b": False},
+    "conv": True,
+    "scale": False,
+    "frozen": None,
+}
+"""A weight-decay mask for the kit's example parameters (a leaf left out, a
+subtree masked whole, a ``None`` leaf), used by the reference cases."""
