@@ -47,7 +47,15 @@ def rules_under_test() -> list[tuple[str, Any, dict[str, Any], dict[str, Any]]]:
     from jaxopt_rules import torch_compat
 
     example = load_example("custom_rule")
-    catalog = [(s.name, s.factory, dict(s.hyperparams), {}) for s in jr.REGISTRY]
+    catalog = [
+        (
+            s.name,
+            s.factory,
+            dict(s.hyperparams),
+            {"schedule_arg": s.schedule_arg, "update_args": s.update_args},
+        )
+        for s in jr.REGISTRY
+    ]
     torch_like = [
         (
             f"torch_compat.{s.name}",

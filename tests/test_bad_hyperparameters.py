@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import jaxopt_rules as jr
-from jaxopt_rules import torch_compat
+from jaxopt_rules import testing, torch_compat
 
 
 SPECS = (*jr.REGISTRY, *torch_compat.REGISTRY)
@@ -27,13 +27,22 @@ PARAMS = {"w": jnp.ones((4, 3))}
 
 
 def _lr_name(spec) -> str:
-    """The learning-rate argument: optax's ``learning_rate`` or torch's ``lr``."""
+    """The step-size argument: optax's ``learning_rate``, torch's ``lr``, or the
+    registry's ``schedule_arg`` (``polyak_sgd``: ``scaling``)."""
+    if spec.schedule_arg is not None:
+        return spec.schedule_arg
     parameters = inspect.signature(spec.factory).parameters
     return "learning_rate" if "learning_rate" in parameters else "lr"
 
 
+def _loss(params):
+    """A loss whose gradient at PARAMS is the ones :func:`_first_update` uses."""
+    return jnp.sum(params["w"])
+
+
 def _build(spec, value):
-    return spec.factory(**{**spec.hyperparams, _lr_name(spec): value})
+    tx = spec.factory(**{**spec.hyperparams, _lr_name(spec): value})
+    return testing.with_update_args(tx, spec.update_args, _loss)
 
 
 def _first_update(tx, params=PARAMS):

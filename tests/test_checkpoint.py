@@ -76,7 +76,11 @@ def _pair(spec: Any, case: int, dtype: Any) -> tuple[Any, Any]:
         kwargs = testing.reference_arguments(
             spec.factory, spec.reference_factory, spec.reference_cases[case], dtype
         )
-        _PAIRS[key] = (spec.factory(**kwargs), spec.reference_factory(**kwargs))
+        # Rules that read the loss get it from the example loss, both sides.
+        _PAIRS[key] = tuple(
+            testing.with_update_args(make(**kwargs), spec.update_args)
+            for make in (spec.factory, spec.reference_factory)
+        )
     return _PAIRS[key]
 
 

@@ -51,7 +51,9 @@ def test_float64_trajectory_matches_reference(spec, case):
         kwargs = testing.reference_arguments(
             spec.factory, spec.reference_factory, spec.reference_cases[case], np.float64
         )
-        params = testing.free_run(spec.factory(**kwargs), jnp.float64)
+        params = testing.free_run(
+            spec.factory(**kwargs), jnp.float64, update_args=spec.update_args
+        )
         assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(params))
         error = testing.free_running_error(
             spec.factory, spec.reference_factory, kwargs, dtype=jnp.float64

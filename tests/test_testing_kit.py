@@ -379,3 +379,44 @@ def test_check_rule_compiles_each_shared_program_once():
     # the rule's step in float32, bfloat16 and on the masked subtree, ...);
     # the 21 checks run one by one compile about 40.
     assert compiles <= 24, compiles
+
+
+# Rules that read the loss: update(..., value=...).
+
+
+def test_kit_refuses_update_args_it_cannot_compute():
+    with pytest.raises(
+        ValueError, match=r"cannot compute the update arguments \['hessian'\]"
+    ):
+        testing.run_check(
+            "chain", jr.sgd, {"learning_rate": 0.1}, update_args=("hessian",)
+        )
+
+
+def test_with_update_args_computes_the_loss_and_lets_the_caller_override():
+    @jr.rule(extra_args=("value",))
+    def value_scaled(grad, value, *, learning_rate):
+        return -learning_rate * value * grad
+
+    params = {"w": jnp.array([1.0, 2.0])}
+    grads = {"w": jnp.ones(2)}
+    tx = testing.with_update_args(
+        value_scaled(0.5), ("value",), lambda p: jnp.sum(p["w"])
+    )
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], [-1.5, -1.5])
+    updates, _ = tx.update(grads, tx.init(params), params, value=jnp.float32(4.0))
+    np.testing.assert_allclose(updates["w"], [-2.0, -2.0])
+    with pytest.raises(ValueError, match="update needs params"):
+        tx.update(grads, tx.init(params))
+
+
+def test_kit_feeds_the_problem_loss_to_a_rule_that_reads_it():
+    """A Polyak step on the kit's problems converges only with the right loss."""
+
+    @jr.rule(extra_args=("value",), global_stats=lambda g: {"sq": jnp.sum(g * g)})
+    def polyak(grad, value, stats, *, learning_rate=1.0):
+        return -learning_rate * value / jnp.maximum(stats["sq"], 1e-30) * grad
+
+    report = testing.check_rule(polyak, {"learning_rate": 0.5}, skip=("sharding",))
+    assert len(report) == len(testing.CHECKS) - 1

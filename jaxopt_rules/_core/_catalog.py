@@ -20,11 +20,20 @@ class CatalogSpec:
         factory: the public factory (usually a :class:`RuleFactory`).
         hyperparams: hyperparameters for the conformance kit; they make the rule
             converge on the parabola and Rosenbrock problems in 10,000 steps.
+        schedule_arg: the hyperparameter the kit's schedule checks drive, where
+            the rule has no ``learning_rate`` (``polyak_sgd``: ``scaling``).
     """
 
     name: str
     factory: Callable[..., optax.GradientTransformationExtraArgs]
     hyperparams: Mapping[str, Any]
+    schedule_arg: str | None = None
+
+    @property
+    def update_args(self) -> tuple[str, ...]:
+        """Arguments ``update`` needs besides the gradients (``"value"``)."""
+        definition = getattr(self.factory, "definition", None)
+        return tuple(getattr(definition, "extra_args", ()))
 
     @property
     def static_args(self) -> tuple[str, ...]:

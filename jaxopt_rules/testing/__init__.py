@@ -50,3 +50,4 @@ from jaxopt_rules.testing._subject import (
     CheckSkipped as CheckSkipped,
     RuleUnderTest as RuleUnderTest,
 )
+from jaxopt_rules.testing._update_args import with_update_args as with_update_args

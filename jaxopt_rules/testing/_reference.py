@@ -28,7 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_rules.testing._problems import example_grads, example_params
+from jaxopt_rules.testing._problems import example_grads, example_loss, example_params
+from jaxopt_rules.testing._update_args import (
+    check_known,
+    declared_update_args,
+    update_args as compute_update_args,
+)
 
 
 Factory = Callable[..., optax.GradientTransformation]
@@ -253,6 +258,7 @@ def teacher_forced_errors(
     dtype: Any = jnp.float32,
     slot_names: Mapping[str, str] | None = None,
     round_hyperparams: bool = True,
+    update_args: tuple[str, ...] | None = None,
 ) -> dict[str, float]:
     """Worst relative error of the updates and of each state slot, per step.
 
@@ -284,6 +290,10 @@ def teacher_forced_errors(
         slot_names: our slot name -> the reference's field name, for slots
             named differently (``{"prev_grad": "g"}``).
         round_hyperparams: round float hyperparameters to the compute dtype.
+        update_args: extra arguments of ``update`` both implementations get,
+            computed from the example loss at the parameters (``"value"``,
+            ``"value_fn"``, ``"grad"``); default: those ``factory``'s rule
+            declares.
 
     Returns:
         ``{"updates": err, <slot>: err, ...}``, the worst over ``steps`` steps.
@@ -311,14 +321,16 @@ def teacher_forced_errors(
 
     our_update, ref_update = jax.jit(ours.update), jax.jit(ref.update)
     worst = {"updates": 0.0} | dict.fromkeys(slots, 0.0)
+    names = _update_arg_names(factory, update_args)
     for step in range(steps):
         grads = example_grads(params)
+        extra = compute_update_args(names, example_loss, params)
         forced = our_state._replace(
             count=jnp.asarray(step, jnp.int32),
             **_reference_slots(ref_state, params, fields),
         )
-        updates, new_state = our_update(grads, forced, params)
-        expected, ref_state = ref_update(grads, ref_state, params)
+        updates, new_state = our_update(grads, forced, params, **extra)
+        expected, ref_state = ref_update(grads, ref_state, params, **extra)
         worst["updates"] = max(worst["updates"], relative_error(updates, expected))
         for slot, value in _reference_slots(ref_state, params, fields).items():
             error = relative_error(getattr(new_state, slot), value)
@@ -327,14 +339,33 @@ def teacher_forced_errors(
     return worst
 
 
-def free_run(tx: optax.GradientTransformation, dtype: Any, steps: int = 100) -> Any:
-    """The parameters after ``steps`` jitted steps on the example loss."""
+def _update_arg_names(
+    factory: Factory, update_args: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    if update_args is None:
+        update_args = declared_update_args(factory)
+    return check_known(update_args)
+
+
+def free_run(
+    tx: optax.GradientTransformation,
+    dtype: Any,
+    steps: int = 100,
+    update_args: tuple[str, ...] = (),
+) -> Any:
+    """The parameters after ``steps`` jitted steps on the example loss.
+
+    ``update_args`` (``"value"``, ``"value_fn"``, ``"grad"``) are computed
+    from the example loss at the parameters and passed to ``update``.
+    """
     params = example_params(dtype)
     state = tx.init(params)
+    names = check_known(update_args)
 
     @jax.jit
     def step(params: Any, state: Any) -> tuple[Any, Any]:
-        updates, state = tx.update(example_grads(params), state, params)
+        extra = compute_update_args(names, example_loss, params)
+        updates, state = tx.update(example_grads(params), state, params, **extra)
         return optax.apply_updates(params, updates), state
 
     for _ in range(steps):
@@ -350,6 +381,7 @@ def free_running_error(
     dtype: Any = jnp.float32,
     steps: int = 100,
     round_hyperparams: bool = True,
+    update_args: tuple[str, ...] | None = None,
 ) -> float:
     """Relative error of the parameters after ``steps`` free-running steps.
 
@@ -370,6 +402,8 @@ def free_running_error(
         dtype: dtype of the parameters and gradients.
         steps: number of steps.
         round_hyperparams: round float hyperparameters to the compute dtype.
+        update_args: extra arguments of ``update`` (see
+            :func:`teacher_forced_errors`).
 
     Returns:
         ``max |ours - theirs| / max |theirs|`` over the final parameters.
@@ -384,7 +418,8 @@ def free_running_error(
     ours_kwargs, ref_kwargs = _both_arguments(
         factory, reference, hyperparams, dtype, round_hyperparams
     )
+    names = _update_arg_names(factory, update_args)
     return relative_error(
-        free_run(factory(**ours_kwargs), dtype, steps),
-        free_run(reference(**ref_kwargs), dtype, steps),
+        free_run(factory(**ours_kwargs), dtype, steps, names),
+        free_run(reference(**ref_kwargs), dtype, steps, names),
     )

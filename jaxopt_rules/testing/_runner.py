@@ -10,6 +10,7 @@ import optax
 from jaxopt_rules.testing._checks import CHECKS
 from jaxopt_rules.testing._compare import ConformanceError, fail
 from jaxopt_rules.testing._subject import CheckSkipped, RuleUnderTest
+from jaxopt_rules.testing._update_args import check_known, declared_update_args
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +54,21 @@ def _subject(
     static_args: tuple[str, ...] | None,
     steps: int,
     matrices_only: bool,
+    update_args: tuple[str, ...] | None,
+    schedule_arg: str | None,
 ) -> RuleUnderTest:
     if static_args is None:
         static_args = tuple(getattr(factory, "static_args", ()))
+    if update_args is None:
+        update_args = declared_update_args(factory)
     return RuleUnderTest(
-        factory, dict(hyperparams or {}), static_args, steps, matrices_only
+        factory,
+        dict(hyperparams or {}),
+        static_args,
+        steps,
+        matrices_only,
+        check_known(update_args),
+        schedule_arg,
     )
 
 
@@ -82,6 +93,8 @@ def run_check(
     static_args: tuple[str, ...] | None = None,
     steps: int = 10_000,
     matrices_only: bool = False,
+    update_args: tuple[str, ...] | None = None,
+    schedule_arg: str | None = None,
 ) -> bool:
     """Runs one check; raises :class:`ConformanceError` if the rule fails it.
 
@@ -94,6 +107,13 @@ def run_check(
         steps: steps allowed in the convergence checks.
         matrices_only: the rule takes 2-d leaves only; every problem then has
             matrix leaves (same tree structure and names).
+        update_args: extra arguments of ``update`` the rule needs, which the
+            kit computes from each problem's loss at the parameters:
+            ``"value"`` (the loss), ``"value_fn"`` (the loss function),
+            ``"grad"`` (its gradient). Default: those the factory's rule
+            declares with ``rule(extra_args=...)``.
+        schedule_arg: the hyperparameter the schedule checks replace by a
+            schedule (default: ``learning_rate``, or torch's ``lr``).
 
     Returns:
         True if the check ran, False if it does not apply here (for instance
@@ -108,7 +128,15 @@ def run_check(
     """
     if name not in CHECKS:
         raise KeyError(f"unknown check {name!r}; the checks are {sorted(CHECKS)}")
-    rule = _subject(factory, hyperparams, static_args, steps, matrices_only)
+    rule = _subject(
+        factory,
+        hyperparams,
+        static_args,
+        steps,
+        matrices_only,
+        update_args,
+        schedule_arg,
+    )
     return _run(name, rule) is None
 
 
@@ -120,6 +148,8 @@ def check_rule(
     steps: int = 10_000,
     skip: tuple[str, ...] = (),
     matrices_only: bool = False,
+    update_args: tuple[str, ...] | None = None,
+    schedule_arg: str | None = None,
     verbose: bool = True,
 ) -> KitReport:
     """Runs every conformance check on a rule (21 of them); one call from a test.
@@ -137,6 +167,10 @@ def check_rule(
         steps: steps allowed in the convergence checks.
         skip: names of checks not to run.
         matrices_only: the rule takes 2-d leaves only (see :func:`run_check`).
+        update_args: extra arguments of ``update`` the kit computes from each
+            problem's loss (see :func:`run_check`).
+        schedule_arg: the hyperparameter the schedule checks drive (see
+            :func:`run_check`).
         verbose: print the report's lines on checks that could not run (such as
             the sharding check in a process with one device) to stderr.
 
@@ -164,7 +198,15 @@ def check_rule(
         raise KeyError(
             f"unknown checks in skip: {unknown}; the checks are {sorted(CHECKS)}"
         )
-    rule = _subject(factory, hyperparams, static_args, steps, matrices_only)
+    rule = _subject(
+        factory,
+        hyperparams,
+        static_args,
+        steps,
+        matrices_only,
+        update_args,
+        schedule_arg,
+    )
     failures: list[str] = []
     ran: list[str] = []
     skipped: dict[str, str] = {}

@@ -8,8 +8,9 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules.testing._problems import Problem, example_params
+from jaxopt_rules.testing._problems import Problem, example_loss, example_params
 from jaxopt_rules.testing._programs import Step, StepProgram
+from jaxopt_rules.testing._update_args import Loss, with_update_args
 
 
 # Two runs of the same float32 arithmetic compiled in different programs may
@@ -45,6 +46,11 @@ class RuleUnderTest:
         steps: steps allowed for the convergence checks.
         matrices_only: the rule takes 2-d leaves only; every problem then has
             matrix leaves (same tree structure and names).
+        update_args: extra arguments ``update`` needs (``"value"``,
+            ``"value_fn"``, ``"grad"``), computed from each problem's loss at
+            the parameters; see :attr:`tx` and :meth:`feed`.
+        schedule_arg: the hyperparameter the schedule checks drive (default:
+            ``learning_rate``, or torch's ``lr``).
     """
 
     factory: Callable[..., optax.GradientTransformation]
@@ -52,15 +58,27 @@ class RuleUnderTest:
     static_args: tuple[str, ...] = ()
     steps: int = 10_000
     matrices_only: bool = False
+    update_args: tuple[str, ...] = ()
+    schedule_arg: str | None = None
     _shared: dict[Any, Any] = dataclasses.field(
         default_factory=dict, init=False, compare=False, repr=False
     )
 
     def make(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
-        """A new transform with ``overrides`` applied to the hyperparameters."""
+        """A new transform with ``overrides`` applied to the hyperparameters.
+
+        Its ``update`` takes the rule's :attr:`update_args` from the caller:
+        wrap the outermost transform of a check with :meth:`feed`.
+        """
         return optax.with_extra_args_support(
             self.factory(**{**self.hyperparams, **overrides})
         )
+
+    def feed(
+        self, tx: optax.GradientTransformation, loss: Loss = example_loss
+    ) -> optax.GradientTransformationExtraArgs:
+        """``tx`` computing the rule's :attr:`update_args` from ``loss`` each step."""
+        return with_update_args(tx, self.update_args, loss)
 
     def shared(self, key: Any, build: Callable[[], Any]) -> Any:
         """``build()``, computed once per instance and ``key`` (checks share it)."""
@@ -70,8 +88,8 @@ class RuleUnderTest:
 
     @property
     def tx(self) -> optax.GradientTransformationExtraArgs:
-        """The transform, made once and shared by the checks."""
-        return self.shared("tx", self.make)
+        """The transform on the example loss, made once and shared by the checks."""
+        return self.shared("tx", lambda: self.feed(self.make()))
 
     @property
     def program(self) -> StepProgram:
@@ -106,6 +124,8 @@ class RuleUnderTest:
     @property
     def learning_rate_name(self) -> str:
         """The learning rate's argument name: optax's, or torch's ``lr``."""
+        if self.schedule_arg is not None:
+            return self.schedule_arg
         try:
             parameters = inspect.signature(self.factory).parameters
         except (TypeError, ValueError):

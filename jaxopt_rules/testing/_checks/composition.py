@@ -18,6 +18,7 @@ from jaxopt_rules.testing._compare import (
     assert_same_shapes_and_dtypes,
     assert_trees_close,
 )
+from jaxopt_rules.testing._problems import example_loss
 from jaxopt_rules.testing._programs import (
     StepProgram,
     example_grads_jit,
@@ -35,12 +36,19 @@ def _subtree_run(rule: RuleUnderTest, steps: int) -> list[Any]:
     )
 
 
+def _selected_loss(params: Any) -> Any:
+    """The example loss of the selected leaves: what the rule alone minimises there.
+
+    The example loss is a sum over leaves, so for a rule that reads the loss
+    value this is the value its run on the selected leaves alone sees.
+    """
+    return example_loss(only(params, SELECTED))
+
+
 def check_chain(rule: RuleUnderTest) -> None:
     """Inside ``optax.chain`` the rule gives the same trajectory as alone."""
     chained = StepProgram(
-        optax.with_extra_args_support(
-            optax.chain(optax.identity(), rule.make(), optax.scale(1.0))
-        )
+        rule.feed(optax.chain(optax.identity(), rule.make(), optax.scale(1.0)))
     )
     assert_steps_close(
         "chain", "", chained.run(rule.params(), 3), rule.trajectory(steps=3)
@@ -53,7 +61,7 @@ def check_masked(rule: RuleUnderTest) -> None:
     mask = jax.tree.map_with_path(
         lambda path, _: jax.tree_util.keystr(path) in SELECTED, params
     )
-    tx = optax.masked(rule.make(), mask)
+    tx = rule.feed(optax.masked(rule.make(), mask), _selected_loss)
     grads = example_grads_jit(params)
     updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     # Expected: the rule alone on the selected leaves; the rest passed through.
@@ -69,7 +77,7 @@ def check_partition(rule: RuleUnderTest) -> None:
         params,
     )
     tx = optax.partition({"rule": rule.make(), "sgd": sgd()}, labels)
-    joint = StepProgram(optax.with_extra_args_support(tx)).run(params, 3)
+    joint = StepProgram(rule.feed(tx, _selected_loss)).run(params, 3)
     # The example loss is separable, so each part evolves on its own.
     rule_part = _subtree_run(rule, 3)
     sgd_part = sgd_program().run(only(params, OTHERS), 3)
@@ -98,7 +106,11 @@ def check_multi_steps(rule: RuleUnderTest) -> None:
     """
     k = 3
     params = rule.params()
-    tx = optax.MultiSteps(rule.make(), every_k_schedule=k)
+    multi = optax.MultiSteps(rule.make(), every_k_schedule=k)
+    # MultiSteps.update passes extra arguments on (gradient_transformation()
+    # would hide them behind a plain GradientTransformation).
+    multi_update = cast(Any, multi.update)
+    tx = rule.feed(optax.GradientTransformationExtraArgs(multi.init, multi_update))
     state = tx.init(params)
     update = jax.jit(tx.update)
     base = example_grads_jit(params)
@@ -140,7 +152,7 @@ def check_multi_steps(rule: RuleUnderTest) -> None:
 def check_apply_if_finite(rule: RuleUnderTest) -> None:
     """``optax.apply_if_finite`` rejects a NaN step and keeps the inner state."""
     params = rule.params()
-    tx = optax.apply_if_finite(rule.make(), max_consecutive_errors=3)
+    tx = rule.feed(optax.apply_if_finite(rule.make(), max_consecutive_errors=3))
     state: Any = tx.init(params)
     grads = example_grads_jit(params)
     bad = {**grads, "scale": jnp.full_like(grads["scale"], jnp.nan)}
@@ -170,6 +182,6 @@ def check_apply_if_finite(rule: RuleUnderTest) -> None:
 def check_extra_args(rule: RuleUnderTest) -> None:
     """Unknown keyword arguments to ``update`` are accepted and ignored."""
     extra = StepProgram(
-        rule.make(), {"unexpected_extra_arg_the_rule_does_not_know": jnp.ones(3)}
+        rule.tx, {"unexpected_extra_arg_the_rule_does_not_know": jnp.ones(3)}
     ).run(rule.params(), 2)
     assert_steps_close("extra_args", "", extra, rule.trajectory(steps=2))

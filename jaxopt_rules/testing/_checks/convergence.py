@@ -134,11 +134,12 @@ def _solutions(rule: RuleUnderTest) -> dict[str, tuple[jax.Array, jax.Array]]:
 
     def build() -> dict[str, tuple[jax.Array, jax.Array]]:
         problems = {k: rule.problem(make) for k, make in _PROBLEMS.items()}
-        tx = rule.tx
+        raw = rule.make()
 
         def both(starts: dict[str, jax.Array]) -> dict[str, Any]:
             return {
-                k: solve(tx, problems[k][2], starts[k], rule.steps) for k in problems
+                k: solve(rule.feed(raw, loss), loss, starts[k], rule.steps)
+                for k, (_, _, loss) in problems.items()
             }
 
         return jax.jit(both)({k: p[0] for k, p in problems.items()})

@@ -24,8 +24,10 @@ def check_inject_hyperparams(rule: RuleUnderTest) -> None:
     """
     params = rule.params()
     try:
-        injected = optax.inject_hyperparams(rule.factory, static_args=rule.static_args)(
-            **rule.hyperparams
+        injected = rule.feed(
+            optax.inject_hyperparams(rule.factory, static_args=rule.static_args)(
+                **rule.hyperparams
+            )
         )
     except TypeError as error:
         raise fail("inject_hyperparams", f"wrapping failed: {error}") from None
@@ -66,7 +68,7 @@ def check_schedule(rule: RuleUnderTest) -> None:
             f"pass one in hyperparams (got {lr!r})"
         )
     params = rule.params()
-    constant = StepProgram(rule.make(**{name: optax.constant_schedule(lr)}))
+    constant = StepProgram(rule.feed(rule.make(**{name: optax.constant_schedule(lr)})))
     assert_steps_close(
         "schedule",
         "constant schedule, ",
@@ -74,9 +76,9 @@ def check_schedule(rule: RuleUnderTest) -> None:
         rule.trajectory(steps=3),
     )
     schedule = optax.linear_schedule(lr, 0.1 * lr, transition_steps=4)
-    direct = StepProgram(rule.make(**{name: schedule})).run(params, 4)
+    direct = StepProgram(rule.feed(rule.make(**{name: schedule}))).run(params, 4)
     injected_tx = optax.inject_hyperparams(rule.factory, static_args=rule.static_args)(
         **{**rule.hyperparams, name: schedule}
     )
-    injected = StepProgram(optax.with_extra_args_support(injected_tx)).run(params, 4)
+    injected = StepProgram(rule.feed(injected_tx)).run(params, 4)
     assert_steps_close("schedule", "decaying schedule, ", direct, injected)

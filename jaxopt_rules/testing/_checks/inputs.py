@@ -100,7 +100,7 @@ def check_complex_params(rule: RuleUnderTest) -> None:
     """
     problem = rule.problem(complex_parabola)
     start, _, objective = problem
-    tx = rule.tx
+    tx = rule.feed(rule.make(), objective)
     try:
         state = tx.init(start)
     except TypeError as error:

@@ -15,7 +15,7 @@ from jaxopt_rules.testing._subject import ATOL, RTOL, RuleUnderTest
 
 def check_jit_matches_eager(rule: RuleUnderTest) -> None:
     """Three jitted steps give the numbers of three eager steps."""
-    eager = run_eager(rule.make(), rule.params(), 3)
+    eager = run_eager(rule.tx, rule.params(), 3)
     assert_steps_close(
         "jit_matches_eager", "", rule.trajectory(steps=3), eager, state=True
     )

@@ -1,0 +1,118 @@
+"""The extra arguments of ``update`` a rule needs, computed as a training loop would.
+
+A rule may need more than the gradient: the loss value (Polyak step sizes,
+MoMo, ``reduce_on_plateau``), or the loss function itself (a line search).
+The kit knows the loss of every problem it runs, so it computes these at the
+parameters each step, as a training loop computes ``value, grad =
+jax.value_and_grad(loss)(params)``.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import optax
+
+from jaxopt_rules.testing._problems import example_loss
+
+
+Loss = Callable[[Any], jax.Array]
+
+KNOWN: dict[str, str] = {
+    "value": "the loss at the parameters",
+    "value_fn": "the loss function",
+    "grad": "the gradient of the loss at the parameters",
+}
+"""The update arguments the kit can compute, and what it passes for each."""
+
+
+def declared_update_args(factory: Callable[..., Any]) -> tuple[str, ...]:
+    """The ``update`` arguments a factory's rules declare (``rule(extra_args=)``).
+
+    Factories not built with :func:`jaxopt_rules.rule` declare none; pass
+    ``update_args=`` to the kit for those.
+    """
+    definition = getattr(factory, "definition", None)
+    return tuple(getattr(definition, "extra_args", ()))
+
+
+def check_known(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as a tuple; a ``ValueError`` naming any the kit cannot compute."""
+    unknown = [n for n in names if n not in KNOWN]
+    if unknown:
+        known = ", ".join(f"{k!r} ({v})" for k, v in KNOWN.items())
+        raise ValueError(
+            f"the kit cannot compute the update arguments {unknown}; it computes "
+            f"{known}"
+        )
+    return tuple(names)
+
+
+def update_args(names: Sequence[str], loss: Loss, params: Any) -> dict[str, Any]:
+    """The keyword arguments ``names`` of ``update``, for ``loss`` at ``params``."""
+    computed: dict[str, Any] = {}
+    for name in names:
+        if name == "value":
+            computed[name] = loss(params)
+        elif name == "value_fn":
+            computed[name] = loss
+        elif name == "grad":
+            computed[name] = jax.grad(loss)(params)
+    return computed
+
+
+def with_update_args(
+    tx: optax.GradientTransformation,
+    names: Sequence[str],
+    loss: Loss = example_loss,
+) -> optax.GradientTransformationExtraArgs:
+    """``tx`` whose ``update`` computes the arguments ``names`` from ``loss``.
+
+    For loops written for rules that need only the gradient: the wrapped
+    ``update`` computes ``value`` (``loss(params)``), ``value_fn`` (``loss``)
+    or ``grad`` (``jax.grad(loss)(params)``) at the parameters it is given.
+    Arguments the caller passes win. With no ``names``, ``tx`` itself (with
+    extra-argument support). Wrap the outermost transform: inside
+    ``optax.masked`` the parameters a rule sees are a part of the tree, and
+    the loss of a part is not the training loss.
+
+    Args:
+        tx: the transform.
+        names: the arguments to compute (a rule's ``update_args``).
+        loss: the loss of the parameters (default: :func:`example_loss`).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+        ValueError: a name the kit cannot compute.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jaxopt_rules as jr
+        >>> from jaxopt_rules import testing
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = testing.with_update_args(jr.polyak_sgd(), ["value"])
+        >>> grads = testing.example_grads(params)
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> bool(jnp.all(jnp.isfinite(updates["w"])))
+        True
+    """
+    names = check_known(names)
+    tx = optax.with_extra_args_support(tx)
+    if not names:
+        return tx
+
+    def update(
+        updates: Any, state: Any, params: Any = None, **extra: Any
+    ) -> tuple[Any, Any]:
+        if params is None:
+            raise ValueError(
+                f"the rule needs {list(names)} from the loss, so update needs params"
+            )
+        missing = [n for n in names if n not in extra]
+        return tx.update(
+            updates, state, params, **update_args(missing, loss, params), **extra
+        )
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
