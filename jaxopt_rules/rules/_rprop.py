@@ -108,6 +108,10 @@ def rprop(
         >>> updates, state = tx.update({"w": jnp.array([2.0, 1.0])}, state)
         >>> updates["w"], state.step_sizes["w"]
         (Array([-0.1, -0. ], dtype=float32), Array([0.12, 0.05], dtype=float32))
+        >>> jr.rprop(0.1, min_step_size=1.0, max_step_size=0.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: rprop: min_step_size=1.0 is larger than max_step_size=0.5
 
     References:
         Riedmiller and Braun, "A direct adaptive method for faster
