@@ -78,8 +78,8 @@ def adadelta(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> import jaxopt_rules as jr
-        >>> tx = jr.adadelta(1.0, rho=0.0, eps=1e-4)
+        >>> from jaxopt_rules.rules._adadelta import adadelta
+        >>> tx = adadelta(1.0, rho=0.0, eps=1e-4)
         >>> params = {"w": jnp.array([1.0, -2.0])}
         >>> updates, state = tx.update({"w": jnp.array([3.0, -4.0])},
         ...                            tx.init(params), params)

@@ -209,8 +209,8 @@ def adafactor(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> import jaxopt_rules as jr
-        >>> tx = jr.adafactor(1e-2, min_dim_size_to_factor=2)
+        >>> from jaxopt_rules.rules._adafactor import adafactor
+        >>> tx = adafactor(1e-2, min_dim_size_to_factor=2)
         >>> params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
         >>> state = tx.init(params)
         >>> state.v_row["w"].shape, state.v_col["w"].shape, state.v["w"].shape
