@@ -52,7 +52,11 @@ def rules_under_test() -> list[tuple[str, Any, dict[str, Any], dict[str, Any]]]:
             s.name,
             s.factory,
             dict(s.hyperparams),
-            {"schedule_arg": s.schedule_arg, "update_args": s.update_args},
+            {
+                "schedule_arg": s.schedule_arg,
+                "update_args": s.update_args,
+                "steps": s.convergence_steps,
+            },
         )
         for s in jr.REGISTRY
     ]

@@ -532,3 +532,16 @@ def test_a_traced_count_is_accepted():
         jnp.asarray(0)
     )
     assert int(state.count) == 0
+
+
+def test_a_flag_that_follows_from_the_count_is_checked_against_it():
+    """optax's optimistic rules keep ``is_initial_step``; ours derive it from count."""
+    params = {"w": jnp.ones(3)}
+    ref = optax.optimistic_gradient_descent(0.1)
+    fresh = ref.init(params)  # is_initial_step=True
+    with pytest.raises(ValueError, match="is_initial_step is True, which contradicts"):
+        jr.from_optax(fresh, jr.optimistic_gradient_descent(0.1), params, count=2)
+    with pytest.raises(ValueError, match="pass count="):
+        jr.from_optax(fresh, jr.optimistic_gradient_descent(0.1), params)
+    back = jr.to_optax(jr.optimistic_gradient_descent(0.1).init(params), ref, params)
+    assert bool(back[0].is_initial_step)

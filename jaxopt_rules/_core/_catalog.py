@@ -22,12 +22,15 @@ class CatalogSpec:
             converge on the parabola and Rosenbrock problems in 10,000 steps.
         schedule_arg: the hyperparameter the kit's schedule checks drive, where
             the rule has no ``learning_rate`` (``polyak_sgd``: ``scaling``).
+        convergence_steps: steps the kit's convergence checks allow (sign
+            descent with a fixed step needs a small step, hence more of them).
     """
 
     name: str
     factory: Callable[..., optax.GradientTransformationExtraArgs]
     hyperparams: Mapping[str, Any]
     schedule_arg: str | None = None
+    convergence_steps: int = 10_000
 
     @property
     def update_args(self) -> tuple[str, ...]:

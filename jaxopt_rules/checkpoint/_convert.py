@@ -15,6 +15,14 @@ from jaxopt_rules.quantized import is_quantized
 COUNT = "count"
 """The field holding the number of updates taken, in optax's states and ours."""
 
+FROM_COUNT: dict[str, Callable[[Any], Any]] = {
+    "is_initial_step": lambda count: jnp.asarray(count) == 0,
+}
+"""Fields of optax's states that are functions of the step count, which this
+package's states keep instead (optax's optimistic rules: ``is_initial_step``).
+Written from the count when the target has them; checked against the count
+when only the source has them."""
+
 FROM_INIT = frozenset({"rounding_key"})
 """Fields that only this package's states have: taken from the target's
 ``init`` when the source lacks them, dropped when the target lacks them
@@ -220,6 +228,14 @@ def convert(
             return _cast(step, like, f"{direction}: {path}")
         source_name = rename.get(name, name)
         candidates = found.get(source_name, [])
+        if name in FROM_COUNT and not candidates:
+            if step is None:
+                raise ValueError(
+                    f"{direction}: the target's {path} follows from the step "
+                    "count, which the source state does not hold; pass "
+                    "count=<updates taken>"
+                )
+            return _cast(FROM_COUNT[name](step), like, f"{direction}: {path}")
         if not candidates:
             if name in FROM_INIT:
                 from_init.append(path)
@@ -241,6 +257,23 @@ def convert(
         return _fill_value(candidates[0], like, f"{direction}: {path}")
 
     result = fill(template, "state")
+    for name, derive in FROM_COUNT.items():
+        if name in used or name not in found:
+            continue
+        for field in found[name]:
+            if step is None:
+                raise ValueError(
+                    f"{direction}: the source's {field.path} needs the step "
+                    "count to be kept; pass count=<updates taken>"
+                )
+            if not _is_tracer(field.value) and not _is_tracer(step):
+                if bool(np.asarray(field.value)) != bool(np.asarray(derive(step))):
+                    raise ValueError(
+                        f"{direction}: the source's {field.path} is "
+                        f"{bool(np.asarray(field.value))}, which contradicts the "
+                        f"step count {int(np.asarray(step))}"
+                    )
+        used.add(name)
     unused = sorted(
         f"{c.path}" for name, fs in found.items() if name not in used for c in fs
     )

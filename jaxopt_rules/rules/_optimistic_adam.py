@@ -81,8 +81,8 @@ def optimistic_adam(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> from jaxopt_rules.rules._optimistic_adam import optimistic_adam
-        >>> tx = optimistic_adam(0.5, 0.25, eps=0.0, nesterov=False)
+        >>> import jaxopt_rules as jr
+        >>> tx = jr.optimistic_adam(0.5, 0.25, eps=0.0, nesterov=False)
         >>> state = tx.init({"w": jnp.zeros(1)})
         >>> updates, state = tx.update({"w": jnp.array([2.0])}, state)
         >>> updates["w"]  # first step: lr * r_1, and r_1 = 1

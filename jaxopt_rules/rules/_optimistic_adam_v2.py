@@ -69,8 +69,8 @@ def optimistic_adam_v2(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> from jaxopt_rules.rules._optimistic_adam_v2 import optimistic_adam_v2
-        >>> tx = optimistic_adam_v2(0.1, nesterov=False)
+        >>> import jaxopt_rules as jr
+        >>> tx = jr.optimistic_adam_v2(0.1, nesterov=False)
         >>> state = tx.init({"w": jnp.zeros(1)})
         >>> updates, state = tx.update({"w": jnp.array([2.0])}, state)
         >>> updates["w"]  # first step: alpha * r_1, and r_1 = 1

@@ -64,8 +64,8 @@ def optimistic_gradient_descent(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> from jaxopt_rules.rules import _optimistic_gradient_descent as ogd
-        >>> tx = ogd.optimistic_gradient_descent(0.1)
+        >>> import jaxopt_rules as jr
+        >>> tx = jr.optimistic_gradient_descent(0.1)
         >>> state = tx.init({"w": jnp.zeros(1)})
         >>> updates, state = tx.update({"w": jnp.array([1.0])}, state)
         >>> updates["w"]  # first step: alpha * g
