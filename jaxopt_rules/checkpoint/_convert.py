@@ -15,6 +15,19 @@ from jaxopt_rules.quantized import is_quantized
 COUNT = "count"
 """The field holding the number of updates taken, in optax's states and ours."""
 
+COUNT_NAMES = frozenset({COUNT, "t"})
+"""Names of step counts: ``count``, and ``t`` in optax's Adan. A field of one
+of these names is a count when it is an integer scalar."""
+
+
+def _is_count(name: str, value: Any) -> bool:
+    if name not in COUNT_NAMES:
+        return False
+    return tuple(jnp.shape(value)) == () and jnp.issubdtype(
+        jnp.result_type(value), jnp.integer
+    )
+
+
 FROM_COUNT: dict[str, Callable[[Any], Any]] = {
     "is_initial_step": lambda count: jnp.asarray(count) == 0,
 }
@@ -157,7 +170,12 @@ def _resolve_count(
     found: dict[str, list[_Field]], count: Any | None, direction: str
 ) -> Any | None:
     """The step count to write: ``count`` if given, else the source's one."""
-    sources = found.get(COUNT, [])
+    sources = [
+        f
+        for name in sorted(COUNT_NAMES)
+        for f in found.get(name, [])
+        if _is_count(name, f.value)
+    ]
     concrete = [f for f in sources if not _is_tracer(f.value)]
     values = {int(np.asarray(f.value)) for f in concrete}
     if len(values) > 1:
@@ -192,7 +210,10 @@ def convert(
     found = _fields(source)
     template = jax.eval_shape(target_init, params)
     step = _resolve_count(found, count, direction)
-    used: set[str] = {COUNT, *FROM_INIT, *ignore}
+    used: set[str] = {*FROM_INIT, *ignore}
+    used.update(
+        n for n in COUNT_NAMES if all(_is_count(n, f.value) for f in found.get(n, []))
+    )
     from_init: list[str] = []
 
     def fill(like: Any, path: str) -> Any:
@@ -217,7 +238,7 @@ def convert(
                 "convert into the unwrapped rule's state instead: this function "
                 "does not quantize"
             )
-        if name == COUNT:
+        if _is_count(name, like):
             if step is None:
                 raise ValueError(
                     f"{direction}: the target's {path} is a step count and the "
@@ -240,7 +261,7 @@ def convert(
             if name in FROM_INIT:
                 from_init.append(path)
                 return like
-            available = sorted(n for n in found if n != COUNT)
+            available = sorted(n for n in found if n not in COUNT_NAMES)
             raise ValueError(
                 f"{direction}: the source state has no field {source_name!r} for "
                 f"the target's {path} (its fields: {', '.join(available) or 'none'}); "

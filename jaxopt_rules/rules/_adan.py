@@ -102,8 +102,8 @@ def adan(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> from jaxopt_rules.rules._adan import adan
-        >>> tx = adan(0.1)
+        >>> import jaxopt_rules as jr
+        >>> tx = jr.adan(0.1)
         >>> params = {"w": jnp.array([1.0, -2.0])}
         >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5])},
         ...                            tx.init(params), params)
