@@ -9,6 +9,7 @@ files). The API reference names every public object by its public path, and
 import ast
 import contextlib
 import importlib
+import importlib.util
 import io
 import re
 import subprocess
@@ -20,6 +21,9 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT
+
+import jaxopt_rules as jr
+from jaxopt_rules import testing
 
 
 DOCS = ROOT / "docs"
@@ -187,6 +191,79 @@ def test_site_builds_with_warnings_as_errors(tmp_path: Path):
     adam = (tmp_path / "site" / "api" / "catalog" / "index.html").read_text()
     assert "jaxopt_rules.adam" in adam
     assert "learning_rate" in adam
+    # The catalog page's table (docs/_ext/catalog_table.py): a row per entry,
+    # its rule linked to the rule's API entry.
+    guide = (tmp_path / "site" / "catalog" / "index.html").read_text()
+    assert "catalog-table" not in guide
+    for spec in jr.REGISTRY:
+        link = f'href="../api/catalog/#jaxopt_rules.{spec.name}"'
+        assert link in guide, f"no table row linking {spec.name}"
+
+
+def _catalog_table() -> types.ModuleType:
+    """docs/_ext/catalog_table.py, the mkdocs hook that writes the catalog's table."""
+    spec = importlib.util.spec_from_file_location(
+        "catalog_table", DOCS / "_ext" / "catalog_table.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_catalog_table_has_one_row_per_registry_entry():
+    table = _catalog_table().catalog_table()
+    rows = [line for line in table.splitlines() if line.startswith("| [`")]
+    named = re.findall(r"^\| \[`(\w+)`\]\[jaxopt_rules\.\1\]", table, flags=re.M)
+    assert named == [s.name for s in jr.REGISTRY]
+    assert len(rows) == len(jr.REGISTRY)
+    adam = next(r for r in rows if r.startswith("| [`adam`]"))
+    cells = [c.strip() for c in adam.strip("|").split(" | ")]
+    assert cells[1:6] == [
+        "`optax.adam`",
+        'Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015',
+        "`mu`, `nu`",
+        "8.0",  # two float32 slots
+        "`b1`, `b2`, `eps`, `eps_root`, `nesterov`",
+    ]
+    assert cells[6] == f"all {len(testing.CHECKS)}; 8- and 4-bit state"
+    sgd = next(r for r in rows if r.startswith("| [`sgd`]"))
+    assert "`trace` (with `momentum`; dtype: `accumulator_dtype`)" in sgd
+    assert "| 0.0 to 4.0 |" in sgd  # no slot without momentum
+
+
+def test_the_catalog_page_has_the_marker_and_no_written_table():
+    page = (DOCS / "catalog.md").read_text()
+    assert _catalog_table().MARKER in page
+    names = {s.name for s in jr.REGISTRY}
+    written = [
+        line
+        for line in page.splitlines()
+        if line.startswith("|") and set(re.findall(r"`(\w+)`", line)) & names
+    ]
+    assert not written, written
+
+
+def test_first_reference_reads_the_references_section():
+    first_reference = _catalog_table().first_reference
+    doc = """Rule.
+
+    References:
+        Smith and Jones, "A Short Title", ICML 2020.
+        Doe, "Another", 2021. Verified against ``optax.rule``.
+
+    Example:
+        >>> 1
+    """
+    assert first_reference(doc) == 'Smith and Jones, "A Short Title", ICML 2020'
+    long_title = doc.replace("A Short Title", "A Title " * 12)
+    assert first_reference(long_title) == "Smith and Jones, ICML 2020"
+    long_venue = doc.replace("ICML 2020", "Journal of Long Venue Names, 1964")
+    assert first_reference(long_venue.replace("A Short Title", "T " * 40)) == (
+        "Smith and Jones, 1964"
+    )
+    assert first_reference("No references.") == ""
 
 
 def test_a_rule_made_with_jr_rule_renders(tmp_path: Path):
