@@ -91,9 +91,9 @@ def simplified_ademamix(
 
     Example:
         >>> import jax.numpy as jnp, optax
-        >>> from jaxopt_rules.rules._simplified_ademamix import simplified_ademamix
+        >>> import jaxopt_rules as jr
         >>> params = {"w": jnp.array([1.0, -2.0])}
-        >>> tx = simplified_ademamix(1e-2, alpha=1.0)
+        >>> tx = jr.simplified_ademamix(1e-2, alpha=1.0)
         >>> grads = {"w": jnp.array([1.0, -1.0])}
         >>> updates, _ = tx.update(grads, tx.init(params), params)
         >>> updates["w"]  # (m + alpha * g) / sqrt(n_hat) = 2, times -lr
