@@ -33,7 +33,9 @@ def adamax_direction(
     """AdaMax's direction ``m_hat / u`` and its updated moments ``mu, nu``."""
     mu = (1 - b1) * grad + b1 * mu
     nu = jnp.maximum(jnp.abs(grad) + eps, b2 * nu)
-    return (mu / (1 - b1**step)) / nu, mu, nu
+    # One division: XLA rewrites (m / c) / u as m / (c * u) in some programs
+    # and not others, which would make results depend on the leaf layout.
+    return mu / ((1 - b1**step) * nu), mu, nu
 
 
 @rule(
