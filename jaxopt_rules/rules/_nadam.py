@@ -89,7 +89,8 @@ def nadam(
 SPEC = RuleSpec(
     name="nadam",
     factory=nadam,
-    hyperparams={"learning_rate": 1e-1},
+    # At 1e-1 its 8-bit quantized state stalls 0.07 from Rosenbrock's minimum.
+    hyperparams={"learning_rate": 5e-2},
     reference="optax.nadam",
     reference_factory=optax.nadam,
     reference_cases=(

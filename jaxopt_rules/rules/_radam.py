@@ -119,7 +119,8 @@ def radam(
 SPEC = RuleSpec(
     name="radam",
     factory=radam,
-    hyperparams={"learning_rate": 1e-1},
+    # At 1e-1 its quantized state (8 and 4 bits) diverges on Rosenbrock.
+    hyperparams={"learning_rate": 5e-2},
     reference="optax.radam",
     reference_factory=optax.radam,
     reference_cases=(
