@@ -251,3 +251,15 @@ def test_keyword_order_storage_args_and_check():
     _port(0.5, 0.9, nesterov=True)  # a combination the check accepts
     with pytest.raises(TypeError, match=r"keyword names \['nope'\]"):
         jr.rule(keyword=("nope",))(lambda grad, *, lr: grad)
+
+
+def test_a_slot_can_default_to_its_own_storage_dtype():
+    @jr.rule(slots={"ema": jr.Slot(dtype_arg="ema_dtype", dtype_default=jnp.float32)})
+    def averaged(grad, ema, *, learning_rate):
+        ema = 0.5 * ema + 0.5 * grad
+        return -learning_rate * ema, ema
+
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    assert inspect.signature(averaged).parameters["ema_dtype"].default is jnp.float32
+    assert averaged(0.1).init(params).ema["w"].dtype == jnp.float32
+    assert averaged(0.1, ema_dtype=None).init(params).ema["w"].dtype == jnp.bfloat16

@@ -53,7 +53,17 @@ def _first_update(tx, params=PARAMS):
 # --- 1. learning rates: None, strings, non-numbers, bad schedules -------------
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def _takes_none(spec) -> bool:
+    """Whether the step size's default is None (optax's adafactor, adadelta)."""
+    parameter = inspect.signature(spec.factory).parameters[_lr_name(spec)]
+    return parameter.default is None
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [s for s in SPECS if not _takes_none(s)],
+    ids=[i for s, i in zip(SPECS, IDS, strict=True) if not _takes_none(s)],
+)
 def test_learning_rate_none_names_the_argument(spec):
     name = _lr_name(spec)
     with pytest.raises(TypeError, match=rf": {name} is None; pass a number"):
@@ -349,3 +359,15 @@ def test_sub_16_bit_float_storage_is_refused(spec, arg, dtype):
         TypeError, match=rf"{arg}={dtype} is not supported.*quantized_state"
     ):
         spec.factory(**{**spec.hyperparams, arg: getattr(jnp, dtype)})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [s for s in SPECS if _takes_none(s)],
+    ids=[i for s, i in zip(SPECS, IDS, strict=True) if _takes_none(s)],
+)
+def test_learning_rate_none_where_it_is_the_default(spec):
+    """Where None is the documented default (a rule's own step size), it works."""
+    update = _first_update(_build(spec, None))
+    assert bool(jnp.all(jnp.isfinite(update["w"])))
+    assert bool(jnp.any(update["w"] != 0))

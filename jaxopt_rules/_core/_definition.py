@@ -94,6 +94,9 @@ class Slot:
         dtype_arg: name of the factory argument that picks the slot's storage
             dtype (default ``"<slot>_dtype"``). With ``None`` passed to it, the
             slot is stored in the parameter's dtype.
+        dtype_default: that argument's default (``None``: the parameter's
+            dtype; optax's adafactor keeps its momentum in float32 by
+            default).
         when: the slot exists only when this holds: the name of a static
             hyperparameter whose value is neither ``None`` nor ``False``, or a
             predicate of the hyperparameter mapping that looks only at static
@@ -112,6 +115,7 @@ class Slot:
 
     init: float | str | Callable[..., Any] = 0.0
     dtype_arg: str | None = None
+    dtype_default: Any = None
     when: str | Callable[[Mapping[str, Any]], bool] | None = None
     shape: Callable[..., tuple[int, ...]] | None = None
     square: bool = False

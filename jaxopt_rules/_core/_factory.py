@@ -195,9 +195,13 @@ def _factory_signature(
         params[name] = inspect.Parameter(
             name, _KEYWORD, default=default, annotation="bool | None"
         )
-    for dtype_arg in definition.dtype_args.values() if public.storage_args else ():
+    slot_options = dict(definition.slots)
+    for slot, dtype_arg in definition.dtype_args.items() if public.storage_args else ():
         params[dtype_arg] = inspect.Parameter(
-            dtype_arg, _KEYWORD, default=None, annotation="jax.typing.DTypeLike | None"
+            dtype_arg,
+            _KEYWORD,
+            default=slot_options[slot].dtype_default,
+            annotation="jax.typing.DTypeLike | None",
         )
     if definition.slots and public.storage_args:  # (nothing to round without state)
         params["stochastic_rounding"] = inspect.Parameter(

@@ -81,7 +81,9 @@ def _param_scale(param: Array) -> Array:
         "v_row": Slot(square=True, shape=_row_shape),
         "v_col": Slot(square=True, shape=_col_shape),
         "v": Slot(square=True, shape=_full_shape),
-        "ema": Slot(when="momentum", dtype_arg="dtype_momentum"),
+        "ema": Slot(
+            when="momentum", dtype_arg="dtype_momentum", dtype_default=jnp.float32
+        ),
     },
     static=("min_dim_size_to_factor",),
     per_leaf={"weight_decay_mask": True},
@@ -188,8 +190,8 @@ def adafactor(
             gradient, before the learning rate; ``None`` does not clip.
         momentum: decay of an average of the steps; ``None`` keeps none (and
             no ``ema`` slot).
-        dtype_momentum: storage dtype of the momentum average (default: the
-            parameter's; ``optax.adafactor`` defaults to float32).
+        dtype_momentum: storage dtype of the momentum average (default
+            float32, as optax's; ``None``: the parameter's).
         weight_decay_rate: decay rate added to the steps after the learning
             rate, a number or a schedule; ``None`` adds none.
         eps: added to ``|g|**2`` before it is averaged, > 0.
@@ -209,8 +211,8 @@ def adafactor(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> from jaxopt_rules.rules._adafactor import adafactor
-        >>> tx = adafactor(1e-2, min_dim_size_to_factor=2)
+        >>> import jaxopt_rules as jr
+        >>> tx = jr.adafactor(1e-2, min_dim_size_to_factor=2)
         >>> params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
         >>> state = tx.init(params)
         >>> state.v_row["w"].shape, state.v_col["w"].shape, state.v["w"].shape
