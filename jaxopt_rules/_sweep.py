@@ -33,10 +33,11 @@ def sweep(
     """N runs of a rule, one per value of its swept hyperparameters, as one transform.
 
     The swept hyperparameters are injected (``inject_hyperparams``), so they
-    are inputs of the compiled program, not constants in it: the whole sweep
-    is one program (``jax.vmap`` over the runs), compiled once whatever the
-    values, and a new grid of values of the same length reuses it (and the
-    persistent compilation cache). Run ``i`` computes exactly what
+    live in the state: the whole sweep is one program (``jax.vmap`` over the
+    runs). Run ``init`` outside the jitted training function and pass the
+    state in, and the values are inputs of that program, not constants in
+    it: a new grid of the same length reuses it (and the persistent
+    compilation cache). Run ``i`` computes exactly what
     ``factory(**fixed, **{k: v[i]})`` computes on its own.
 
     Parameters, gradients, updates and states carry a leading axis of length
