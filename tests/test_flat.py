@@ -12,9 +12,38 @@ import jaxopt_rules as jr
 from jaxopt_rules import testing
 
 
-# Rules that treat every element independently (LAMB's per-leaf trust ratio
-# and normalized_sgd's global norm are not elementwise).
-ELEMENTWISE = [s for s in jr.REGISTRY if s.name not in {"lamb", "normalized_sgd"}]
+# Rules that read a whole leaf (a norm of it: a flat vector is one leaf to
+# them) or the whole tree (a global norm, summed in another order over flat
+# buffers) are not elementwise.
+NOT_ELEMENTWISE = {
+    "lamb",
+    "lars",
+    "fromage",
+    "novograd",
+    "adafactor",
+    "normalized_sgd",
+    "polyak_sgd",
+}
+ELEMENTWISE = [s for s in jr.REGISTRY if s.name not in NOT_ELEMENTWISE]
+# Known differences, strict: the day they vanish, the test says so.
+_ROUNDING = {
+    "radam": (
+        "after 5 steps 1 of the 12 bfloat16 parameters differs by one bfloat16 "
+        "ulp between the flat and the per-leaf program: XLA:CPU fuses the "
+        "rectified step differently in the two layouts, and the float32 step "
+        "rounds to the other side of a bfloat16 boundary"
+    ),
+}
+ELEMENTWISE_CASES = [
+    pytest.param(
+        s,
+        id=s.name,
+        marks=[pytest.mark.xfail(strict=True, reason=_ROUNDING[s.name])]
+        if s.name in _ROUNDING
+        else [],
+    )
+    for s in ELEMENTWISE
+]
 
 
 def _mixed_params():
@@ -38,7 +67,7 @@ def _run(tx, params, steps=5):
     return params, state
 
 
-@pytest.mark.parametrize("spec", ELEMENTWISE, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", ELEMENTWISE_CASES)
 def test_same_numbers_as_per_leaf(spec):
     params = _mixed_params()
     expected, leaf_state = _run(spec.factory(**spec.hyperparams), params)

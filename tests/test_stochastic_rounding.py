@@ -13,7 +13,7 @@ import jaxopt_rules as jr
 from jaxopt_rules._core import stochastic_round_bf16
 
 
-SLOTTED = [s for s in jr.REGISTRY if s.name != "normalized_sgd"]
+SLOTTED = [s for s in jr.REGISTRY if s.factory.definition.slots]
 
 
 def _bf16_neighbours(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,13 +3,42 @@
 Every public factory here has an entry in :data:`REGISTRY`.
 """
 
+from jaxopt_rules.rules._acprop import acprop as acprop
+from jaxopt_rules.rules._adabelief import adabelief as adabelief
+from jaxopt_rules.rules._adafactor import adafactor as adafactor
 from jaxopt_rules.rules._adagrad import adagrad as adagrad
 from jaxopt_rules.rules._adam import adam as adam
+from jaxopt_rules.rules._adamax import adamax as adamax
+from jaxopt_rules.rules._adamaxw import adamaxw as adamaxw
 from jaxopt_rules.rules._adamw import adamw as adamw
+from jaxopt_rules.rules._adan import adan as adan
+from jaxopt_rules.rules._adopt import adopt as adopt
+from jaxopt_rules.rules._amsgrad import amsgrad as amsgrad
+from jaxopt_rules.rules._fromage import fromage as fromage
 from jaxopt_rules.rules._lamb import lamb as lamb
+from jaxopt_rules.rules._lars import lars as lars
 from jaxopt_rules.rules._lion import lion as lion
+from jaxopt_rules.rules._nadam import nadam as nadam
+from jaxopt_rules.rules._nadamw import nadamw as nadamw
 from jaxopt_rules.rules._normalized_sgd import normalized_sgd as normalized_sgd
+from jaxopt_rules.rules._novograd import novograd as novograd
+from jaxopt_rules.rules._optimistic_adam import optimistic_adam as optimistic_adam
+from jaxopt_rules.rules._optimistic_adam_v2 import (
+    optimistic_adam_v2 as optimistic_adam_v2,
+)
+from jaxopt_rules.rules._optimistic_gradient_descent import (
+    optimistic_gradient_descent as optimistic_gradient_descent,
+)
+from jaxopt_rules.rules._polyak_sgd import polyak_sgd as polyak_sgd
+from jaxopt_rules.rules._radam import radam as radam
 from jaxopt_rules.rules._registry import REGISTRY as REGISTRY
 from jaxopt_rules.rules._rmsprop import rmsprop as rmsprop
+from jaxopt_rules.rules._rprop import rprop as rprop
 from jaxopt_rules.rules._sgd import sgd as sgd
+from jaxopt_rules.rules._sign_sgd import sign_sgd as sign_sgd
+from jaxopt_rules.rules._signum import signum as signum
+from jaxopt_rules.rules._simplified_ademamix import (
+    simplified_ademamix as simplified_ademamix,
+)
 from jaxopt_rules.rules._spec import RuleSpec as RuleSpec
+from jaxopt_rules.rules._yogi import yogi as yogi
