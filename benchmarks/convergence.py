@@ -288,6 +288,8 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
 }
 # Fixed extra hyperparameters per rule (the rest are the rule's defaults).
 RULE_KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
+# The argument that LEARNING_RATES sets, for rules without ``learning_rate``.
+RATE_ARGS: dict[str, str] = {"polyak_sgd": "max_learning_rate"}
 
 
 def make_optimizer(rule: str, task: str) -> optax.GradientTransformation:
@@ -295,7 +297,13 @@ def make_optimizer(rule: str, task: str) -> optax.GradientTransformation:
     spec = next(s for s in jr.REGISTRY if s.name == rule)
     rates = LEARNING_RATES.get(task, {"default": 1e-3})
     lr = rates.get(rule, rates["default"])
-    return spec.factory(learning_rate=lr, **RULE_KWARGS.get(rule, {}))
+    rate_arg = RATE_ARGS.get(rule, "learning_rate")
+    return spec.factory(**{rate_arg: lr}, **RULE_KWARGS.get(rule, {}))
+
+
+def update_args(rule: str) -> tuple[str, ...]:
+    """What the rule's ``update`` reads besides the gradient (``"value"``)."""
+    return next(s for s in jr.REGISTRY if s.name == rule).update_args
 
 
 # ---------------------------------------------------------------------------
@@ -340,16 +348,25 @@ def train(
     seed: int = 0,
     steps: int | None = None,
     progress: Callable[[str], None] | None = None,
+    update_args: tuple[str, ...] = (),
 ) -> Result:
-    """Trains ``task`` with ``tx``; evaluates every ``task.eval_every`` steps."""
+    """Trains ``task`` with ``tx``; evaluates every ``task.eval_every`` steps.
+
+    ``update_args=("value",)`` passes the minibatch loss to ``tx.update``
+    (rules that read the loss, such as Polyak step sizes).
+    """
     steps = steps or task.steps
     params = task.init(jax.random.key(seed))
     state = tx.init(params)
+    unknown = set(update_args) - {"value"}
+    if unknown:
+        raise NotImplementedError(f"{label}: train cannot pass {sorted(unknown)}")
 
     @jax.jit
     def step(params: Any, state: Any, batch: Any) -> tuple[Any, Any]:
-        grads = jax.grad(task.loss)(params, batch)
-        updates, state = tx.update(grads, state, params)
+        value, grads = jax.value_and_grad(task.loss)(params, batch)
+        extra = {"value": value} if "value" in update_args else {}
+        updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 
     eval_loss = jax.jit(task.eval_loss)
@@ -461,6 +478,7 @@ def main() -> None:
                 seed=args.seed,
                 steps=steps,
                 progress=progress,
+                update_args=update_args(rule),
             )
         )
     print()

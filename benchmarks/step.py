@@ -123,9 +123,6 @@ BENCH_HYPERPARAMS: dict[str, dict[str, Any]] = {
     "normalized_sgd": {"learning_rate": 1e-2},
 }
 
-# Rules that look at whole leaves, where jr.flat_leaves would change the numbers.
-NOT_ELEMENTWISE = {"lamb", "normalized_sgd"}
-
 # torch.optim counterparts: class name and keyword arguments.
 TORCH_COUNTERPARTS: dict[str, tuple[str, dict[str, Any]]] = {
     "sgd": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
@@ -163,13 +160,22 @@ def jax_candidate(
     tx: optax.GradientTransformation,
     leaves: list[np.ndarray],
     grads: dict[str, jax.Array],
+    update_args: tuple[str, ...] = (),
 ) -> Candidate:
-    """The donated, jitted step of an optax transform."""
+    """The donated, jitted step of an optax transform.
+
+    A rule that reads the loss (``update_args=("value",)``) gets a constant
+    loss value, an input of the program: the step's cost, not a training run.
+    """
     params = as_jax(leaves)
     n = sum(x.size for x in leaves)
+    unknown = set(update_args) - {"value"}
+    if unknown:
+        raise NotImplementedError(f"{rule}: the benchmark cannot pass {unknown}")
+    extra = {name: jnp.asarray(1.0, jnp.float32) for name in update_args}
 
     def step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
-        updates, state = tx.update(grads, state, params)
+        updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 
     start = time.perf_counter()
@@ -289,14 +295,17 @@ def bench_tree(
     grads = as_jax(grad_leaves)
     groups: dict[str, dict[str, Candidate]] = {}
     for spec in rules:
-        kwargs = BENCH_HYPERPARAMS.get(spec.name, dict(spec.reference_cases[0]))
+        kwargs = BENCH_HYPERPARAMS.get(
+            spec.name, {**spec.hyperparams, **spec.reference_cases[0]}
+        )
+        extra = spec.update_args
         group: dict[str, Candidate] = {}
         ours = jax_candidate(
-            "jaxopt_rules", spec.name, spec.factory(**kwargs), leaves, grads
+            "jaxopt_rules", spec.name, spec.factory(**kwargs), leaves, grads, extra
         )
         group["jaxopt_rules"] = ours
         group["optax"] = jax_candidate(
-            "optax", spec.name, spec.reference_factory(**kwargs), leaves, grads
+            "optax", spec.name, spec.reference_factory(**kwargs), leaves, grads, extra
         )
         dtype_args = [a for a in spec.static_args if a.endswith("_dtype")]
         if dtype_args and not args.no_bf16:
@@ -307,14 +316,16 @@ def bench_tree(
                 spec.factory(**kwargs, **bf16),
                 leaves,
                 grads,
+                extra,
             )
-        if args.flat and spec.name not in NOT_ELEMENTWISE:
+        if args.flat and not spec.reads_whole_leaves:
             group["jaxopt_rules flat"] = jax_candidate(
                 "jaxopt_rules flat",
                 spec.name,
                 jr.flat_leaves(spec.factory(**kwargs)),
                 leaves,
                 grads,
+                extra,
             )
         if not args.no_torch:
             for c in torch_candidates(

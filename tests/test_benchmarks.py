@@ -15,6 +15,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from helpers import ROOT, load_benchmark
 
@@ -45,13 +46,17 @@ def test_step_benchmark_runs_on_a_tiny_tree():
     args = argparse.Namespace(
         rounds=2, round_seconds=0.0, no_torch=True, no_bf16=False, flat=True
     )
-    specs = [s for s in jr.REGISTRY if s.name in ("adam", "lion")]
+    # polyak_sgd reads the loss value; adafactor has factored state.
+    names = ("adam", "lion", "polyak_sgd", "adafactor")
+    specs = [s for s in jr.REGISTRY if s.name in names]
     rows = step.bench_tree("200", 20_000, specs, args)
     labels = {(r.rule, r.label) for r in rows}
     assert ("adam", "optax") in labels
     assert ("adam", "jaxopt_rules bf16 state") in labels
     assert ("adam", "jaxopt_rules flat") in labels
     assert ("(paired)", "lion / adam (jaxopt_rules)") in labels
+    assert ("polyak_sgd", "optax") in labels
+    assert ("adafactor", "jaxopt_rules") in labels
     ours = next(r for r in rows if (r.rule, r.label) == ("adam", "jaxopt_rules"))
     assert ours.state_bytes == pytest.approx(8.0, abs=0.01)
     assert ours.ms > 0
@@ -73,6 +78,26 @@ def test_convergence_tasks_train(task_name):
         task, convergence.make_optimizer("adam", task_name), "adam", steps=50
     )
     assert result.steps[-1] == 50
+    assert np.isfinite(result.losses).all()
+    assert result.final < result.losses[0]
+
+
+def test_every_rule_has_a_convergence_setting_for_every_task():
+    for task_name in convergence.TASKS:
+        for spec in jr.REGISTRY:
+            tx = convergence.make_optimizer(spec.name, task_name)
+            assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_a_rule_that_reads_the_loss_trains():
+    task = convergence.TASKS["quadratic"]()
+    result = convergence.train(
+        task,
+        convergence.make_optimizer("polyak_sgd", "quadratic"),
+        "polyak_sgd",
+        steps=50,
+        update_args=convergence.update_args("polyak_sgd"),
+    )
     assert np.isfinite(result.losses).all()
     assert result.final < result.losses[0]
 

@@ -11,6 +11,7 @@ import pytest
 
 import jaxopt_rules as jr
 from jaxopt_rules._core import safe_increment
+from jaxopt_rules.testing import with_update_args
 
 
 @jr.rule
@@ -155,7 +156,7 @@ def test_no_float64_under_x64():
     with jax.enable_x64(True):
         params = {"w": jnp.ones(3, jnp.float32), "b": jnp.ones(2, jnp.bfloat16)}
         for spec in jr.REGISTRY:
-            tx = spec.factory(**spec.hyperparams)
+            tx = with_update_args(spec.factory(**spec.hyperparams), spec.update_args)
             state = tx.init(params)
             updates, state = jax.jit(tx.update)(params, state, params)
             for leaf in jax.tree.leaves((updates, state)):

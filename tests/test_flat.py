@@ -13,18 +13,8 @@ from jaxopt_rules import testing
 
 
 # Rules that read a whole leaf (a norm of it: a flat vector is one leaf to
-# them) or the whole tree (a global norm, summed in another order over flat
-# buffers) are not elementwise.
-NOT_ELEMENTWISE = {
-    "lamb",
-    "lars",
-    "fromage",
-    "novograd",
-    "adafactor",
-    "normalized_sgd",
-    "polyak_sgd",
-}
-ELEMENTWISE = [s for s in jr.REGISTRY if s.name not in NOT_ELEMENTWISE]
+# them) give other numbers; sums over the whole tree stay the same sums.
+ELEMENTWISE = [s for s in jr.REGISTRY if not s.reads_whole_leaves]
 # Known differences, strict: the day they vanish, the test says so.
 _ROUNDING = {
     "radam": (
@@ -52,6 +42,12 @@ def _mixed_params():
     return params
 
 
+def _make(spec):
+    """The spec's rule, given the loss where it reads it (a training loop would)."""
+    tx = spec.factory(**spec.hyperparams)
+    return testing.with_update_args(tx, spec.update_args)
+
+
 def _run(tx, params, steps=5):
     state = tx.init(params)
     step = jax.jit(
@@ -70,14 +66,28 @@ def _run(tx, params, steps=5):
 @pytest.mark.parametrize("spec", ELEMENTWISE_CASES)
 def test_same_numbers_as_per_leaf(spec):
     params = _mixed_params()
-    expected, leaf_state = _run(spec.factory(**spec.hyperparams), params)
-    actual, flat_state = _run(jr.flat_leaves(spec.factory(**spec.hyperparams)), params)
+    expected, leaf_state = _run(_make(spec), params)
+    actual, flat_state = _run(jr.flat_leaves(_make(spec)), params)
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
         assert a.dtype == e.dtype
         np.testing.assert_array_equal(
             np.asarray(a, np.float32), np.asarray(e, np.float32)
         )
     assert jr.tree_bytes(flat_state) == jr.tree_bytes(leaf_state)
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in jr.REGISTRY if s.reads_whole_leaves], ids=lambda s: s.name
+)
+def test_rules_that_read_whole_leaves_change_under_flat_leaves(spec):
+    """The registry's ``reads_whole_leaves`` is a fact: flat buffers change them."""
+    params = _mixed_params()
+    expected, _ = _run(_make(spec), params)
+    actual, _ = _run(jr.flat_leaves(_make(spec)), params)
+    assert any(
+        not np.array_equal(np.asarray(a, np.float32), np.asarray(e, np.float32))
+        for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True)
+    )
 
 
 def test_one_buffer_per_dtype():

@@ -7,6 +7,7 @@ import optax
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 import jaxopt_rules as jr
+from jaxopt_rules.testing import with_update_args
 
 
 # The dtypes random leaves are drawn from: the one place to extend; _values
@@ -128,8 +129,8 @@ def test_adam_matches_optax_on_any_tree(spec, b1, b2):
 # --- Wrapper stacks give the bare rule's updates ----------------------------------
 
 # flat_leaves gives per-leaf numbers only for rules that treat elements
-# independently (LAMB's trust ratio and normalized_sgd's norm look at leaves).
-_ELEMENTWISE = {s.name for s in jr.REGISTRY} - {"lamb", "normalized_sgd"}
+# independently of the rest of their leaf (trust ratios and norms do not).
+_ELEMENTWISE = {s.name for s in jr.REGISTRY if not s.reads_whole_leaves}
 
 
 def _gradients(params, k):
@@ -203,7 +204,7 @@ def _logged(tx, records):
 @given(spec=_trees, rule=st.sampled_from(jr.REGISTRY))
 def test_wrapper_stacks_give_the_bare_rules_updates(spec, rule):
     params = _for_rule(_build(spec, np.random.default_rng(2)), rule)
-    make = lambda: rule.factory(**rule.hyperparams)
+    make = lambda: with_update_args(rule.factory(**rule.hyperparams), rule.update_args)
     expected = _updates(make(), params)
     # The quantized_state default min_size (4096) leaves these small leaves in
     # full precision, so the stacks must give exactly the bare rule's numbers.
@@ -234,7 +235,7 @@ def test_log_step_around_or_inside_quantized_state_changes_nothing(spec, rule, b
     Deterministic rounding, so that both stacks round the same values alike.
     """
     params = _for_rule(_build(spec, np.random.default_rng(3)), rule)
-    make = lambda: rule.factory(**rule.hyperparams)
+    make = lambda: with_update_args(rule.factory(**rule.hyperparams), rule.update_args)
     quantize = lambda tx: jr.quantized_state(
         tx, bits=bits, min_size=0, stochastic_rounding=False
     )

@@ -24,6 +24,11 @@ class CatalogSpec:
             the rule has no ``learning_rate`` (``polyak_sgd``: ``scaling``).
         convergence_steps: steps the kit's convergence checks allow (sign
             descent with a fixed step needs a small step, hence more of them).
+        reads_whole_leaves: whether an element's update reads other elements
+            of its leaf (a leaf's norm or trust ratio, factored moments).
+            :func:`jaxopt_rules.flat_leaves` makes one leaf of many, so these
+            rules change their numbers there; sums over the whole tree (a
+            global norm, the loss) stay the same sums.
     """
 
     name: str
@@ -31,6 +36,7 @@ class CatalogSpec:
     hyperparams: Mapping[str, Any]
     schedule_arg: str | None = None
     convergence_steps: int = 10_000
+    reads_whole_leaves: bool = False
 
     @property
     def update_args(self) -> tuple[str, ...]:

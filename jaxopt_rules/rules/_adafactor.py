@@ -259,6 +259,7 @@ def adafactor(
 
 SPEC = RuleSpec(
     name="adafactor",
+    reads_whole_leaves=True,
     factory=adafactor,
     hyperparams={"learning_rate": 1e-2},
     reference="optax.adafactor",

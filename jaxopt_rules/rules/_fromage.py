@@ -75,6 +75,7 @@ def fromage(
 
 SPEC = RuleSpec(
     name="fromage",
+    reads_whole_leaves=True,
     factory=fromage,
     hyperparams={"learning_rate": 1e-2},
     reference="optax.fromage",

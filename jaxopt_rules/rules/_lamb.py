@@ -102,6 +102,7 @@ def lamb(
 
 SPEC = RuleSpec(
     name="lamb",
+    reads_whole_leaves=True,
     factory=lamb,
     hyperparams={"learning_rate": 1e-3},
     reference="optax.lamb",

@@ -150,6 +150,7 @@ _TRUST_RATIO_MASK = {
 
 SPEC = RuleSpec(
     name="lars",
+    reads_whole_leaves=True,
     factory=lars,
     hyperparams={"learning_rate": 1.0},
     reference="optax.lars",

@@ -103,6 +103,7 @@ def novograd(
 
 SPEC = RuleSpec(
     name="novograd",
+    reads_whole_leaves=True,
     factory=novograd,
     hyperparams={"learning_rate": 1e-3},
     reference="optax.novograd",
