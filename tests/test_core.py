@@ -174,6 +174,22 @@ def test_mixed_precision_tree_under_x64():
         assert state.nu["b"].dtype == jnp.float64
 
 
+def test_slots_may_share_a_dtype_argument():
+    both = jr.Slot(dtype_arg="moments_dtype")
+
+    @jr.rule(slots={"m": both, "v": both})
+    def two_moments(grad, m, v, *, learning_rate):
+        return -learning_rate * grad, grad, grad * grad
+
+    params = jnp.ones(3)
+    assert list(inspect.signature(two_moments).parameters).count("moments_dtype") == 1
+    assert two_moments.static_args.count("moments_dtype") == 1
+    state = two_moments(0.1, moments_dtype=jnp.bfloat16).init(params)
+    assert state.m.dtype == state.v.dtype == jnp.bfloat16
+    state = two_moments(0.1).init(params)
+    assert state.m.dtype == state.v.dtype == jnp.float32
+
+
 def test_slot_init_from_hyperparameter_and_callable():
     acc = jr.adagrad(0.1, initial_accumulator_value=0.25).init(jnp.zeros(2))
     np.testing.assert_array_equal(acc.sum_of_squares, [0.25, 0.25])

@@ -207,12 +207,14 @@ def test_dtype_argument_clashes_name_both_sides():
     ):
         jr.rule(lambda grad, mu, *, lr, mu_dtype=0.5: (grad, mu))
     with pytest.raises(
-        TypeError, match=r"slots 'a' and 'b' both have dtype argument 'ab_dtype'"
+        TypeError,
+        match=r"slots 'a' and 'b' share the dtype argument 'ab_dtype' with "
+        r"different defaults",
     ):
         jr.rule(
             slots={
                 "a": jr.Slot(dtype_arg="ab_dtype"),
-                "b": jr.Slot(dtype_arg="ab_dtype"),
+                "b": jr.Slot(dtype_arg="ab_dtype", dtype_default=jnp.float32),
             }
         )(lambda grad, a, b, *, lr: (grad, a, b))
     with pytest.raises(TypeError, match=r"dtype argument 'rounding_seed' of slot 'a'"):

@@ -28,7 +28,7 @@ ALIAS = (
 ).split()
 
 CONTRIB = (
-    "acprop ademamix simplified_ademamix adopt cocob dadapt_adamw dog dowg dpsgd "
+    "acprop simplified_ademamix adopt cocob dadapt_adamw dog dowg dpsgd "
     "galore madgrad momo momo_adam muon prodigy schedule_free_adamw "
     "schedule_free_sgd sophia schedule_free sam mechanize reduce_on_plateau"
 ).split()
@@ -44,7 +44,7 @@ WORKS_UNCHANGED: dict[str, str] = {
 }
 
 PENDING = set(
-    "adadelta ademamix cocob dadapt_adamw dog dowg dpsgd galore lbfgs "
+    "adadelta cocob dadapt_adamw dog dowg dpsgd galore lbfgs "
     "madgrad momo momo_adam muon noisy_sgd prodigy schedule_free_adamw "
     "schedule_free_sgd sm3 sophia".split()
 )

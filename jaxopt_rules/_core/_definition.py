@@ -93,7 +93,9 @@ class Slot:
             (identity blocks sized by a static ``block_size``).
         dtype_arg: name of the factory argument that picks the slot's storage
             dtype (default ``"<slot>_dtype"``). With ``None`` passed to it, the
-            slot is stored in the parameter's dtype.
+            slot is stored in the parameter's dtype. Slots given the same
+            ``dtype_arg`` share one argument (optax's ``ademamix`` stores all
+            three moments in its ``mu_dtype``).
         dtype_default: that argument's default (``None``: the parameter's
             dtype; optax's adafactor keeps its momentum in float32 by
             default).
@@ -225,8 +227,8 @@ def _check_slot_names(
 def _check_dtype_args(
     rule_name: str, slot_options: tuple[tuple[str, Slot], ...], hyper_names: list[str]
 ) -> None:
-    """Each slot's dtype argument: a fresh identifier, used by one slot only."""
-    owners: dict[str, str] = {}
+    """Each slot's dtype argument: a fresh identifier; shared ones agree."""
+    owners: dict[str, tuple[str, Slot]] = {}
     for slot, option in slot_options:
         arg = option.dtype_arg or f"{slot}_dtype"
         if not arg.isidentifier() or keyword.iskeyword(arg):
@@ -248,12 +250,17 @@ def _check_dtype_args(
                 "pick another name with Slot(dtype_arg=...)"
             )
         if arg in owners:
-            raise TypeError(
-                f"rule {rule_name!r}: slots {owners[arg]!r} and {slot!r} both "
-                f"have dtype argument {arg!r}; give one another name with "
-                "Slot(dtype_arg=...)"
-            )
-        owners[arg] = slot
+            other, other_option = owners[arg]
+            if other_option.dtype_default != option.dtype_default:
+                raise TypeError(
+                    f"rule {rule_name!r}: slots {other!r} and {slot!r} share the "
+                    f"dtype argument {arg!r} with different defaults "
+                    f"({other_option.dtype_default!r} and "
+                    f"{option.dtype_default!r}); give them one default, or one "
+                    "slot another argument with Slot(dtype_arg=...)"
+                )
+            continue
+        owners[arg] = (slot, option)
 
 
 def read_definition(

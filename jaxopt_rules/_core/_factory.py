@@ -99,11 +99,13 @@ class RuleFactory:
         accepted = self.__signature__.parameters
         self.static_args = tuple(
             name
-            for name in (
-                *sorted(definition.static),
-                *sorted(definition.per_leaf),
-                *definition.dtype_args.values(),
-                *ROUNDING_ARGS,
+            for name in dict.fromkeys(  # (slots may share a dtype argument)
+                (
+                    *sorted(definition.static),
+                    *sorted(definition.per_leaf),
+                    *definition.dtype_args.values(),
+                    *ROUNDING_ARGS,
+                )
             )
             if name in accepted
         )

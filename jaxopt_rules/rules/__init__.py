@@ -12,6 +12,7 @@ from jaxopt_rules.rules._adamax import adamax as adamax
 from jaxopt_rules.rules._adamaxw import adamaxw as adamaxw
 from jaxopt_rules.rules._adamw import adamw as adamw
 from jaxopt_rules.rules._adan import adan as adan
+from jaxopt_rules.rules._ademamix import ademamix as ademamix
 from jaxopt_rules.rules._adopt import adopt as adopt
 from jaxopt_rules.rules._amsgrad import amsgrad as amsgrad
 from jaxopt_rules.rules._fromage import fromage as fromage

@@ -13,7 +13,11 @@ from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
 
 @rule(
     name="ademamix",
-    slots={"m1": Slot(dtype_arg="mu_dtype"), "nu": Slot(square=True)},
+    slots={
+        "m1": Slot(dtype_arg="mu_dtype"),
+        "m2": Slot(dtype_arg="mu_dtype"),
+        "nu": Slot(dtype_arg="mu_dtype", square=True),
+    },
     per_leaf={"mask": True},
     complex_params=True,
     constraints={
@@ -60,10 +64,8 @@ def ademamix(
     r"""AdEMAMix: AdamW whose first moment mixes a fast and a slow average.
 
     A drop-in for ``optax.contrib.ademamix`` (same arguments, defaults and
-    numbers), plus ``m2_dtype`` and ``nu_dtype`` for the storage of the slow
-    average and the second moment. ``mu_dtype`` sets the storage of the fast
-    average ``m1`` only (optax's sets ``m1``, ``m2`` and ``nu`` together: pass
-    the same dtype to all three for its storage). The slow average keeps
+    numbers). As in optax, ``mu_dtype`` is the storage dtype of all three
+    moments (``m1``, ``m2`` and ``nu``). The slow average keeps
     gradients for about ``1 / (1 - b3)`` steps (10,000 by default), so the
     rule pays off on long runs.
 
@@ -86,13 +88,12 @@ def ademamix(
         alpha: weight of the slow average, a number or a schedule.
         eps: added to the root of the second moment (outside the square root).
         eps_root: added inside the square root.
-        mu_dtype: storage dtype of the fast average (default: the parameter's).
+        mu_dtype: storage dtype of the three moments (default: the
+            parameter's).
         weight_decay: decay rate ``wd``, multiplied by the learning rate.
         mask: a pytree of booleans (a prefix of the params) or a function of
             the gradients returning one: which leaves are decayed. ``None``
             decays every leaf.
-        m2_dtype: storage dtype of the slow average (default: the parameter's).
-        nu_dtype: storage dtype of the second moment (default: the parameter's).
         stochastic_rounding: round slots stored in bfloat16 stochastically
             (unbiased) instead of to nearest; the state then carries a key.
         rounding_seed: seed of the stochastic rounding (default 0).
@@ -102,7 +103,7 @@ def ademamix(
 
     Example:
         >>> import jax.numpy as jnp, optax
-        >>> from jaxopt_rules.rules._ademamix import ademamix
+        >>> from jaxopt_rules import ademamix
         >>> params = {"w": jnp.array([1.0, -2.0])}
         >>> tx = ademamix(1e-2, b3=0.5, alpha=2.0)
         >>> grads = {"w": jnp.array([1.0, -1.0])}
