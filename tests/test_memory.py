@@ -28,6 +28,11 @@ _KNOWN_TEMPORARIES = {
         "moment, which the state update overwrites in place; XLA:CPU copies it "
         "first (optax.adabelief too; a bfloat16 slot is read as stored: no copy)"
     ),
+    "cocob-float32": (
+        "XLA:CPU keeps one parameter-sized float32 temporary in the step "
+        "(4 bytes per parameter, optax.contrib.cocob the same); with bfloat16 "
+        "slots, read as stored, it does not"
+    ),
     "adopt": (
         "the step normalises the gradient by the old second moment, which the "
         "state update overwrites in place; XLA:CPU copies it first "

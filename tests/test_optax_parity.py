@@ -28,7 +28,7 @@ ALIAS = (
 ).split()
 
 CONTRIB = (
-    "acprop simplified_ademamix adopt cocob dadapt_adamw dog dowg dpsgd "
+    "acprop simplified_ademamix adopt dadapt_adamw dog dowg dpsgd "
     "galore madgrad momo momo_adam muon prodigy schedule_free_adamw "
     "schedule_free_sgd sophia schedule_free sam mechanize reduce_on_plateau"
 ).split()

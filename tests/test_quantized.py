@@ -178,6 +178,26 @@ def test_maps_follow_the_slot_names():
     assert custom.init(params).inner.trace["w"].qmap.kind == "unsigned"
 
 
+def test_copies_of_the_parameters_stay_in_full_precision():
+    params = {"w": jnp.linspace(-1.0, 1.0, 4096), "x0": jnp.zeros((4096,))}
+    state = jr.quantized_state(jr.cocob()).init(params)
+    inner = state.inner
+    # The initial parameters, exactly; the other slots quantized.
+    np.testing.assert_array_equal(inner.init_particles["w"], params["w"])
+    assert not jr.is_quantized(inner.init_particles["w"])
+    assert jr.is_quantized(inner.reward["w"])
+    # A parameter named like such a slot is quantized as any other.
+    assert jr.is_quantized(inner.reward["x0"])
+    # Chosen by field name or predicate instead.
+    sgd = jr.sgd(1e-3, momentum=0.9)
+    kept = jr.quantized_state(sgd, full_precision={"trace"}).init(params)
+    assert not jr.is_quantized(kept.inner.trace["w"])
+    none = jr.quantized_state(jr.cocob(), full_precision=lambda path, leaf: False)
+    assert jr.is_quantized(none.init(params).inner.init_particles["w"])
+    with pytest.raises(TypeError, match=r"the string 'trace'; pass \['trace'\]"):
+        jr.quantized_state(sgd, full_precision="trace")
+
+
 def test_bytes_per_parameter_targets():
     params = {"w": jnp.zeros((1024, 1024))}
     n = 1024 * 1024

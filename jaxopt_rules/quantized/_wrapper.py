@@ -44,6 +44,10 @@ NON_NEGATIVE_SLOTS = frozenset(
         "nu",
         "sum_of_squares",
         "max_nu",
+        # optax.contrib.cocob: gradient bound, sum of |gradients|, reward
+        "scale",
+        "subgradients",
+        "reward",
         # torch.optim names (jaxopt_rules.torch_compat)
         "exp_avg_sq",
         "max_exp_avg_sq",
@@ -63,6 +67,16 @@ SIGNED_SLOTS = frozenset(
     {"mu", "trace", "exp_avg", "momentum_buffer", "grad_avg", "ax", "prev"}
 )
 """State fields known to change sign; they stop the search for a field name."""
+
+FULL_PRECISION_SLOTS = frozenset(
+    {
+        "init_particles",  # optax.contrib.cocob: the initial parameters
+        "x0",  # optax.contrib.madgrad: the initial parameters
+    }
+)
+"""State fields that are copies of the parameters: a rule that steps from
+them (``theta_0 + ...``) would move the parameters by their quantization
+error every step, so they stay in full precision."""
 
 KeyPath = tuple[Any, ...]
 
@@ -92,14 +106,30 @@ def default_non_negative(path: KeyPath, leaf: Any) -> bool:
     return False
 
 
+def default_full_precision(path: KeyPath, leaf: Any) -> bool:
+    """Whether a state leaf is a copy of the parameters, from its field name.
+
+    Any NamedTuple field (attribute) on the leaf's path that is one of
+    :data:`FULL_PRECISION_SLOTS` says yes. Dictionary keys are never read.
+    """
+    del leaf
+    return any(name in FULL_PRECISION_SLOTS for name in _field_names(path))
+
+
 def _predicate(
-    non_negative: Callable[[KeyPath, Any], bool] | Collection[str] | None,
+    choice: Callable[[KeyPath, Any], bool] | Collection[str] | None,
+    default: Callable[[KeyPath, Any], bool],
 ) -> Callable[[KeyPath, Any], bool]:
-    if non_negative is None:
-        return default_non_negative
-    if callable(non_negative):
-        return non_negative
-    names = frozenset(non_negative)
+    if choice is None:
+        return default
+    if callable(choice):
+        return choice
+    if isinstance(choice, str):
+        raise TypeError(
+            f"quantized_state: expected a collection of field names or a "
+            f"predicate, got the string {choice!r}; pass [{choice!r}]"
+        )
+    names = frozenset(choice)
 
     def by_name(path: KeyPath, leaf: Any) -> bool:
         del leaf
@@ -115,6 +145,7 @@ def quantized_state(
     min_size: int = 4096,
     *,
     non_negative: Callable[[KeyPath, Any], bool] | Collection[str] | None = None,
+    full_precision: Callable[[KeyPath, Any], bool] | Collection[str] | None = None,
     stochastic_rounding: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Stores ``inner``'s large floating state leaves block-wise quantized.
@@ -195,6 +226,11 @@ def quantized_state(
             :func:`default_non_negative` (``nu``, ``exp_avg_sq``,
             ``sum_of_squares``, ... by field name). A negative value in such a
             leaf is stored as the smallest positive map value.
+        full_precision: which state leaves stay in full precision whatever
+            their size: a collection of NamedTuple field names, or a predicate
+            ``f(key_path, leaf)``. Default: :func:`default_full_precision`
+            (copies of the initial parameters: COCOB's ``init_particles``,
+            MADGRAD's ``x0``, by field name).
         stochastic_rounding: round each element to one of its two neighbouring
             map values at random, unbiased, instead of to the nearest. An
             exponential average changes by a fraction ``1 - beta`` of the gap
@@ -264,7 +300,8 @@ def quantized_state(
         )
     signed_map = QuantMap("signed", bits)
     unsigned_map = QuantMap("unsigned" if bits == 8 else "linear", bits)
-    choose = _predicate(non_negative)
+    choose = _predicate(non_negative, default_non_negative)
+    keep = _predicate(full_precision, default_full_precision)
     tx = optax.with_extra_args_support(inner)
 
     def eligible(leaf: Any) -> bool:
@@ -282,7 +319,7 @@ def quantized_state(
         )
 
     def store(path: KeyPath, leaf: Any) -> Any:
-        if not eligible(leaf):
+        if not eligible(leaf) or keep(path, leaf):
             return leaf
         qmap = unsigned_map if choose(path, leaf) else signed_map
         if isinstance(leaf, jax.ShapeDtypeStruct):  # abstract params

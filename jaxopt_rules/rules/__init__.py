@@ -15,6 +15,7 @@ from jaxopt_rules.rules._adan import adan as adan
 from jaxopt_rules.rules._ademamix import ademamix as ademamix
 from jaxopt_rules.rules._adopt import adopt as adopt
 from jaxopt_rules.rules._amsgrad import amsgrad as amsgrad
+from jaxopt_rules.rules._cocob import cocob as cocob
 from jaxopt_rules.rules._fromage import fromage as fromage
 from jaxopt_rules.rules._lamb import lamb as lamb
 from jaxopt_rules.rules._lars import lars as lars

@@ -46,6 +46,12 @@ def cocob(
     wealth (``scale + reward``) times a betting fraction. The state holds five
     parameter-sized slots, among them a copy of the initial parameters.
 
+    Under :func:`jaxopt_rules.quantized_state` the copy of the initial
+    parameters stays in full precision, but the quantized sums move the
+    parameters by their rounding error: on the conformance kit's Rosenbrock
+    problem the 8- and 4-bit runs stop about 0.1 from the minimum. Store the
+    slots in bfloat16 or full precision instead.
+
     Update::
 
         c_t = lr_t * (g_t + wd_t * theta_{t-1})     (wd only where mask)
@@ -81,7 +87,7 @@ def cocob(
 
     Example:
         >>> import jax.numpy as jnp, optax
-        >>> from jaxopt_rules.rules._cocob import cocob
+        >>> from jaxopt_rules import cocob
         >>> params = {"w": jnp.array([1.0, -2.0])}
         >>> tx = cocob(alpha=2.0)
         >>> grads = {"w": jnp.array([1.0, -1.0])}
