@@ -196,6 +196,18 @@ _STACKS = settings(
 )
 
 
+def _ulps(rule):
+    """Exact, but 4 ulps for rules that reduce over leaves (LARS's norms).
+
+    log_step adds its own norms of the same leaves to the program; XLA then
+    shares or fuses the rule's reductions differently, and a norm may round
+    to its neighbour (1 ulp), which reaches the update through a quotient of
+    two norms and the products after it (seen: 2 ulps, LARS at 8 bits).
+    Elementwise arithmetic is not reordered: those rules match bit for bit.
+    """
+    return 4 if rule.reads_whole_leaves else 0
+
+
 def _logged(tx, records):
     return jr.log_step(tx, every=1, sinks=[records.append])
 
@@ -209,14 +221,19 @@ def test_wrapper_stacks_give_the_bare_rules_updates(spec, rule):
     # The quantized_state default min_size (4096) leaves these small leaves in
     # full precision, so the stacks must give exactly the bare rule's numbers.
     records = []
+    ulps = _ulps(rule)
     with _logged(jr.quantized_state(make()), records) as outer:
-        _assert_same(_updates(outer, params), expected, "log_step(quantized_state)")
+        _assert_same(
+            _updates(outer, params), expected, "log_step(quantized_state)", ulps
+        )
         outer.flush()
     assert [r["step"] for r in records] == [0, 1]
     records = []
     with _logged(make(), records) as logged:
         inner = jr.quantized_state(logged)
-        _assert_same(_updates(inner, params), expected, "quantized_state(log_step)")
+        _assert_same(
+            _updates(inner, params), expected, "quantized_state(log_step)", ulps
+        )
         logged.flush()
     assert [r["step"] for r in records] == [0, 1]
     if rule.name in _ELEMENTWISE:
@@ -240,10 +257,16 @@ def test_log_step_around_or_inside_quantized_state_changes_nothing(spec, rule, b
         tx, bits=bits, min_size=0, stochastic_rounding=False
     )
     expected = _updates(quantize(make()), params)
+    ulps = _ulps(rule)
     records = []
     with _logged(quantize(make()), records) as outer:
-        _assert_same(_updates(outer, params), expected, "log_step(quantized_state)")
+        _assert_same(
+            _updates(outer, params), expected, "log_step(quantized_state)", ulps
+        )
     with _logged(make(), records) as logged:
         _assert_same(
-            _updates(quantize(logged), params), expected, "quantized_state(log_step)"
+            _updates(quantize(logged), params),
+            expected,
+            "quantized_state(log_step)",
+            ulps,
         )
