@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rules", nargs="*")
     args = parser.parse_args()
     print(
-        f"{'rule':15s} {'options':52s} {'f32 upd':>8s} {'f32 slots':>9s} "
+        f"{'rule':20s} {'options':52s} {'f32 upd':>8s} {'f32 slots':>9s} "
         f"{'f64 params':>10s} {'f32 free':>9s} {'ref vs inj':>10s}"
     )
     for spec in jr.REGISTRY:
@@ -56,8 +56,10 @@ def main() -> None:
             free = free_running_error(ours, ref, kw, round_hyperparams=False)
             static = tuple(k for k in ("mask",) if k in kw)
             injected = optax.inject_hyperparams(ref, static_args=static)(**kw)
+            extra = spec.update_args  # the loss value, for rules that read it
             yardstick = relative_error(
-                free_run(injected, jnp.float32), free_run(ref(**kw), jnp.float32)
+                free_run(injected, jnp.float32, update_args=extra),
+                free_run(ref(**kw), jnp.float32, update_args=extra),
             )
             label = ", ".join(
                 f"{k}={'<fn>' if callable(v) else v}"
@@ -65,7 +67,7 @@ def main() -> None:
                 if k != "learning_rate"
             )
             print(
-                f"{spec.name:15s} {label[:52] or '(defaults)':52s} {upd:8.1e} "
+                f"{spec.name:20s} {label[:52] or '(defaults)':52s} {upd:8.1e} "
                 f"{slots:9.1e} {f64:10.1e} {free:9.1e} {yardstick:10.1e}",
                 flush=True,
             )

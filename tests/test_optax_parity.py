@@ -28,7 +28,7 @@ ALIAS = (
 ).split()
 
 CONTRIB = (
-    "acprop simplified_ademamix adopt dadapt_adamw dog dowg dpsgd "
+    "acprop ademamix simplified_ademamix adopt cocob dadapt_adamw dog dowg dpsgd "
     "galore madgrad momo momo_adam muon prodigy schedule_free_adamw "
     "schedule_free_sgd sophia schedule_free sam mechanize reduce_on_plateau"
 ).split()
@@ -44,7 +44,7 @@ WORKS_UNCHANGED: dict[str, str] = {
 }
 
 PENDING = set(
-    "adadelta cocob dadapt_adamw dog dowg dpsgd galore lbfgs "
+    "adadelta dadapt_adamw dog dowg dpsgd galore lbfgs "
     "madgrad momo momo_adam muon noisy_sgd prodigy schedule_free_adamw "
     "schedule_free_sgd sm3 sophia".split()
 )
@@ -67,6 +67,27 @@ def test_the_list_is_optax_0_2_8():
         if inspect.isfunction(f) and f.__module__ == alias.__name__ and n[0] != "_"
     }
     assert defined <= set(ALIAS)
+    # Every optimizer of optax.contrib (a public function taking a learning
+    # rate, less the scale_by_* building blocks) is listed.
+    takes_a_learning_rate = {
+        n
+        for n, f in vars(optax.contrib).items()
+        if inspect.isfunction(f)
+        and n[0] != "_"
+        and not n.startswith("scale_by_")
+        and "learning_rate" in inspect.signature(f).parameters
+    }
+    assert takes_a_learning_rate <= set(CONTRIB)
+
+
+def test_every_registered_optax_drop_in_is_listed():
+    """A rule verified against ``optax.<name>`` or ``optax.contrib.<name>``
+    is one of the names above (so the list cannot lose a name unnoticed)."""
+    for spec in jr.REGISTRY:
+        module, _, name = spec.reference.rpartition(".")
+        if module in ("optax", "optax.contrib") and name == spec.name:
+            listed = ALIAS if module == "optax" else CONTRIB
+            assert spec.name in listed, spec.name
 
 
 def test_pending_and_unchanged_are_optax_names():
