@@ -261,7 +261,10 @@ SPEC = RuleSpec(
     name="adafactor",
     reads_whole_leaves=True,
     factory=adafactor,
-    hyperparams={"learning_rate": 1e-2},
+    # Clipping each update's RMS to 1 slows the last approach to Rosenbrock's
+    # minimum, with 4-bit second moments beyond the kit's 10,000 steps; the
+    # reference cases keep optax's default clipping.
+    hyperparams={"learning_rate": 1e-2, "clipping_threshold": None},
     reference="optax.adafactor",
     reference_factory=optax.adafactor,
     reference_cases=(
