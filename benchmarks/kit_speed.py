@@ -55,7 +55,19 @@ def rules() -> list[Rule]:
 
     example = _example_module()
     return (
-        [(s.name, s.factory, dict(s.hyperparams), {}) for s in jr.REGISTRY]
+        [
+            (
+                s.name,
+                s.factory,
+                dict(s.hyperparams),
+                {
+                    "schedule_arg": s.schedule_arg,
+                    "update_args": s.update_args,
+                    "steps": s.convergence_steps,
+                },
+            )
+            for s in jr.REGISTRY
+        ]
         + [
             (
                 f"torch_compat.{s.name}",
