@@ -190,6 +190,25 @@ def test_slots_may_share_a_dtype_argument():
     assert state.m.dtype == state.v.dtype == jnp.float32
 
 
+def test_a_slot_copied_from_the_params_is_its_own_buffer():
+    """Params and state can be donated together (``donate_argnums=(0, 1)``)."""
+    tx = jr.cocob()  # init_particles: the initial parameters
+    params = {"w": jnp.arange(4.0)}
+    state = tx.init(params)
+    assert (
+        state.init_particles["w"].unsafe_buffer_pointer()
+        != params["w"].unsafe_buffer_pointer()
+    )
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    donated = jax.jit(step, donate_argnums=(0, 1))
+    params, state = donated(params, state, {"w": jnp.ones(4)})
+    np.testing.assert_array_equal(state.init_particles["w"], jnp.arange(4.0))
+
+
 def test_slot_init_from_hyperparameter_and_callable():
     acc = jr.adagrad(0.1, initial_accumulator_value=0.25).init(jnp.zeros(2))
     np.testing.assert_array_equal(acc.sum_of_squares, [0.25, 0.25])

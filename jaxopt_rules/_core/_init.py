@@ -54,7 +54,10 @@ def _init_slot(
                 f"at {leaf_path(params, i)}, but the slot holds squared "
                 "magnitudes and is real"
             )
-        return jnp.broadcast_to(value, shape).astype(storage)
+        # A copy, always: an init that returns the parameter itself (a copy of
+        # the initial weights) would otherwise share its buffer, and a step
+        # that donates both params and state would donate it twice.
+        return jnp.array(jnp.broadcast_to(value, shape), dtype=storage, copy=True)
     value = values[option.init] if isinstance(option.init, str) else option.init
     if tuple(shape) != tuple(p.shape):
         return jnp.full(shape, value, storage)
