@@ -185,7 +185,9 @@ def jax_candidate(
         .compile()
     )
     compile_s = time.perf_counter() - start
-    state = tx.init(params)
+    # A copy: optax.contrib.cocob's state holds the params themselves, which
+    # a step donating both would donate twice.
+    state = jax.tree.map(lambda x: jnp.array(x, copy=True), tx.init(params))
     state_bytes = jr.tree_bytes(state) / n
     memory = compiled.memory_analysis()
     temp = memory.temp_size_in_bytes / n if memory is not None else float("nan")
