@@ -54,7 +54,9 @@ def main() -> None:
                 f64 = free_running_error(ours, ref, case, dtype=jnp.float64)
             kw = reference_arguments(ours, ref, case)
             free = free_running_error(ours, ref, kw, round_hyperparams=False)
-            static = tuple(k for k in ("mask",) if k in kw)
+            # Structural arguments stay Python values (a mask, adafactor's
+            # factoring threshold): the rule's static arguments, and masks.
+            static = tuple(k for k in kw if k in spec.static_args or "mask" in k)
             injected = optax.inject_hyperparams(ref, static_args=static)(**kw)
             extra = spec.update_args  # the loss value, for rules that read it
             yardstick = relative_error(
