@@ -263,3 +263,97 @@ def test_a_slot_can_default_to_its_own_storage_dtype():
     assert inspect.signature(averaged).parameters["ema_dtype"].default is jnp.float32
     assert averaged(0.1).init(params).ema["w"].dtype == jnp.float32
     assert averaged(0.1, ema_dtype=None).init(params).ema["w"].dtype == jnp.bfloat16
+
+
+# ---------------------------------------------------------------------------
+# Per-tree slots: one scalar for the whole tree (step-size estimates)
+
+
+def _sq_norm_stats(grad, step):
+    g2 = jnp.sum(grad * grad)
+    return {"g2": g2, "weighted": step * g2}  # (each key summed over leaves)
+
+
+@jr.rule(
+    slots={
+        "total": jr.Slot(per_tree=True, init="start"),
+        "biggest": jr.Slot(per_tree=True, init=lambda params: 2.0 * len(params)),
+    },
+    global_stats=_sq_norm_stats,
+)
+def _running_norm(grad, total, biggest, stats, *, learning_rate=1.0, start=0.5):
+    total = total + stats["g2"]
+    biggest = jnp.maximum(biggest, stats["weighted"])
+    return -learning_rate * grad / jnp.sqrt(total), total, biggest
+
+
+def test_per_tree_slot_is_one_scalar_updated_from_global_sums():
+    params = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([[3.0]], jnp.bfloat16)}
+    tx = _running_norm()
+    state = tx.init(params)
+    # One scalar each, in the lowest-precision dtype of the parameters
+    # (as optax stores such scalars); init from a number or from the tree.
+    assert state.total.shape == ()
+    assert state.total.dtype == jnp.bfloat16
+    assert float(state.biggest) == 4.0
+    grads = [
+        {"a": jnp.array([1.0, 1.0]), "b": jnp.array([[2.0]], jnp.bfloat16)},
+        {"a": jnp.array([0.0, 3.0]), "b": jnp.array([[0.0]], jnp.bfloat16)},
+    ]
+    step = jax.jit(tx.update)
+    total, biggest = 0.5, 4.0
+    for k, g in enumerate(grads, start=1):
+        g2 = sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in g.values())
+        total, biggest = total + g2, max(biggest, k * g2)
+        updates, state = step(g, state, params)
+        np.testing.assert_allclose(
+            np.asarray(updates["a"], np.float64),
+            -np.asarray(g["a"]) / np.sqrt(total),
+            rtol=1e-2,  # (total is read from its bfloat16 storage)
+        )
+    assert float(state.total) == pytest.approx(total, rel=1e-2)
+    assert float(state.biggest) == pytest.approx(biggest, rel=1e-2)
+    # Its dtype argument, like a leaf slot's.
+    wide = _running_norm(total_dtype=jnp.float32).init(params)
+    assert wide.total.dtype == jnp.float32
+    assert wide.biggest.dtype == jnp.bfloat16
+
+
+def test_per_tree_slot_composes_with_optax():
+    params = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
+    tx = optax.chain(optax.clip(1.0), _running_norm(learning_rate=0.1))
+    masked = optax.masked(_running_norm(), {"a": True, "b": False})
+    state, mstate = tx.init(params), masked.init(params)
+    for _ in range(3):
+        updates, state = jax.jit(tx.update)(params, state, params)
+        _, mstate = jax.jit(masked.update)(params, mstate, params)
+    # The masked rule sums over the leaves it sees only.
+    seen = float(mstate.inner_state.total) - 0.5
+    np.testing.assert_allclose(seen, 3 * (1.0 + 4.0), rtol=1e-6)
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
+def test_per_tree_slot_computed_per_leaf_is_refused():
+    @jr.rule(slots={"total": jr.Slot(per_tree=True)})
+    def leaky(grad, total, *, learning_rate=1.0):
+        return -learning_rate * grad, total + jnp.sum(grad)
+
+    params = {"a": jnp.ones(2)}
+    tx = leaky()
+    with pytest.raises(ValueError, match=r"per-tree slot 'total'.*\['a'\]'s own"):
+        tx.update(params, tx.init(params))
+
+
+def test_per_tree_slot_options_are_checked():
+    with pytest.raises(TypeError, match=r"slot 'total' is per_tree.*no shape="):
+
+        @jr.rule(slots={"total": jr.Slot(per_tree=True, shape=lambda s: s)})
+        def shaped(grad, total, *, learning_rate=1.0):
+            return -grad, total
+
+    @jr.rule(slots={"total": jr.Slot(per_tree=True, init=lambda p: p["a"])})
+    def vector_init(grad, total, *, learning_rate=1.0):
+        return -grad, total
+
+    with pytest.raises(TypeError, match="per-tree slot 'total' must be a real scalar"):
+        vector_init().init({"a": jnp.ones(2)})

@@ -113,6 +113,16 @@ class Slot:
             ``|g|**2``): for complex parameters it is stored in the matching
             real dtype, and storage dtypes whose range cannot hold the squares
             of small gradients (float16) are refused.
+        per_tree: the slot is one real scalar for the whole parameter tree
+            (a step-size estimate, a running loss), not an array per leaf. The
+            rule function receives it like a hyperparameter and must compute
+            its new value from values every leaf shares (``stats``, ``step``,
+            hyperparameters, other per-tree slots); sums over the leaves come
+            from ``global_stats``, which may read it too. ``init`` is a
+            number, a hyperparameter's name, or a function of the whole
+            parameter tree (and of the hyperparameter mapping). Stored in its
+            dtype argument, else in the lowest-precision floating dtype of
+            the parameters (as optax stores such scalars).
     """
 
     init: float | str | Callable[..., Any] = 0.0
@@ -121,6 +131,7 @@ class Slot:
     when: str | Callable[[Mapping[str, Any]], bool] | None = None
     shape: Callable[..., tuple[int, ...]] | None = None
     square: bool = False
+    per_tree: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +168,16 @@ class RuleDefinition:
     def dtype_args(self) -> dict[str, str]:
         """Maps each slot to the name of its dtype argument."""
         return {name: slot.dtype_arg or f"{name}_dtype" for name, slot in self.slots}
+
+    @property
+    def leaf_slot_names(self) -> tuple[str, ...]:
+        """The slots holding one array per parameter leaf, in order."""
+        return tuple(name for name, slot in self.slots if not slot.per_tree)
+
+    @property
+    def tree_slot_names(self) -> tuple[str, ...]:
+        """The slots holding one scalar for the whole tree (``per_tree``)."""
+        return tuple(name for name, slot in self.slots if slot.per_tree)
 
     @property
     def needs_params(self) -> bool:
@@ -307,6 +328,11 @@ def read_definition(
                 f"rule {rule_name!r}: slot {slot_name!r} is initialised from "
                 f"{option.init!r}, which is not a hyperparameter"
             )
+        if option.per_tree and (option.shape is not None or option.square):
+            raise TypeError(
+                f"rule {rule_name!r}: slot {slot_name!r} is per_tree (one scalar "
+                "for the whole tree), so it takes no shape= and no square="
+            )
         if isinstance(option.when, str) and option.when not in hyper_names:
             raise TypeError(
                 f"rule {rule_name!r}: slot {slot_name!r} depends on "
@@ -338,12 +364,12 @@ def read_definition(
         _, stats_positional, stats_keyword = _split_signature(
             global_stats, "global_stats function"
         )
-        allowed = {"param", *slot_names}
+        allowed = {"param", "step", *slot_names}
         bad = set(stats_positional) - allowed
         if bad:
             raise TypeError(
                 f"rule {rule_name!r}: global_stats takes {sorted(bad)}; it may take "
-                f"the gradient, 'param' and the slots {slot_names}"
+                f"the gradient, 'param', 'step' and the slots {slot_names}"
             )
         stats_inputs = frozenset(stats_positional)
         stats_hyperparams = tuple(p.name for p in stats_keyword)

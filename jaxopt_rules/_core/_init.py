@@ -5,6 +5,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxopt_rules._core._config import RuleConfig
@@ -12,6 +13,7 @@ from jaxopt_rules._core._leaves import (
     Kind,
     as_leaf,
     leaf_kind,
+    real_dtype,
     slot_shape,
     storage_dtype,
     takes_hyperparameters,
@@ -65,6 +67,48 @@ def _init_slot(
     return fill_like(p, value, storage)
 
 
+def _lowest_float(param_leaves: list[Any], kinds: list[Kind]) -> np.dtype:
+    """The lowest-precision real dtype of the rule's leaves (float32 if none)."""
+    dtypes = [
+        real_dtype(p.dtype)
+        for p, kind in zip(param_leaves, kinds, strict=True)
+        if kind is not Kind.INERT
+    ]
+    if not dtypes:
+        return np.dtype(np.float32)
+    return min(dtypes, key=lambda d: (jnp.finfo(d).bits, jnp.finfo(d).nmant))
+
+
+def _init_tree_slot(
+    config: RuleConfig,
+    slot: str,
+    values: Mapping[str, Any],
+    params: Any,
+    param_leaves: list[Any],
+    kinds: list[Kind],
+) -> jax.Array:
+    """A per-tree slot: one real scalar, from its ``init`` (a function of the tree)."""
+    definition = config.definition
+    option = dict(definition.slots)[slot]
+    dtype = config.slot_dtypes[slot] or _lowest_float(param_leaves, kinds)
+    if callable(option.init):
+        value = jnp.asarray(
+            option.init(params, config.arguments)
+            if takes_hyperparameters(option.init)
+            else option.init(params)
+        )
+    else:
+        value = jnp.asarray(
+            values[option.init] if isinstance(option.init, str) else option.init
+        )
+    if value.shape != () or jnp.iscomplexobj(value):
+        raise TypeError(
+            f"{definition.name}: the initial value of the per-tree slot {slot!r} "
+            f"must be a real scalar, got {value.dtype} of shape {value.shape}"
+        )
+    return jnp.array(value, dtype=dtype, copy=True)
+
+
 def make_init(config: RuleConfig, state_cls: type) -> optax.TransformInitFn:
     """The ``init`` function of the transform for ``config``.
 
@@ -91,8 +135,11 @@ def make_init(config: RuleConfig, state_cls: type) -> optax.TransformInitFn:
         ]
         count = jnp.zeros([], jnp.int32)
         values = config.values_at(count)
+        tree_slots = set(definition.tree_slot_names)
         slots = {
-            slot: treedef.unflatten(
+            slot: _init_tree_slot(config, slot, values, params, param_leaves, kinds)
+            if slot in tree_slots
+            else treedef.unflatten(
                 [
                     jnp.zeros_like(p)
                     if kind is Kind.INERT

@@ -85,6 +85,10 @@ class _Traced:
             ):
                 self.shared_eqns.add(k)
                 shared.update(eqn.outvars)
+        # Which outputs every leaf shares (a per-tree slot must be one).
+        self.out_shared = [
+            isinstance(v, jex.Literal) or v in shared for v in self.jaxpr.outvars
+        ]
         # Rounded: returned slots stored narrower than the compute dtype, when
         # the rule computes them (an input returned unchanged is already exact).
         produced = {v for eqn in self.jaxpr.eqns for v in eqn.outvars}
@@ -115,6 +119,10 @@ class LeafRunner:
         self.fn = fn
         self._traced: dict[Hashable, _Traced] = {}
         self._shared_values: dict[tuple[Hashable, Any], Any] = {}
+        self.last_shared: list[bool] | None = None
+        """After a call: per leaf of what ``fn`` returned (flattened, ``None``
+        counting as one), whether every leaf computes it alike: from shared
+        inputs only. ``None`` when the function could not be traced."""
 
     def __call__(
         self,
@@ -173,6 +181,7 @@ class LeafRunner:
             except TypeError:
                 # Outputs that are not arrays (a malformed rule): call it
                 # directly so that the core reports what it returned.
+                self.last_shared = None
                 with collecting() as reports:
                     return traced_fn(*args), reports
             if key is not None:
@@ -182,6 +191,10 @@ class LeafRunner:
         reported = values[len(values) - n_reports :]
         rest = iter(values[: len(values) - n_reports])
         out = [None if none else next(rest) for none in traced.out_is_none]
+        flags = iter(traced.out_shared)
+        self.last_shared = [
+            True if none else next(flags) for none in traced.out_is_none
+        ]
         return jax.tree.unflatten(traced.out_tree, out), list(
             zip(traced.report_names, reported, strict=True)
         )

@@ -103,7 +103,10 @@ def read_slots(
     rule_name = definition.name
     options = dict(definition.slots)
     slot_leaves: dict[str, list[Any]] = {}
+    tree_slots = set(definition.tree_slot_names)
     for slot in config.active_slots:
+        if slot in tree_slots:
+            continue
         try:
             tree = getattr(state, slot)
         except AttributeError:
@@ -147,6 +150,23 @@ def read_slots(
                 )
         slot_leaves[slot] = leaves
     return slot_leaves
+
+
+def read_tree_slots(config: RuleConfig, state: Any) -> dict[str, jax.Array]:
+    """Each active per-tree slot's scalar, checked."""
+    definition = config.definition
+    values: dict[str, jax.Array] = {}
+    for slot in definition.tree_slot_names:
+        if slot not in config.active_slots:
+            continue
+        value = as_leaf(getattr(state, slot))
+        if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+            raise ValueError(
+                f"{definition.name}: state slot {slot!r} is one real scalar for "
+                f"the whole tree, got {value.dtype} of shape {tuple(value.shape)}"
+            )
+        values[slot] = value
+    return values
 
 
 def read_params(
@@ -269,6 +289,7 @@ class Scalars:
     step: jax.Array
     totals: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tree_slots: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     _cast: dict[np.dtype, dict[str, Any]] = dataclasses.field(default_factory=dict)
     _shared: dict[np.dtype, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -280,6 +301,16 @@ class Scalars:
             cast["step"] = self.step.astype(dtype)
             self._cast[dtype] = cast
         return self._cast[dtype]
+
+    def tree_values(self, dtype: np.dtype) -> dict[str, Any]:
+        """The per-tree slots in ``dtype``'s real type (``None`` where absent)."""
+        real = real_dtype(dtype)
+        return {
+            name: self.tree_slots[name].astype(real)
+            if name in self.tree_slots
+            else None
+            for name in self.definition.tree_slot_names
+        }
 
     def shared(self, dtype: np.dtype) -> dict[str, Any]:
         """The rule's inputs common to all leaves of compute dtype ``dtype``."""
@@ -299,6 +330,7 @@ class Scalars:
                     k: jnp.real(v).astype(real) for k, v in self.totals.items()
                 }
             shared.update(self.extra)
+            shared.update(self.tree_values(dtype))
             self._shared[dtype] = shared
         return self._shared[dtype]
 
@@ -330,7 +362,7 @@ def leaf_inputs(
             slot: slot_leaves[slot][i].astype(real if options[slot].square else dtype)
             if slot in config.active_slots
             else None
-            for slot in definition.slot_names
+            for slot in definition.leaf_slot_names
         }
         leaf["grad"] = g.astype(dtype)
         if param_leaves:
@@ -345,19 +377,30 @@ def global_totals(
     inputs: Sequence[Mapping[str, Any]],
     dtypes: Sequence[np.dtype],
     kinds: Sequence[Kind],
+    per_leaf: Mapping[str, Sequence[Any]],
 ) -> dict[str, Any]:
-    """The rule's ``global_stats`` of every leaf, summed key by key."""
+    """The rule's ``global_stats`` of every leaf, summed key by key.
+
+    Per-leaf hyperparameters (a weight-decay ``mask``) reach it leaf by leaf.
+    """
     totals: dict[str, Any] = {}
     if definition.global_stats is None:
         return totals
-    for leaf, dtype, kind in zip(inputs, dtypes, kinds, strict=True):
+    for i, (leaf, dtype, kind) in enumerate(zip(inputs, dtypes, kinds, strict=True)):
         if kind is Kind.INERT:
             continue
         cast = scalars.cast(dtype)
+        shared = {"step": cast["step"], **scalars.tree_values(dtype)}
         leaf_stats = definition.global_stats(
             leaf["grad"],
-            **{k: leaf[k] for k in definition.stats_inputs},
-            **{k: cast[k] for k in definition.stats_hyperparams},
+            **{
+                k: shared[k] if k in shared else leaf[k]
+                for k in definition.stats_inputs
+            },
+            **{
+                k: per_leaf[k][i] if k in per_leaf else cast[k]
+                for k in definition.stats_hyperparams
+            },
         )
         for key, value in leaf_stats.items():
             totals[key] = totals[key] + value if key in totals else value
@@ -390,8 +433,13 @@ def check_output(
     old_slots: Mapping[str, Any],
     updates: Any,
     i: int,
+    shared: Sequence[bool] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """One leaf's ``(update, *slots)``, checked; returns them in their dtypes."""
+    """One leaf's ``(update, *slots)``, checked; returns them in their dtypes.
+
+    ``shared`` says, per returned value, whether every leaf computes it alike
+    (see :attr:`LeafRunner.last_shared`): a per-tree slot must be.
+    """
     definition = config.definition
     rule_name = definition.name
     options = dict(definition.slots)
@@ -436,6 +484,24 @@ def check_output(
             continue
         old = old_slots[slot]
         value = jnp.asarray(value)
+        if options[slot].per_tree:
+            k = definition.slot_names.index(slot) + 1
+            if value.shape != () or jnp.iscomplexobj(value):
+                raise ValueError(
+                    f"{rule_name}: the per-tree slot {slot!r} must stay one real "
+                    f"scalar; the rule returned {value.dtype} of shape "
+                    f"{value.shape} for {leaf_path(updates, i)}"
+                )
+            if shared is not None and len(shared) == len(out) and not shared[k]:
+                raise ValueError(
+                    f"{rule_name}: the per-tree slot {slot!r} is one value for "
+                    f"the whole tree, but the rule computes its new value from "
+                    f"{leaf_path(updates, i)}'s own arrays; compute it from "
+                    "values every leaf shares (stats, step, hyperparameters, "
+                    "per-tree slots), with sums over the leaves from global_stats"
+                )
+            new_slots[slot] = value
+            continue
         if jnp.iscomplexobj(value) and not jnp.iscomplexobj(old):
             raise TypeError(
                 f"{rule_name}: the rule returned a complex value for slot "
@@ -468,16 +534,22 @@ def run_leaves(
     slot_leaves: Mapping[str, list[Any]],
     per_leaf: Mapping[str, list[Any]],
     scalars: Scalars,
-) -> tuple[list[Any], dict[str, list[Any]]]:
+) -> tuple[list[Any], dict[str, list[Any]], dict[str, Any]]:
     """The rule on every leaf: the new updates and slots, leaf by leaf.
 
     Inert leaves get a zero update (``float0`` gradients pass through) and
     keep their slots. Values the rule reports are re-reported per leaf, named
-    ``<name><leaf path>``.
+    ``<name><leaf path>``. Per-tree slots are computed alike by every leaf;
+    the value kept is that of the first leaf of the widest compute dtype
+    (the old value when no leaf runs the rule).
     """
     definition = config.definition
     rule_name = definition.name
-    active = config.active_slots
+    tree_slots = set(definition.tree_slot_names)
+    active = tuple(s for s in config.active_slots if s not in tree_slots)
+    active_tree = tuple(s for s in config.active_slots if s in tree_slots)
+    new_tree: dict[str, Any] = dict(scalars.tree_slots)
+    tree_bits = -1
     # Traced once per leaf signature; slots stored narrower than the compute
     # dtype are read as stored (see _interpreter.py).
     run_rule = LeafRunner(definition.fn)
@@ -495,7 +567,7 @@ def run_leaves(
             for slot in active:
                 new_slots[slot].append(slot_leaves[slot][i])
             continue
-        own = {slot: leaf[slot] for slot in definition.slot_names}
+        own = {slot: leaf[slot] for slot in definition.leaf_slot_names}
         if "param" in definition.reserved:
             own["param"] = leaf["param"]
         for name, leaf_values in per_leaf.items():
@@ -503,7 +575,7 @@ def run_leaves(
         storage = [
             narrower(slot_leaves[slot][i].dtype, dtype) if slot in active else None
             for slot in definition.slot_names
-        ]
+        ]  # (per-tree slots: None, kept in the compute dtype until repacked)
         rounding = None
         if keys is not None:
             rounding = [
@@ -520,11 +592,18 @@ def run_leaves(
             for name, value in reports:
                 report(f"{name}{paths[i]}", value)
         old = {slot: slot_leaves[slot][i] for slot in active}
-        update, slots = check_output(config, out, g, old, updates, i)
+        old.update({slot: scalars.tree_slots[slot] for slot in active_tree})
+        update, slots = check_output(
+            config, out, g, old, updates, i, run_rule.last_shared
+        )
         new_updates.append(update)
         for slot in active:
             new_slots[slot].append(slots[slot])
-    return new_updates, new_slots
+        bits = jnp.finfo(real_dtype(dtype)).bits
+        if active_tree and bits > tree_bits:
+            tree_bits = bits
+            new_tree.update({slot: slots[slot] for slot in active_tree})
+    return new_updates, new_slots, new_tree
 
 
 def repack(
@@ -535,6 +614,7 @@ def repack(
     count: jax.Array,
     new_updates: Sequence[Any],
     new_slots: Mapping[str, Sequence[Any]],
+    new_tree: Mapping[str, Any],
 ) -> tuple[Any, Any]:
     """The update tree and the new state (the rounding key carried over)."""
     extra_fields = {}
@@ -542,7 +622,12 @@ def repack(
         extra_fields["rounding_key"] = state.rounding_key
     new_state = state_cls(
         count,
-        **{slot: treedef.unflatten(new_slots[slot]) for slot in config.active_slots},
+        **{
+            slot: new_tree[slot].astype(getattr(state, slot).dtype)
+            if slot in new_tree
+            else treedef.unflatten(new_slots[slot])
+            for slot in config.active_slots
+        },
         **extra_fields,
     )
     return treedef.unflatten(new_updates), new_state
@@ -566,6 +651,7 @@ def make_update(config: RuleConfig, state_cls: type) -> Callable[..., Any]:
         check_state(config, state_cls, state)
         grads, treedef, kinds = read_gradients(definition, updates)
         slot_leaves = read_slots(config, state, updates, grads, treedef, kinds)
+        tree_slots = read_tree_slots(config, state)
         param_leaves = read_params(definition, params, updates, grads, treedef, kinds)
         shared_extra, per_leaf_extra = read_extra_args(
             definition, extra_args, updates, treedef
@@ -575,11 +661,17 @@ def make_update(config: RuleConfig, state_cls: type) -> Callable[..., Any]:
         per_leaf = per_leaf_values(config, updates, treedef, len(grads))
         per_leaf.update(per_leaf_extra)
         scalars = Scalars(
-            definition, config.values_at(state.count), count_inc, extra=shared_extra
+            definition,
+            config.values_at(state.count),
+            count_inc,
+            extra=shared_extra,
+            tree_slots=tree_slots,
         )
         dtypes, inputs = leaf_inputs(config, grads, kinds, slot_leaves, param_leaves)
-        scalars.totals = global_totals(definition, scalars, inputs, dtypes, kinds)
-        new_updates, new_slots = run_leaves(
+        scalars.totals = global_totals(
+            definition, scalars, inputs, dtypes, kinds, per_leaf
+        )
+        new_updates, new_slots, new_tree = run_leaves(
             config,
             state,
             updates,
@@ -592,7 +684,14 @@ def make_update(config: RuleConfig, state_cls: type) -> Callable[..., Any]:
             scalars,
         )
         return repack(
-            config, state_cls, state, treedef, count_inc, new_updates, new_slots
+            config,
+            state_cls,
+            state,
+            treedef,
+            count_inc,
+            new_updates,
+            new_slots,
+            new_tree,
         )
 
     return update_fn

@@ -85,7 +85,15 @@ def _round_floats(arguments: Mapping[str, Any], dtype: Any | None) -> dict[str, 
     if dtype is None:
         return dict(arguments)
     scalar = np.dtype(dtype).type
-    return {k: scalar(v) if isinstance(v, float) else v for k, v in arguments.items()}
+
+    def round_(v: Any) -> Any:
+        if isinstance(v, float):
+            return scalar(v)
+        if type(v) is tuple:  # grouped arguments: optax's ``betas=(b1, b2)``
+            return tuple(map(round_, v))
+        return v
+
+    return {k: round_(v) for k, v in arguments.items()}
 
 
 def _compute_dtype(dtype: Any) -> np.dtype:
@@ -147,7 +155,14 @@ def _both_arguments(
 
 
 def _is_slot(value: Any, params: Any) -> bool:
-    return jax.tree.structure(value) == jax.tree.structure(params)
+    """A slot: shaped like the parameters, or one floating scalar (per tree)."""
+    if jax.tree.structure(value) == jax.tree.structure(params):
+        return True
+    return (
+        isinstance(value, jax.Array | np.ndarray)
+        and np.ndim(value) == 0
+        and jnp.issubdtype(value.dtype, jnp.floating)
+    )
 
 
 def _state_fields(state: Any) -> list[tuple[str, Any]]:
@@ -173,7 +188,7 @@ def _state_fields(state: Any) -> list[tuple[str, Any]]:
 
 
 def _slot_names(our_state: Any, params: Any) -> list[str]:
-    """Our state's slots: every field but ``count`` shaped like the parameters."""
+    """Our state's slots: fields shaped like the parameters, and per-tree scalars."""
     return [
         name
         for name in our_state._fields
