@@ -46,9 +46,17 @@ _COIN_BETTING = (
 # Checks a rule is known to fail, with why. Strict: the other checks run as
 # for every rule, and each listed check must still fail; the day one passes,
 # this test says so.
+_MOMO_4BIT = (
+    "MoMo-Adam's step is capped by (f - lb - gamma + <m, theta>) / <m, m / D>, "
+    "a difference of near-equal terms near the minimum: with 4-bit moments "
+    "the cap is noise there, and on Rosenbrock the run reaches loss 3e-7 at "
+    "step 9114, then leaves the minimum (0.071 from it at step 10000, the kit "
+    "asks 3e-2); 8-bit and full-precision state converge"
+)
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
     "cocob+quantized8": {"converges_rosenbrock": _COIN_BETTING},
     "cocob+quantized4": {"converges_rosenbrock": _COIN_BETTING},
+    "momo_adam+quantized4": {"converges_rosenbrock": _MOMO_4BIT},
 }
 
 

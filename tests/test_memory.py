@@ -83,7 +83,26 @@ _KNOWN_TEMPORARIES = {
         "the trust ratio needs the norm of the whole update before the update "
         "is scaled, so XLA materialises the update once (optax.lamb: twice)"
     ),
+    "dadapt_adamw": (
+        "the tree-wide sums read the old sum s and second moment, which the "
+        "state update (which does not wait for the sums) overwrites in place; "
+        "XLA:CPU copies both first: 8 bytes per parameter, as "
+        "optax.contrib.dadapt_adamw (18 with bfloat16 slots)"
+    ),
+    "momo_adam": (
+        "the step size needs <m_t, m_t / D_t> over the whole tree before the "
+        "step is scaled, so XLA materialises the new moments: 8 bytes per "
+        "parameter, as optax.contrib.momo_adam (16 with bfloat16 slots)"
+    ),
+    "prodigy-bfloat16": (
+        "the sum |s_t|_1 is taken over the float32 value of the new slot, which "
+        "is also stored rounded to bfloat16: XLA materialises it once (4 bytes "
+        "per parameter; float32 slots: none, as optax.contrib.prodigy)"
+    ),
 }
+_KNOWN_TEMPORARIES["prodigy-bfloat16-stochastic"] = _KNOWN_TEMPORARIES[
+    "prodigy-bfloat16"
+]
 
 
 def _known_temporary(name: str, state: str) -> str | None:

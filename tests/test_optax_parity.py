@@ -44,8 +44,8 @@ WORKS_UNCHANGED: dict[str, str] = {
 }
 
 PENDING = set(
-    "adadelta dadapt_adamw dog dowg dpsgd galore lbfgs "
-    "madgrad momo momo_adam muon noisy_sgd prodigy schedule_free_adamw "
+    "adadelta dpsgd galore lbfgs momo "
+    "madgrad muon noisy_sgd schedule_free_adamw "
     "schedule_free_sgd sm3 sophia".split()
 )
 

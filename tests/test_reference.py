@@ -35,8 +35,29 @@ CASES = [
     for i in range(len(spec.reference_cases))
 ]
 
+# Known float32 differences, strict: the day one vanishes, the test says so.
+FLOAT32_KNOWN = {
+    "dadapt_adamw-3": (
+        "1.8e-6 in the scalar numerator_weighted at step 98 only: the update "
+        "b * r + (1 - b) * dlr * <g, s / (sqrt(v) + eps)> cancels to 1/14 of its "
+        "terms, so a last-ulp difference in the terms becomes 1.8e-6 of the "
+        "result. Both sides are 6e-4 from the float64 value there; float64 "
+        "agrees within 1e-14 at every step"
+    ),
+}
+FLOAT32_CASES = [
+    pytest.param(
+        *case.values,
+        id=case.id,
+        marks=[pytest.mark.xfail(strict=True, reason=FLOAT32_KNOWN[case.id])]
+        if case.id in FLOAT32_KNOWN
+        else [],
+    )
+    for case in CASES
+]
 
-@pytest.mark.parametrize(("spec", "case"), CASES)
+
+@pytest.mark.parametrize(("spec", "case"), FLOAT32_CASES)
 def test_float32_steps_match_reference(spec, case):
     kwargs = testing.reference_arguments(
         spec.factory, spec.reference_factory, spec.reference_cases[case], np.float32

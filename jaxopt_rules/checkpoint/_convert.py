@@ -30,11 +30,13 @@ def _is_count(name: str, value: Any) -> bool:
 
 FROM_COUNT: dict[str, Callable[[Any], Any]] = {
     "is_initial_step": lambda count: jnp.asarray(count) == 0,
+    "is_init_step": lambda count: jnp.asarray(count) == 0,
     "count_m2": lambda count: jnp.asarray(count, jnp.int32),
 }
 """Fields of optax's states that are functions of the step count, which this
 package's states keep instead (optax's optimistic rules: ``is_initial_step``;
-``optax.contrib.ademamix``: ``count_m2``, a second count of the same steps).
+``optax.contrib.dog``: ``is_init_step``; ``optax.contrib.ademamix``:
+``count_m2``, a second count of the same steps).
 Written from the count when the target has them; checked against the count
 when only the source has them."""
 

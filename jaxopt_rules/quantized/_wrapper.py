@@ -72,6 +72,8 @@ FULL_PRECISION_SLOTS = frozenset(
     {
         "init_particles",  # optax.contrib.cocob: the initial parameters
         "x0",  # optax.contrib.madgrad: the initial parameters
+        "init_params",  # optax.contrib.dog, dowg: the initial parameters
+        "params0",  # optax.contrib.prodigy: the initial parameters
     }
 )
 """State fields that are copies of the parameters: a rule that steps from

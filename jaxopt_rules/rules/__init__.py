@@ -16,10 +16,14 @@ from jaxopt_rules.rules._ademamix import ademamix as ademamix
 from jaxopt_rules.rules._adopt import adopt as adopt
 from jaxopt_rules.rules._amsgrad import amsgrad as amsgrad
 from jaxopt_rules.rules._cocob import cocob as cocob
+from jaxopt_rules.rules._dadapt_adamw import dadapt_adamw as dadapt_adamw
+from jaxopt_rules.rules._dog import dog as dog
+from jaxopt_rules.rules._dowg import dowg as dowg
 from jaxopt_rules.rules._fromage import fromage as fromage
 from jaxopt_rules.rules._lamb import lamb as lamb
 from jaxopt_rules.rules._lars import lars as lars
 from jaxopt_rules.rules._lion import lion as lion
+from jaxopt_rules.rules._momo_adam import momo_adam as momo_adam
 from jaxopt_rules.rules._nadam import nadam as nadam
 from jaxopt_rules.rules._nadamw import nadamw as nadamw
 from jaxopt_rules.rules._normalized_sgd import normalized_sgd as normalized_sgd
@@ -32,6 +36,7 @@ from jaxopt_rules.rules._optimistic_gradient_descent import (
     optimistic_gradient_descent as optimistic_gradient_descent,
 )
 from jaxopt_rules.rules._polyak_sgd import polyak_sgd as polyak_sgd
+from jaxopt_rules.rules._prodigy import prodigy as prodigy
 from jaxopt_rules.rules._radam import radam as radam
 from jaxopt_rules.rules._registry import REGISTRY as REGISTRY
 from jaxopt_rules.rules._rmsprop import rmsprop as rmsprop

@@ -1,0 +1,41 @@
+"""Pieces of the rules whose step size comes from sums over the whole tree."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_rules._core import Array, Scalar
+
+
+def inner(a: Array, b: Array) -> Array:
+    """``<a, b>`` of one leaf, contracted over every axis at full precision.
+
+    The contraction optax's ``tree.vdot`` uses, so per-leaf sums round alike.
+    With explicitly sharded axes the scalar result is replicated (the
+    contraction over a sharded axis needs its output sharding named).
+    """
+    mesh = jax.typeof(a).sharding.mesh
+    replicated = (
+        jax.sharding.NamedSharding(mesh, jax.P())
+        if mesh.are_all_axes_explicit and not mesh.empty
+        else None
+    )
+    return jnp.tensordot(
+        a, b, a.ndim, precision=jax.lax.Precision.HIGHEST, out_sharding=replicated
+    )
+
+
+def tree_sq_norm(params: Any) -> Array:
+    """``sum |p|**2`` over the floating leaves of a tree."""
+    leaves = [
+        jnp.sum(jnp.abs(p) ** 2)
+        for p in jax.tree.leaves(params)
+        if jnp.issubdtype(jnp.result_type(p), jnp.inexact)
+    ]
+    return sum(leaves, jnp.zeros((), jnp.float32))
+
+
+def decayed(grad: Array, param: Array, weight_decay: Scalar | None, mask: Any) -> Array:
+    """``g + wd * theta`` where decayed (optax's ``add_decayed_weights``)."""
+    return grad + weight_decay * param if weight_decay is not None and mask else grad
