@@ -256,12 +256,13 @@ TASKS: dict[str, Callable[[], Task]] = {
 # default diverged or stalled, the best final loss of a scan over
 # {1e-5, 1e-4, ..., 1} (one seed).
 # Rules that set their own step size (DoG, DoWG, Prodigy, D-Adaptation) and
-# MoMo-Adam (which caps it) run at optax's default on every task (not scanned).
+# the MoMo rules (which cap it) run at optax's default on every task (not scanned).
 PARAMETER_FREE: dict[str, float] = {
     "dog": 1.0,
     "dowg": 1.0,
     "prodigy": 1.0,
     "dadapt_adamw": 1.0,
+    "momo": 1.0,
     "momo_adam": 1e-2,
 }
 LEARNING_RATES: dict[str, dict[str, float]] = {

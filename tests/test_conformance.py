@@ -53,7 +53,22 @@ _MOMO_4BIT = (
     "step 9114, then leaves the minimum (0.071 from it at step 10000, the kit "
     "asks 3e-2); 8-bit and full-precision state converge"
 )
+_POLYAK_CAP = (
+    "MoMo's step is min(lr, (c (f - lb - gamma) + <m, theta>) / ||m||**2); at "
+    "the example's second step the numerator cancels, so the last-ulp "
+    "difference between the jitted and the eager sums becomes 4e-6 of one "
+    "update element (the kit asks 1e-6). optax.contrib.momo fails this check "
+    "with the same numbers (0.039100956 against 0.039100807)"
+)
+_MOMO_QUANTIZED = (
+    "the same cap with a 4-bit m: near Rosenbrock's minimum the numerator is "
+    "noise, the step collapses and the run stops 0.47 from the minimum (the "
+    "parabola converges; 8-bit state converges)"
+)
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
+    "momo": {"jit_matches_eager": _POLYAK_CAP},
+    "momo+quantized8": {"jit_matches_eager": _POLYAK_CAP},
+    "momo+quantized4": {"converges_rosenbrock": _MOMO_QUANTIZED},
     "cocob+quantized8": {"converges_rosenbrock": _COIN_BETTING},
     "cocob+quantized4": {"converges_rosenbrock": _COIN_BETTING},
     "momo_adam+quantized4": {"converges_rosenbrock": _MOMO_4BIT},

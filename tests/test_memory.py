@@ -100,9 +100,15 @@ _KNOWN_TEMPORARIES = {
         "per parameter; float32 slots: none, as optax.contrib.prodigy)"
     ),
 }
-_KNOWN_TEMPORARIES["prodigy-bfloat16-stochastic"] = _KNOWN_TEMPORARIES[
-    "prodigy-bfloat16"
-]
+_KNOWN_TEMPORARIES["momo-bfloat16"] = (
+    "|m_t|**2 and <m_t, theta> are taken over the float32 value of the new "
+    "moment, which is also stored rounded to bfloat16: XLA materialises it "
+    "once (4 bytes per parameter; float32 slots: none, as optax.contrib.momo)"
+)
+for _rule in ("prodigy", "momo"):
+    _KNOWN_TEMPORARIES[f"{_rule}-bfloat16-stochastic"] = _KNOWN_TEMPORARIES[
+        f"{_rule}-bfloat16"
+    ]
 
 
 def _known_temporary(name: str, state: str) -> str | None:

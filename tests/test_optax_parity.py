@@ -44,7 +44,7 @@ WORKS_UNCHANGED: dict[str, str] = {
 }
 
 PENDING = set(
-    "adadelta dpsgd galore lbfgs momo "
+    "adadelta dpsgd galore lbfgs "
     "madgrad muon noisy_sgd schedule_free_adamw "
     "schedule_free_sgd sm3 sophia".split()
 )

@@ -4,42 +4,9 @@ import jax.numpy as jnp
 import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._momo import truncated_step
 from jaxopt_rules.rules._spec import RuleSpec
 from jaxopt_rules.rules._tree_sums import inner
-
-
-def truncated_step(
-    *,
-    alpha: Scalar,
-    weight_decay: Scalar,
-    barf: Array,
-    gamma: Array,
-    lb: Array,
-    iprod: Array,
-    norm: Array,
-    bias: Array | float,
-    lower_bound: Scalar,
-    adapt_lower_bound: bool,
-) -> tuple[Array, Array]:
-    """MoMo's step size ``tau`` and the next lower bound (optax's order of terms)."""
-    decay = 1 + alpha * weight_decay
-    this_lb = lb
-    if adapt_lower_bound:
-        cap = decay * (barf - gamma) + iprod
-        this_lb = jnp.where(
-            cap < decay * bias * lb,
-            jnp.maximum(cap / (2 * bias * decay), lower_bound),
-            lb,
-        )
-    t1 = jnp.maximum(decay * (barf - bias * this_lb - gamma) + iprod, 0.0) / norm
-    t1 = jnp.where(norm <= jnp.finfo(float).eps, 0.0, t1)
-    tau = jnp.minimum(alpha / bias, t1)
-    new_lb = lb
-    if adapt_lower_bound:
-        new_lb = jnp.maximum(
-            ((barf + iprod - gamma) - 0.5 * tau * norm) / bias, lower_bound
-        )
-    return tau, new_lb
 
 
 def _moments(
