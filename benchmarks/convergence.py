@@ -256,7 +256,9 @@ TASKS: dict[str, Callable[[], Task]] = {
 # default diverged or stalled, the best final loss of a scan over
 # {1e-5, 1e-4, ..., 1} (one seed).
 # Rules that set their own step size (DoG, DoWG, Prodigy, D-Adaptation) and
-# the MoMo rules (which cap it) run at optax's default on every task (not scanned).
+# the MoMo rules (which cap it) run at optax's default on every task (not
+# scanned); schedule-free SGD runs at SGD's rates, schedule-free AdamW at the
+# task's default.
 PARAMETER_FREE: dict[str, float] = {
     "dog": 1.0,
     "dowg": 1.0,
@@ -270,6 +272,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "default": 3e-3,
         **PARAMETER_FREE,
         "sgd": 0.1,
+        "schedule_free_sgd": 0.1,
         "adagrad": 0.05,
         "lion": 1e-4,
         "normalized_sgd": 0.05,
@@ -291,6 +294,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "default": 3e-3,
         **PARAMETER_FREE,
         "sgd": 0.3,
+        "schedule_free_sgd": 0.3,
         "adagrad": 0.05,
         "lion": 3e-4,
         "normalized_sgd": 0.1,
@@ -311,6 +315,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "default": 1e-2,
         **PARAMETER_FREE,
         "sgd": 1.5e-4,
+        "schedule_free_sgd": 1.5e-4,
         "adagrad": 0.5,
         "lion": 1e-3,
         "normalized_sgd": 1e-2,
@@ -331,6 +336,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "default": 1e-2,
         **PARAMETER_FREE,
         "sgd": 1e-3,
+        "schedule_free_sgd": 1e-3,
         "adagrad": 0.5,
         "lion": 1e-3,
         "normalized_sgd": 1e-2,

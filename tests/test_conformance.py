@@ -65,7 +65,18 @@ _MOMO_QUANTIZED = (
     "noise, the step collapses and the run stops 0.47 from the minimum (the "
     "parabola converges; 8-bit state converges)"
 )
+_AVERAGE_FROM_PARAMS = (
+    "schedule-free SGD keeps y and z, not the average x, and recovers "
+    "x = (y - (1 - b1) z) / b1; at the example's second step x equals z, so "
+    "z - x is the rounding of that recovery, a last-bit difference between "
+    "the jitted and the eager program that is 1e-5 of the small update (the "
+    "kit asks 1e-6); optax's state, which the drop-in keeps, has no x either"
+)
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
+    **{
+        f"schedule_free_sgd{variant}": {"jit_matches_eager": _AVERAGE_FROM_PARAMS}
+        for variant in ("", "+quantized8", "+quantized4")
+    },
     "momo": {"jit_matches_eager": _POLYAK_CAP},
     "momo+quantized8": {"jit_matches_eager": _POLYAK_CAP},
     "momo+quantized4": {"converges_rosenbrock": _MOMO_QUANTIZED},

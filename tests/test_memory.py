@@ -94,6 +94,18 @@ _KNOWN_TEMPORARIES = {
         "step is scaled, so XLA materialises the new moments: 8 bytes per "
         "parameter, as optax.contrib.momo_adam (16 with bfloat16 slots)"
     ),
+    "schedule_free_sgd": (
+        "the step recovers the average x from the parameters and the old z, "
+        "which the state update overwrites in place; XLA:CPU copies z first: "
+        "4 bytes per parameter, as optax.contrib.schedule_free_sgd (2 with a "
+        "bfloat16 z)"
+    ),
+    "schedule_free_adamw": (
+        "the step reads the old z (to recover the average x) and recomputes "
+        "the new second moment from the old one, both overwritten in place; "
+        "XLA:CPU copies both first: 8 bytes per parameter, optax's "
+        "schedule_free_adamw 4 (10 with bfloat16 state)"
+    ),
     "prodigy-bfloat16": (
         "the sum |s_t|_1 is taken over the float32 value of the new slot, which "
         "is also stored rounded to bfloat16: XLA materialises it once (4 bytes "

@@ -20,6 +20,8 @@ therefore hands both sides float32 hyperparameter values;
 ``test_python_float_hyperparameters_are_rounded_first`` pins the policy.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,16 +47,55 @@ FLOAT32_KNOWN = {
         "agrees within 1e-14 at every step"
     ),
 }
-FLOAT32_CASES = [
-    pytest.param(
-        *case.values,
-        id=case.id,
-        marks=[pytest.mark.xfail(strict=True, reason=FLOAT32_KNOWN[case.id])]
-        if case.id in FLOAT32_KNOWN
-        else [],
-    )
-    for case in CASES
-]
+_SCHEDULE_FREE = (
+    "optax.contrib.schedule_free forms the change of the parameters y as "
+    "new y - old y, an error of y's last bit in a change 10-1000x smaller; "
+    "the drop-in computes it from its parts. On the first option set, against "
+    "optax run in float64 on the same float32 inputs (100 steps): {ours} "
+    "here, {theirs} for optax in float32; against optax in float32, {worst}"
+)
+FLOAT32_KNOWN.update(
+    {
+        f"schedule_free_sgd-{i}": _SCHEDULE_FREE.format(
+            ours="3.4e-7", theirs="4.6e-6", worst=worst
+        )
+        for i, worst in enumerate(("4.6e-6", "4.6e-6", "4.2e-6"))
+    }
+    | {
+        f"schedule_free_adamw-{i}": _SCHEDULE_FREE.format(
+            ours="1.9e-5", theirs="7.2e-5", worst=worst
+        )
+        for i, worst in enumerate(("7.3e-5", "1.6e-4", "6.0e-5"))
+    }
+)
+# Known float64 differences, strict likewise.
+_WARMUP = (
+    "optax's warmup_constant_schedule, jitted with an int32 count, returns "
+    "float32-rounded rates under float64 (0.010000002384 for 0.01 at count "
+    "1); the drop-in computes the warm-up in the compute dtype: {error} after "
+    "100 steps"
+)
+FLOAT64_KNOWN = {
+    "schedule_free_sgd-1": _WARMUP.format(error="8.8e-8"),
+    "schedule_free_adamw-1": _WARMUP.format(error="5.1e-9"),
+}
+
+
+def _with_known(known: dict[str, str]) -> list[Any]:
+    return [
+        pytest.param(
+            *case.values,
+            id=case.id,
+            marks=[pytest.mark.xfail(strict=True, reason=known[case.id])]
+            if case.id in known
+            else [],
+        )
+        for case in CASES
+    ]
+
+
+FLOAT32_CASES = _with_known(FLOAT32_KNOWN)
+FLOAT64_CASES = _with_known(FLOAT64_KNOWN)
 
 
 @pytest.mark.parametrize(("spec", "case"), FLOAT32_CASES)
@@ -66,7 +107,7 @@ def test_float32_steps_match_reference(spec, case):
     assert max(worst.values()) <= 1e-6, worst
 
 
-@pytest.mark.parametrize(("spec", "case"), CASES)
+@pytest.mark.parametrize(("spec", "case"), FLOAT64_CASES)
 def test_float64_trajectory_matches_reference(spec, case):
     with jax.enable_x64(True):
         kwargs = testing.reference_arguments(

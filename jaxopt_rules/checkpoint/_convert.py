@@ -32,18 +32,22 @@ FROM_COUNT: dict[str, Callable[[Any], Any]] = {
     "is_initial_step": lambda count: jnp.asarray(count) == 0,
     "is_init_step": lambda count: jnp.asarray(count) == 0,
     "count_m2": lambda count: jnp.asarray(count, jnp.int32),
+    "step_count": lambda count: jnp.asarray(count, jnp.int32) + 1,
 }
 """Fields of optax's states that are functions of the step count, which this
 package's states keep instead (optax's optimistic rules: ``is_initial_step``;
 ``optax.contrib.dog``: ``is_init_step``; ``optax.contrib.ademamix``:
-``count_m2``, a second count of the same steps).
+``count_m2``, a second count of the same steps; ``optax.contrib.schedule_free``:
+``step_count``, one more than the count).
 Written from the count when the target has them; checked against the count
 when only the source has them."""
 
-FROM_INIT = frozenset({"rounding_key"})
-"""Fields that only this package's states have: taken from the target's
-``init`` when the source lacks them, dropped when the target lacks them
-(the stochastic-rounding key, seeded by ``rounding_seed``)."""
+FROM_INIT = frozenset({"rounding_key", "b1"})
+"""Fields fixed at ``init`` that one layout keeps and the other does not:
+taken from the target's ``init`` when the source lacks them, dropped when the
+target lacks them (this package's stochastic-rounding key, seeded by
+``rounding_seed``; the copy of the hyperparameter ``b1`` in the state of
+``optax.contrib.schedule_free``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,10 +296,10 @@ def convert(
                     "count to be kept; pass count=<updates taken>"
                 )
             if not _is_tracer(field.value) and not _is_tracer(step):
-                if bool(np.asarray(field.value)) != bool(np.asarray(derive(step))):
+                if np.asarray(field.value) != np.asarray(derive(step)):
                     raise ValueError(
                         f"{direction}: the source's {field.path} is "
-                        f"{bool(np.asarray(field.value))}, which contradicts the "
+                        f"{np.asarray(field.value)}, which contradicts the "
                         f"step count {int(np.asarray(step))}"
                     )
         used.add(name)

@@ -74,6 +74,7 @@ FULL_PRECISION_SLOTS = frozenset(
         "x0",  # optax.contrib.madgrad: the initial parameters
         "init_params",  # optax.contrib.dog, dowg: the initial parameters
         "params0",  # optax.contrib.prodigy: the initial parameters
+        "z",  # optax.contrib.schedule_free: the parameters are read from it
     }
 )
 """State fields that are copies of the parameters: a rule that steps from

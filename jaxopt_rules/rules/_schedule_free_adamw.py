@@ -1,0 +1,157 @@
+"""Schedule-free AdamW: RMS-scaled steps, iterate averaging instead of a schedule."""
+
+import jax.numpy as jnp
+import optax.contrib
+
+from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._schedule_free import (
+    averaging_weight,
+    schedule_free_step,
+    warmed_up,
+)
+from jaxopt_rules.rules._spec import RuleSpec
+
+
+@rule(
+    name="schedule_free_adamw",
+    slots={
+        "z": Slot(init=lambda p: p, dtype_arg="state_dtype"),
+        "weight_sum": Slot(per_tree=True),
+        "max_lr": Slot(per_tree=True),
+    },
+    static=("warmup_steps",),
+    constraints={
+        "learning_rate": ">= 0",
+        "warmup_steps": ">= 0",
+        "b1": "(0, 1)",
+        "b2": "[0, 1)",
+        "eps": ">= 0",
+        "weight_decay": ">= 0",
+    },
+    positional=(
+        "learning_rate",
+        "warmup_steps",
+        "b1",
+        "b2",
+        "eps",
+        "weight_decay",
+        "weight_lr_power",
+        "state_dtype",
+    ),
+)
+def schedule_free_adamw(
+    grad: Array,
+    nu: Array,
+    z: Array,
+    weight_sum: Array,
+    max_lr: Array,
+    param: Array,
+    step: Array,
+    *,
+    learning_rate: Scalar = 0.0025,
+    warmup_steps: int | None = None,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
+    weight_lr_power: Scalar = 2.0,
+) -> tuple[Array, Array, Array, Array, Array]:
+    r"""Schedule-free AdamW: RMS-scaled steps on ``z``, parameters near its average.
+
+    A drop-in for ``optax.contrib.schedule_free_adamw`` (same arguments,
+    defaults and numbers; ``state_dtype`` stores ``z``), plus ``nu_dtype``.
+    The parameters the update moves are ``y``, where gradients are taken;
+    evaluate the model at ``x`` (:func:`optax.contrib.schedule_free_eval_params`
+    works on this state). The state holds the second moment, ``z`` (a copy of
+    the parameters at first, kept in full precision by
+    :func:`~jaxopt_rules.quantized_state`) and two scalars.
+
+    Update::
+
+        lr_t: learning_rate, warmed up linearly from 0 over warmup_steps
+        v_t = b2 * v_{t-1} + (1 - b2) * g_t**2
+        d_t = g_t / (sqrt(v_t / (1 - b2**t)) + eps) + wd * y_{t-1}
+        z_t = z_{t-1} - lr_{t-1} * d_t
+        L_t = max(L_{t-1}, lr_t);  w_t = L_t**weight_lr_power
+        c_t = w_t / (w_1 + ... + w_t)
+        x_{t-1} = (y_{t-1} - (1 - b1) * z_{t-1}) / b1
+        x_t = (1 - c_t) * x_{t-1} + c_t * z_t
+        u_t = b1 * x_t + (1 - b1) * z_t - y_{t-1}
+            = (1 - b1) * (z_t - z_{t-1}) + b1 * c_t * (z_t - x_{t-1})
+
+    (computed in the second form: optax subtracts y_{t-1} from the new y,
+    which leaves an error of y's last bit in the much smaller change.)
+
+    (``lr`` indexed by the 0-based step count: the step uses the count's rate,
+    the weight the next one's, as optax does.) A schedule passed as
+    ``learning_rate`` is evaluated at the step count for both; optax evaluates
+    the weight's at the count plus one.
+
+    Args:
+        learning_rate: step size of the sequence ``z``; a number (or a
+            schedule, see above).
+        warmup_steps: linear warm-up from 0 over this many steps (``None``:
+            none). Structural: pass it in ``static_args`` to
+            ``optax.inject_hyperparams``.
+        b1: interpolation between ``x`` and ``z`` for ``y``, in (0, 1).
+        b2: decay of the second-moment average, in [0, 1).
+        eps: added to the root of the bias-corrected second moment.
+        weight_decay: coefficient of ``y`` added to the scaled step.
+        weight_lr_power: the averaging weights are ``max_lr**power``.
+        nu_dtype: storage dtype of the second moment (default: the
+            parameter's).
+        state_dtype: storage dtype of ``z`` (default: the parameter's).
+        weight_sum_dtype: storage dtype of the sum of weights (default: the
+            lowest floating dtype of the parameters, as optax).
+        max_lr_dtype: storage dtype of the largest learning rate (likewise).
+        stochastic_rounding: round slots stored in bfloat16 stochastically
+            (unbiased) instead of to nearest; the state then carries a key.
+        rounding_seed: seed of the stochastic rounding (default 0).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_rules import schedule_free_adamw
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = schedule_free_adamw(learning_rate=0.5)
+        >>> grads = {"w": jnp.array([1.0, -1.0])}
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> updates["w"]  # c_1 = 1: y moves to z = y - 0.5 * sign(g)
+        Array([-0.5,  0.5], dtype=float32)
+
+    References:
+        Defazio, Yang, Mehta, Mishchenko, Khaled and Cutkosky, "The Road Less
+        Scheduled", NeurIPS 2024 (Algorithm 1, the AdamW version, without
+        the first moment: ``b1`` is the interpolation).
+        Verified against ``optax.contrib.schedule_free_adamw``.
+    """
+    lr_step = warmed_up(learning_rate, warmup_steps, step - 1)
+    lr_weight = (
+        lr_step
+        if warmup_steps is None
+        else warmed_up(learning_rate, warmup_steps, step)
+    )
+    max_lr = jnp.maximum(max_lr, lr_weight)
+    ck, weight_sum = averaging_weight(max_lr, weight_sum, weight_lr_power)
+    nu = (1 - b2) * (grad * grad) + b2 * nu
+    nu_hat = nu / (1 - b2**step)
+    direction = (1 / (jnp.sqrt(nu_hat) + eps)) * grad + weight_decay * param
+    step_z = -lr_step * direction
+    update = schedule_free_step(param, z, step_z, ck, b1)
+    return update, nu, z + step_z, weight_sum, max_lr
+
+
+SPEC = RuleSpec(
+    name="schedule_free_adamw",
+    factory=schedule_free_adamw,
+    hyperparams={"learning_rate": 1e-2},
+    reference="optax.contrib.schedule_free_adamw",
+    reference_factory=optax.contrib.schedule_free_adamw,
+    reference_cases=(
+        {"learning_rate": 1e-2},
+        {"learning_rate": 1e-2, "warmup_steps": 10, "b1": 0.8, "b2": 0.99},
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "eps": 1e-6},
+    ),
+)
