@@ -61,8 +61,10 @@ def schedule_free_adamw(
     A drop-in for ``optax.contrib.schedule_free_adamw`` (same arguments,
     defaults and numbers; ``state_dtype`` stores ``z``), plus ``nu_dtype``.
     The parameters the update moves are ``y``, where gradients are taken;
-    evaluate the model at ``x`` (:func:`optax.contrib.schedule_free_eval_params`
-    works on this state). The state holds the second moment, ``z`` (a copy of
+    evaluate the model at ``x = (y - (1 - b1) * z) / b1`` (the state has no
+    ``b1`` field, so ``optax.contrib.schedule_free_eval_params`` needs optax's
+    state: convert with :func:`~jaxopt_rules.to_optax`, or compute ``x``
+    directly). The state holds the second moment, ``z`` (a copy of
     the parameters at first, kept in full precision by
     :func:`~jaxopt_rules.quantized_state`) and two scalars.
 

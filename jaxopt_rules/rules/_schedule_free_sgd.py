@@ -54,8 +54,10 @@ def schedule_free_sgd(
     A drop-in for ``optax.contrib.schedule_free_sgd`` (same arguments,
     defaults and numbers; ``state_dtype`` stores ``z``). The parameters the
     update moves are ``y``, where gradients are taken; evaluate the model at
-    ``x`` (:func:`optax.contrib.schedule_free_eval_params` works on this
-    state). The state holds ``z``, a copy of the parameters at first (kept in
+    ``x = (y - (1 - b1) * z) / b1`` (the state has no ``b1`` field, so
+    ``optax.contrib.schedule_free_eval_params`` needs optax's state: convert
+    with :func:`~jaxopt_rules.to_optax`, or compute ``x`` directly). The state
+    holds ``z``, a copy of the parameters at first (kept in
     full precision by :func:`~jaxopt_rules.quantized_state`), and two scalars.
 
     Update::
