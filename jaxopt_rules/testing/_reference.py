@@ -165,6 +165,14 @@ def _is_slot(value: Any, params: Any) -> bool:
     )
 
 
+def _is_slot_at(path: Any, value: Any, params: Any) -> bool:
+    """:func:`_is_slot`, a scalar only as a state field (not a parameter's key)."""
+    if jax.tree.structure(value) == jax.tree.structure(params):
+        return True
+    item = (jax.tree_util.DictKey, jax.tree_util.SequenceKey)
+    return bool(path) and not isinstance(path[-1], item) and _is_slot(value, params)
+
+
 def _state_fields(state: Any) -> list[tuple[str, Any]]:
     """``(name, value)`` of every NamedTuple field in ``state``, nested ones too."""
     fields: list[tuple[str, Any]] = []
@@ -221,8 +229,9 @@ def _match_slots(
     shaped = [n for n in names if any(_is_slot(v, params) for m, v in fields if m == n)]
     unclaimed = [n for n in shaped if n not in wanted.values()]
     for slot, name in wanted.items():
-        found = [v for _, v in optax.tree.get_all_with_path(ref_state, name)]
-        matching = [v for v in found if _is_slot(v, params)]
+        found_at = optax.tree.get_all_with_path(ref_state, name)
+        found = [v for _, v in found_at]
+        matching = [v for p, v in found_at if _is_slot_at(p, v, params)]
         if len(matching) == 1:
             continue
         mapped = f" (slot_names maps {slot!r} to {name!r})" if name != slot else ""
@@ -255,8 +264,8 @@ def _reference_slots(
 ) -> dict[str, Any]:
     """Our slot -> its value in the reference's state (fields from _match_slots)."""
 
-    def shaped(_: Any, value: Any) -> bool:
-        return _is_slot(value, params)
+    def shaped(path: Any, value: Any) -> bool:
+        return _is_slot_at(path, value, params)
 
     return {
         slot: optax.tree.get(ref_state, name, filtering=shaped)
