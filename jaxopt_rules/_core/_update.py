@@ -294,23 +294,19 @@ class Scalars:
     _shared: dict[np.dtype, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def cast(self, dtype: np.dtype) -> dict[str, Any]:
-        """Every hyperparameter value, and ``step``, in ``dtype``'s real type."""
+        """Hyperparameters, ``step`` and per-tree slots in ``dtype``'s real type.
+
+        An absent per-tree slot is ``None``.
+        """
         dtype = real_dtype(dtype)  # hyperparameters are real
         if dtype not in self._cast:
             cast = {k: cast_value(v, dtype) for k, v in self.values.items()}
             cast["step"] = self.step.astype(dtype)
+            for name in self.definition.tree_slot_names:
+                value = self.tree_slots.get(name)
+                cast[name] = None if value is None else value.astype(dtype)
             self._cast[dtype] = cast
         return self._cast[dtype]
-
-    def tree_values(self, dtype: np.dtype) -> dict[str, Any]:
-        """The per-tree slots in ``dtype``'s real type (``None`` where absent)."""
-        real = real_dtype(dtype)
-        return {
-            name: self.tree_slots[name].astype(real)
-            if name in self.tree_slots
-            else None
-            for name in self.definition.tree_slot_names
-        }
 
     def shared(self, dtype: np.dtype) -> dict[str, Any]:
         """The rule's inputs common to all leaves of compute dtype ``dtype``."""
@@ -330,7 +326,7 @@ class Scalars:
                     k: jnp.real(v).astype(real) for k, v in self.totals.items()
                 }
             shared.update(self.extra)
-            shared.update(self.tree_values(dtype))
+            shared.update({k: scalars[k] for k in definition.tree_slot_names})
             self._shared[dtype] = shared
         return self._shared[dtype]
 
@@ -389,14 +385,10 @@ def global_totals(
     for i, (leaf, dtype, kind) in enumerate(zip(inputs, dtypes, kinds, strict=True)):
         if kind is Kind.INERT:
             continue
-        cast = scalars.cast(dtype)
-        shared = {"step": cast["step"], **scalars.tree_values(dtype)}
+        cast = scalars.cast(dtype)  # (step and the per-tree slots too)
         leaf_stats = definition.global_stats(
             leaf["grad"],
-            **{
-                k: shared[k] if k in shared else leaf[k]
-                for k in definition.stats_inputs
-            },
+            **{k: cast[k] if k in cast else leaf[k] for k in definition.stats_inputs},
             **{
                 k: per_leaf[k][i] if k in per_leaf else cast[k]
                 for k in definition.stats_hyperparams

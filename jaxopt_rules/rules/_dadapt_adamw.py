@@ -5,14 +5,7 @@ import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._spec import RuleSpec
-from jaxopt_rules.rules._tree_sums import inner
-
-
-def _dlr(
-    estim_lr: Array, learning_rate: Scalar, step: Array, beta1: Scalar, beta2: Scalar
-) -> Array:
-    """``d * lr_t * sqrt(1 - b2**t) / (1 - b1**t)``: the step size of step ``t``."""
-    return estim_lr * learning_rate * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
+from jaxopt_rules.rules._tree_sums import estimated_step_size, inner
 
 
 def _sums(
@@ -29,7 +22,7 @@ def _sums(
 ) -> dict[str, Array]:
     """One leaf's ``<g, s / (sqrt(v) + eps)>`` and ``|s_t|_1`` (summed over leaves)."""
     sb2 = jnp.sqrt(beta2)
-    dlr = _dlr(estim_lr, learning_rate, step, beta1, beta2)
+    dlr = estimated_step_size(estim_lr, learning_rate, step, beta1, beta2)
     new_grad_sum = sb2 * grad_sum + (1 - sb2) * dlr * grad
     return {
         "numerator": inner(grad, grad_sum / (jnp.sqrt(exp_avg_sq) + eps)),
@@ -128,7 +121,7 @@ def dadapt_adamw(
         Verified against ``optax.contrib.dadapt_adamw``.
     """
     sb2 = jnp.sqrt(beta2)
-    dlr = _dlr(estim_lr, learning_rate, step, beta1, beta2)
+    dlr = estimated_step_size(estim_lr, learning_rate, step, beta1, beta2)
     exp_avg = beta1 * exp_avg + (1 - beta1) * dlr * grad
     exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
     grad_sum = sb2 * grad_sum + (1 - sb2) * dlr * grad

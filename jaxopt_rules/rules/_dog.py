@@ -9,7 +9,11 @@ import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
-from jaxopt_rules.rules._tree_sums import decayed, tree_sq_norm
+from jaxopt_rules.rules._tree_sums import (
+    decayed,
+    distance_and_grad_sq_norms,
+    tree_sq_norm,
+)
 
 
 _INIT_STEPS = ("distance", "learning_rate", "heuristic")
@@ -40,22 +44,6 @@ def _initial_distance(params: Any, hyper: Mapping[str, Any]) -> Array:
     return jnp.zeros((), jnp.float32)  # "learning_rate": the first step is given
 
 
-def _distances(
-    grad: Array,
-    param: Array,
-    init_params: Array,
-    *,
-    weight_decay: Scalar | None,
-    mask: Any,
-) -> dict[str, Array]:
-    """One leaf's ``|theta - theta_0|**2`` and ``|g|**2`` (summed over the tree)."""
-    g = decayed(grad, param, weight_decay, mask)
-    return {
-        "sq_dist": jnp.sum((init_params - param) ** 2),
-        "sq_norm": jnp.sum(g * g),
-    }
-
-
 @rule(
     name="dog",
     slots={
@@ -63,7 +51,7 @@ def _distances(
         "max_dist": Slot(per_tree=True, init=_initial_distance),
         "sum_sq_norm_grads": Slot(per_tree=True),
     },
-    global_stats=_distances,
+    global_stats=distance_and_grad_sq_norms,
     static=("init_step",),
     per_leaf={"mask": True},
     constraints={"learning_rate": ">= 0", "eps": ">= 0", "weight_decay": ">= 0"},

@@ -9,29 +9,13 @@ import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
-from jaxopt_rules.rules._tree_sums import decayed
+from jaxopt_rules.rules._tree_sums import decayed, distance_and_grad_sq_norms
 
 
 def _initial_sq_distance(params: Any, hyper: Mapping[str, Any]) -> Array:
     del params
     given = hyper["init_estim_sq_dist"]
     return jnp.asarray(hyper["eps"] if given is None else given)
-
-
-def _sq_norms(
-    grad: Array,
-    param: Array,
-    init_params: Array,
-    *,
-    weight_decay: Scalar | None,
-    mask: Any,
-) -> dict[str, Array]:
-    """One leaf's ``|theta - theta_0|**2`` and ``|g|**2`` (summed over the tree)."""
-    g = decayed(grad, param, weight_decay, mask)
-    return {
-        "sq_dist": jnp.sum((init_params - param) ** 2),
-        "sq_norm": jnp.sum(g * g),
-    }
 
 
 @rule(
@@ -41,7 +25,7 @@ def _sq_norms(
         "weighted_sq_norm_grads": Slot(per_tree=True),
         "estim_sq_dist": Slot(per_tree=True, init=_initial_sq_distance),
     },
-    global_stats=_sq_norms,
+    global_stats=distance_and_grad_sq_norms,
     per_leaf={"mask": True},
     constraints={
         "learning_rate": ">= 0",

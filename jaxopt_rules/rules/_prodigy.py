@@ -5,18 +5,11 @@ import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._spec import RuleSpec
-from jaxopt_rules.rules._tree_sums import inner
+from jaxopt_rules.rules._tree_sums import estimated_step_size, inner
 
 
 def _beta3(beta2: Scalar, beta3: Scalar | None) -> Scalar:
     return beta2**0.5 if beta3 is None else beta3
-
-
-def _dlr(
-    estim_lr: Array, learning_rate: Scalar, step: Array, beta1: Scalar, beta2: Scalar
-) -> Array:
-    """``d * lr_t * sqrt(1 - b2**t) / (1 - b1**t)``: the step size of step ``t``."""
-    return estim_lr * learning_rate * jnp.sqrt(1 - beta2**step) / (1 - beta1**step)
 
 
 def _new_grad_sum(
@@ -35,7 +28,7 @@ def _new_grad_sum(
     scale = (
         estim_lr
         if safeguard_warmup
-        else _dlr(estim_lr, learning_rate, step, beta1, beta2)
+        else estimated_step_size(estim_lr, learning_rate, step, beta1, beta2)
     )
     return _beta3(beta2, beta3) * grad_sum + scale * (estim_lr * grad) / estim_lr0
 
@@ -192,7 +185,7 @@ def prodigy(
         Verified against ``optax.contrib.prodigy``.
     """
     b3 = _beta3(beta2, beta3)
-    dlr = _dlr(estim_lr, learning_rate, step, beta1, beta2)
+    dlr = estimated_step_size(estim_lr, learning_rate, step, beta1, beta2)
     dg = estim_lr * grad
     exp_avg = beta1 * exp_avg + (1 - beta1) * dg
     exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * dg * dg

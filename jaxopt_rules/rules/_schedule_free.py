@@ -20,14 +20,29 @@ def warmed_up(learning_rate: Scalar, warmup_steps: int | None, count: Array) -> 
     return -learning_rate * left + learning_rate
 
 
-def averaging_weight(
-    max_lr: Array, weight_sum: Array, weight_lr_power: Scalar
-) -> tuple[Array, Array]:
-    """``c_t = w_t / sum w`` with ``w_t = max_lr**power``; and the new sum.
+def averaging(
+    learning_rate: Scalar,
+    warmup_steps: int | None,
+    step: Array,
+    max_lr: Array,
+    weight_sum: Array,
+    weight_lr_power: Scalar,
+) -> tuple[Array, Array, Array, Array]:
+    """This step's rate and averaging weight ``c_t``; the new largest rate and sum.
 
-    NaN when the weight or the sum is NaN; 0 for ``0 / 0`` (no learning rate
-    yet, during a warm-up from 0), as optax computes it.
+    The step uses the rate of the (0-based) count ``step - 1``; the weight
+    ``w_t = max_lr**power`` the next one's, as optax does. ``c_t = w_t / sum
+    w`` is NaN when the weight or the sum is NaN, and 0 for ``0 / 0`` (no
+    rate yet, during a warm-up from 0), as optax computes it.
+
+    Returns:
+        ``(lr, c_t, max_lr, weight_sum)``.
     """
+    lr = warmed_up(learning_rate, warmup_steps, step - 1)
+    next_lr = (
+        lr if warmup_steps is None else warmed_up(learning_rate, warmup_steps, step)
+    )
+    max_lr = jnp.maximum(max_lr, next_lr)
     weight = max_lr**weight_lr_power
     total = weight_sum + weight
     ck = jnp.where(
@@ -35,7 +50,7 @@ def averaging_weight(
         jnp.nan,
         jnp.nan_to_num(weight / total, nan=0.0, posinf=jnp.inf),
     )
-    return ck, total
+    return lr, ck, max_lr, total
 
 
 def schedule_free_step(

@@ -4,11 +4,7 @@ import jax.numpy as jnp
 import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.rules._schedule_free import (
-    averaging_weight,
-    schedule_free_step,
-    warmed_up,
-)
+from jaxopt_rules.rules._schedule_free import averaging, schedule_free_step
 from jaxopt_rules.rules._spec import RuleSpec
 
 
@@ -129,14 +125,9 @@ def schedule_free_adamw(
         the first moment: ``b1`` is the interpolation).
         Verified against ``optax.contrib.schedule_free_adamw``.
     """
-    lr_step = warmed_up(learning_rate, warmup_steps, step - 1)
-    lr_weight = (
-        lr_step
-        if warmup_steps is None
-        else warmed_up(learning_rate, warmup_steps, step)
+    lr_step, ck, max_lr, weight_sum = averaging(
+        learning_rate, warmup_steps, step, max_lr, weight_sum, weight_lr_power
     )
-    max_lr = jnp.maximum(max_lr, lr_weight)
-    ck, weight_sum = averaging_weight(max_lr, weight_sum, weight_lr_power)
     nu = (1 - b2) * (grad * grad) + b2 * nu
     nu_hat = nu / (1 - b2**step)
     direction = (1 / (jnp.sqrt(nu_hat) + eps)) * grad + weight_decay * param

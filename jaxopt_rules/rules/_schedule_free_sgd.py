@@ -1,15 +1,11 @@
 """Schedule-free SGD: no learning-rate schedule, iterate averaging instead."""
 
-import jax.numpy as jnp
 import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.rules._schedule_free import (
-    averaging_weight,
-    schedule_free_step,
-    warmed_up,
-)
+from jaxopt_rules.rules._schedule_free import averaging, schedule_free_step
 from jaxopt_rules.rules._spec import RuleSpec
+from jaxopt_rules.rules._tree_sums import decayed
 
 
 @rule(
@@ -116,16 +112,10 @@ def schedule_free_sgd(
         ``c_t = lr_t**2 / sum lr_i**2`` of its Section 4).
         Verified against ``optax.contrib.schedule_free_sgd``.
     """
-    lr_step = warmed_up(learning_rate, warmup_steps, step - 1)
-    lr_weight = (
-        lr_step
-        if warmup_steps is None
-        else warmed_up(learning_rate, warmup_steps, step)
+    lr_step, ck, max_lr, weight_sum = averaging(
+        learning_rate, warmup_steps, step, max_lr, weight_sum, weight_lr_power
     )
-    max_lr = jnp.maximum(max_lr, lr_weight)
-    ck, weight_sum = averaging_weight(max_lr, weight_sum, weight_lr_power)
-    g = grad + weight_decay * param if weight_decay is not None else grad
-    step_z = -lr_step * g
+    step_z = -lr_step * decayed(grad, param, weight_decay, True)
     update = schedule_free_step(param, z, step_z, ck, b1)
     return update, z + step_z, weight_sum, max_lr
 

@@ -39,3 +39,29 @@ def tree_sq_norm(params: Any) -> Array:
 def decayed(grad: Array, param: Array, weight_decay: Scalar | None, mask: Any) -> Array:
     """``g + wd * theta`` where decayed (optax's ``add_decayed_weights``)."""
     return grad + weight_decay * param if weight_decay is not None and mask else grad
+
+
+def distance_and_grad_sq_norms(
+    grad: Array,
+    param: Array,
+    init_params: Array,
+    *,
+    weight_decay: Scalar | None,
+    mask: Any,
+) -> dict[str, Array]:
+    """One leaf's ``|theta - theta_0|**2`` and ``|g + wd * theta|**2``.
+
+    The ``global_stats`` of DoG and DoWG (summed over the tree).
+    """
+    g = decayed(grad, param, weight_decay, mask)
+    return {
+        "sq_dist": jnp.sum((init_params - param) ** 2),
+        "sq_norm": jnp.sum(g * g),
+    }
+
+
+def estimated_step_size(
+    estim_lr: Array, learning_rate: Scalar, step: Array, beta1: Scalar, beta2: Scalar
+) -> Array:
+    """``d * lr_t * sqrt(1 - b2**t) / (1 - b1**t)`` (Prodigy, D-Adaptation)."""
+    return estim_lr * learning_rate * jnp.sqrt(1 - beta2**step) / (1 - beta1**step)
