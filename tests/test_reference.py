@@ -38,15 +38,11 @@ CASES = [
 ]
 
 # Known float32 differences, strict: the day one vanishes, the test says so.
-FLOAT32_KNOWN = {
-    "dadapt_adamw-3": (
-        "1.8e-6 in the scalar numerator_weighted at step 98 only: the update "
-        "b * r + (1 - b) * dlr * <g, s / (sqrt(v) + eps)> cancels to 1/14 of its "
-        "terms, so a last-ulp difference in the terms becomes 1.8e-6 of the "
-        "result. Both sides are 6e-4 from the float64 value there; float64 "
-        "agrees within 1e-14 at every step"
-    ),
-}
+# dadapt_adamw-3 (weight decay and a schedule) agrees within 2.2e-7 here, but
+# only because both sides round alike: its scalar numerator_weighted cancels
+# to a fraction of its terms, and both are 3.8e-4 from optax run in float64 on
+# the same inputs (with the eager gradients the kit used before, 1.8e-6).
+FLOAT32_KNOWN: dict[str, str] = {}
 _SCHEDULE_FREE = (
     "optax.contrib.schedule_free forms the change of the parameters y as "
     "new y - old y, an error of y's last bit in a change 10-1000x smaller; "

@@ -19,6 +19,7 @@ comparisons therefore hand both implementations the same hyperparameter
 values, rounded to the compute dtype, unless ``round_hyperparams=False``.
 """
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -343,24 +344,54 @@ def teacher_forced_errors(
     slots = _slot_names(our_state, params)
     fields = _match_slots(ref_state, params, slots, slot_names or {})
 
-    our_update, ref_update = jax.jit(ours.update), jax.jit(ref.update)
-    worst = {"updates": 0.0} | dict.fromkeys(slots, 0.0)
     names = _update_arg_names(factory, update_args)
+
+    # Each implementation's update is its own compiled program, as in a
+    # training loop: compiled together, XLA may share or reorder their common
+    # terms, which moves last bits where a formula cancels (MoMo's bound).
+    # The loop is host-side and asynchronous; the errors are taken at the end.
+    our_update, ref_update = jax.jit(ours.update), jax.jit(ref.update)
+    apply = jax.jit(optax.apply_updates)
+    ours_out: list[Any] = []
+    theirs: list[Any] = []
     for step in range(steps):
-        grads = example_grads(params)
-        extra = compute_update_args(names, example_loss, params)
+        grads, extra = _loss_inputs(params, names)
         forced = our_state._replace(
             count=jnp.asarray(step, jnp.int32),
             **_reference_slots(ref_state, params, fields),
         )
         updates, new_state = our_update(grads, forced, params, **extra)
         expected, ref_state = ref_update(grads, ref_state, params, **extra)
-        worst["updates"] = max(worst["updates"], relative_error(updates, expected))
-        for slot, value in _reference_slots(ref_state, params, fields).items():
-            error = relative_error(getattr(new_state, slot), value)
-            worst[slot] = max(worst[slot], error)
-        params = optax.apply_updates(params, expected)
+        ours_out.append(
+            {"updates": updates} | {s: getattr(new_state, s) for s in slots}
+        )
+        theirs.append(
+            {"updates": expected} | _reference_slots(ref_state, params, fields)
+        )
+        params = apply(params, expected)
+    ours_out, theirs = jax.device_get((ours_out, theirs))
+    worst = {"updates": 0.0} | dict.fromkeys(slots, 0.0)
+    for at_step in zip(ours_out, theirs, strict=True):
+        for name in worst:
+            worst[name] = max(worst[name], relative_error(*(x[name] for x in at_step)))
     return worst
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _array_inputs(params: Any, names: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    arrays = tuple(n for n in names if n != "value_fn")
+    return example_grads(params), compute_update_args(arrays, example_loss, params)
+
+
+def _loss_inputs(params: Any, names: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """The example loss's gradients and ``update`` arguments at ``params``.
+
+    The arrays come from one compiled program; ``value_fn`` is the loss itself.
+    """
+    grads, extra = _array_inputs(params, names)
+    if "value_fn" in names:
+        extra["value_fn"] = example_loss
+    return grads, extra
 
 
 def _update_arg_names(
@@ -377,7 +408,7 @@ def free_run(
     steps: int = 100,
     update_args: tuple[str, ...] = (),
 ) -> Any:
-    """The parameters after ``steps`` jitted steps on the example loss.
+    """The parameters after ``steps`` steps on the example loss, one compiled scan.
 
     ``update_args`` (``"value"``, ``"value_fn"``, ``"grad"``) are computed
     from the example loss at the parameters and passed to ``update``.
@@ -386,14 +417,19 @@ def free_run(
     state = tx.init(params)
     names = check_known(update_args)
 
-    @jax.jit
-    def step(params: Any, state: Any) -> tuple[Any, Any]:
+    def step(carry: tuple[Any, Any], _: None) -> tuple[tuple[Any, Any], None]:
+        params, state = carry
         extra = compute_update_args(names, example_loss, params)
         updates, state = tx.update(example_grads(params), state, params, **extra)
-        return optax.apply_updates(params, updates), state
+        return (optax.apply_updates(params, updates), state), None
 
-    for _ in range(steps):
-        params, state = step(params, state)
+    # The whole run is one compiled program (a scan of the jitted step).
+    @jax.jit
+    def run(params: Any, state: Any) -> Any:
+        (params, _), _ = jax.lax.scan(step, (params, state), length=steps)
+        return params
+
+    params = run(params, state)
     return params
 
 
