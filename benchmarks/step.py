@@ -37,11 +37,13 @@ Usage::
 """
 
 import argparse
+import bisect
 import dataclasses
 import gc
 import os
 import platform
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -65,12 +67,12 @@ from benchmarks._timing import (
 # Trees
 
 
-def transformer_shapes(d: int) -> list[tuple[int, ...]]:
-    """GPT-like leaves: 12 layers of 16 leaves, embeddings, a final norm (196)."""
+def transformer_shapes(d: int, layers: int = 12) -> list[tuple[int, ...]]:
+    """GPT-like leaves: layers of 16 leaves, embeddings, a final norm (196 for 12)."""
     layer = [(d, d)] * 4 + [(d,)] * 4  # q, k, v, o and their biases
     layer += [(d, 4 * d), (4 * d,), (4 * d, d), (d,)]  # MLP
     layer += [(d,)] * 4  # two layer norms
-    return [*(layer * 12), (2048, d), (512, d), (d,), (d,)]
+    return [*(layer * layers), (2048, d), (512, d), (d,), (d,)]
 
 
 def many_small_shapes(w: int) -> list[tuple[int, ...]]:
@@ -82,19 +84,35 @@ def _size(shapes: list[tuple[int, ...]]) -> int:
     return sum(int(np.prod(s)) for s in shapes)
 
 
+def _nearest(
+    sizes: range, shapes: Callable[[int], list[tuple[int, ...]]], total: int
+) -> list[tuple[int, ...]]:
+    """``shapes(k)`` for the ``k`` in ``sizes`` whose size is nearest ``total``.
+
+    The size grows with ``k``, so a bisection finds it.
+    """
+    i = bisect.bisect_left(sizes, total, key=lambda k: _size(shapes(k)))
+    near = [sizes[j] for j in (i - 1, i) if 0 <= j < len(sizes)]
+    return shapes(min(near, key=lambda k: abs(_size(shapes(k)) - total)))
+
+
 def tree_shapes(kind: str, total: int) -> list[tuple[int, ...]]:
-    """The leaf shapes of tree ``kind`` ('1', '200', '2000') with ~``total`` params."""
+    """The leaf shapes of tree ``kind`` with ~``total`` params.
+
+    ``'1'``: one leaf; ``'200'``: a 12-layer transformer (196 leaves);
+    ``'2000'``: 2000 small leaves; ``'20'``: a one-layer transformer (20
+    leaves), a quick tree for trying the script.
+    """
     if kind == "1":
         return [(total,)]
-    if kind == "200":
-        d = min(
-            range(8, 4096, 8), key=lambda d: abs(_size(transformer_shapes(d)) - total)
+    if kind in ("20", "200"):
+        layers = 1 if kind == "20" else 12
+        return _nearest(
+            range(8, 4096, 8), lambda d: transformer_shapes(d, layers), total
         )
-        return transformer_shapes(d)
     if kind == "2000":
-        w = min(range(2, 2000), key=lambda w: abs(_size(many_small_shapes(w)) - total))
-        return many_small_shapes(w)
-    raise ValueError(f"unknown tree {kind!r}; choose from 1, 200, 2000")
+        return _nearest(range(2, 2000), many_small_shapes, total)
+    raise ValueError(f"unknown tree {kind!r}; choose from 1, 20, 200, 2000")
 
 
 def numpy_tree(shapes: list[tuple[int, ...]], seed: int) -> list[np.ndarray]:
@@ -463,7 +481,7 @@ def main() -> None:
         "--rules", nargs="*", help="rule names (default: all registered)"
     )
     parser.add_argument(
-        "--trees", nargs="*", default=["1", "200", "2000"], help="1, 200, 2000"
+        "--trees", nargs="*", default=["1", "200", "2000"], help="1, 20, 200, 2000"
     )
     parser.add_argument(
         "--params", default="10M", help="total parameters per tree (e.g. 10M, 50M)"

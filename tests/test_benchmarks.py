@@ -49,7 +49,7 @@ def test_step_benchmark_runs_on_a_tiny_tree():
     # polyak_sgd reads the loss value; adafactor has factored state.
     names = ("adam", "lion", "polyak_sgd", "adafactor")
     specs = [s for s in jr.REGISTRY if s.name in names]
-    rows = step.bench_tree("200", 20_000, specs, args)
+    rows = step.bench_tree("20", 20_000, specs, args)
     labels = {(r.rule, r.label) for r in rows}
     assert ("adam", "optax") in labels
     assert ("adam", "jaxopt_rules bf16 state") in labels

@@ -4,10 +4,12 @@ Everything here runs at trace time on tree structure, shapes and dtypes, so it
 adds nothing to the compiled step.
 """
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.tree_util import keystr
 
@@ -68,8 +70,15 @@ def fill_like(param: jax.Array, value: Any, dtype: Any) -> jax.Array:
     the compiler places it on one device even when ``param`` is sharded. Here
     the result depends on ``param`` (through ``|param| * 0``, which XLA may not
     fold because of NaN semantics), so the sharding propagates to the state.
-    It costs one read of ``param`` at init and is exact for every input.
+    It costs one read of ``param`` at init and is exact for every input. The
+    few operations are one compiled program, so an eager ``init`` compiles one
+    small program per leaf type, not one per operation.
     """
+    return _fill_like(param, value, np.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _fill_like(param: jax.Array, value: Any, dtype: np.dtype) -> jax.Array:
     size = jnp.abs(param)  # real, also for complex parameters
     fill = jnp.asarray(value, dtype)
     zero = (size * 0).astype(dtype)
