@@ -353,6 +353,8 @@ def test_convergence_failure_speaks_torch_lr():
 
 
 def _count_compiles(fn):
+    # JAX records this event for a program loaded from the persistent
+    # compilation cache (conftest.py) too: it counts the programs fn needed.
     count = 0
 
     def listener(event, duration, **kwargs):
