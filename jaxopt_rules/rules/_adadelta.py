@@ -45,20 +45,21 @@ def adadelta(
         E[g^2]_t = rho * E[g^2]_{t-1} + (1 - rho) * g_t**2
         dx_t = sqrt(E[dx^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) * g_t
         E[dx^2]_t = rho * E[dx^2]_{t-1} + (1 - rho) * dx_t**2
-        u_t = -lr_t * dx_t                 (u_t = -dx_t with learning_rate=None)
+        u_t = -lr_t * dx_t                 (u_t = +dx_t with learning_rate=None)
 
-    Zeiler's method has no learning rate: ``learning_rate=None`` is the
-    paper's rule, a descent step of ``-dx_t``. There this rule differs from
-    ``optax.adadelta`` 0.2.8, whose ``learning_rate=None`` skips the final
-    sign flip and returns ``+dx_t``, a step up the gradient; with a learning
-    rate the two agree. As in optax, ``E[dx^2]`` averages the steps before
-    the learning rate scales them (the paper's steps are unscaled), and the
-    weight decay is added to the gradient (an L2 penalty), so it enters both
-    averages.
+    Zeiler's method has no learning rate, and its step is ``-dx_t``. As a
+    drop-in this rule keeps ``optax.adadelta`` 0.2.8's numbers, and there
+    ``learning_rate=None`` (the default) applies no scaling at all, the sign
+    flip included: the update is ``+dx_t``, a step *up* the gradient. Pass
+    ``learning_rate=1.0`` for the paper's descent step. As in optax,
+    ``E[dx^2]`` averages the steps before the learning rate scales them (the
+    paper's steps are unscaled), and the weight decay is added to the
+    gradient (an L2 penalty), so it enters both averages.
 
     Args:
         learning_rate: step size, a number or a schedule of the step count;
-            ``None`` applies the steps unscaled.
+            ``None`` applies ``+dx_t`` unscaled and unflipped, as optax does
+            (an ascent step; see above).
         rho: decay of both running averages, in [0, 1].
         eps: added inside both square roots; it also sets the size of the
             first steps, ``sqrt(eps)`` per coordinate.
@@ -95,7 +96,7 @@ def adadelta(
     e_g = (1 - rho) * grad**2 + rho * e_g
     step = jnp.sqrt(e_x + eps) / jnp.sqrt(e_g + eps) * grad
     e_x = (1 - rho) * step**2 + rho * e_x
-    scale = -1 if learning_rate is None else -learning_rate
+    scale = 1 if learning_rate is None else -learning_rate  # optax's None: +dx
     return scale * step, e_g, e_x
 
 
@@ -107,6 +108,7 @@ SPEC = RuleSpec(
     reference_factory=optax.adadelta,
     reference_cases=(
         {"learning_rate": 1.0},
+        {},  # optax's default, learning_rate=None: the unflipped +dx_t
         {"learning_rate": 0.5, "rho": 0.95, "eps": 1e-4},
         {"learning_rate": 0.5, "weight_decay": 0.1},
         {
