@@ -354,20 +354,17 @@ def teacher_forced_errors(
     apply = jax.jit(optax.apply_updates)
     ours_out: list[Any] = []
     theirs: list[Any] = []
+    ref_slots = _reference_slots(ref_state, params, fields)
     for step in range(steps):
         grads, extra = _loss_inputs(params, names)
-        forced = our_state._replace(
-            count=jnp.asarray(step, jnp.int32),
-            **_reference_slots(ref_state, params, fields),
-        )
+        forced = our_state._replace(count=jnp.asarray(step, jnp.int32), **ref_slots)
         updates, new_state = our_update(grads, forced, params, **extra)
         expected, ref_state = ref_update(grads, ref_state, params, **extra)
+        ref_slots = _reference_slots(ref_state, params, fields)  # forced next step
         ours_out.append(
             {"updates": updates} | {s: getattr(new_state, s) for s in slots}
         )
-        theirs.append(
-            {"updates": expected} | _reference_slots(ref_state, params, fields)
-        )
+        theirs.append({"updates": expected} | ref_slots)
         params = apply(params, expected)
     ours_out, theirs = jax.device_get((ours_out, theirs))
     worst = {"updates": 0.0} | dict.fromkeys(slots, 0.0)
@@ -429,8 +426,7 @@ def free_run(
         (params, _), _ = jax.lax.scan(step, (params, state), length=steps)
         return params
 
-    params = run(params, state)
-    return params
+    return run(params, state)
 
 
 def free_running_error(
