@@ -259,6 +259,8 @@ TASKS: dict[str, Callable[[], Task]] = {
 # the MoMo rules (which cap it) run at optax's default on every task (not
 # scanned); schedule-free SGD runs at SGD's rates, schedule-free AdamW at the
 # task's default.
+# Adadelta runs at 1.0, Zeiler's rule (optax's default, learning_rate=None,
+# steps uphill; see jr.adadelta).
 PARAMETER_FREE: dict[str, float] = {
     "dog": 1.0,
     "dowg": 1.0,
@@ -266,6 +268,7 @@ PARAMETER_FREE: dict[str, float] = {
     "dadapt_adamw": 1.0,
     "momo": 1.0,
     "momo_adam": 1e-2,
+    "adadelta": 1.0,
 }
 LEARNING_RATES: dict[str, dict[str, float]] = {
     "digits": {

@@ -29,15 +29,35 @@ FIXTURE = HERE / "fixtures" / "trajectories.npz"
 
 
 def machine() -> str:
-    """What decides XLA's CPU code: the bits are compared only on the same one."""
-    flags = ""
+    """What decides XLA's CPU code: the bits are compared only on the same one.
+
+    XLA compiles for the host CPU model, not only its instruction sets: two
+    Xeons with the same AVX-512, AVX2 and FMA flags (one of them family 6,
+    model 207) gave 1-ulp differences in torch_compat's float32 Adam, AdamW and
+    Adadelta steps, so the vendor, family and model are part of it, with every
+    vector flag.
+    """
+    cpu = ""
     try:
         text = pathlib.Path("/proc/cpuinfo").read_text()
-        line = next(x for x in text.splitlines() if x.startswith("flags"))
-        flags = ",".join(f for f in ("avx512f", "avx2", "fma") if f" {f}" in line)
-    except (OSError, StopIteration):
+        fields = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (
+                x.partition(":") for x in text.split("\n\n")[0].splitlines()
+            )
+        )
+        flags = sorted(
+            f
+            for f in fields.get("flags", "").split()
+            if f.startswith(("avx", "fma", "amx"))
+        )
+        model = "-".join(
+            fields.get(k, "?") for k in ("vendor_id", "cpu family", "model")
+        )
+        cpu = f"{model}|{','.join(flags)}"
+    except OSError:
         pass
-    return f"{platform.machine()}|{flags}|jax {jax.__version__}"
+    return f"{platform.machine()}|{cpu}|jax {jax.__version__}"
 
 
 def params(dtype: Any, matrices: bool = False) -> dict[str, Any]:
@@ -76,6 +96,8 @@ def grads(p: Any, k: int) -> Any:
 def cases() -> Iterator[tuple[str, Callable[[], Any], Any, bool]]:
     """(key, transform maker, dtype, matrices only) for every case."""
     for spec in jr.REGISTRY:
+        if getattr(getattr(spec.factory, "definition", None), "extra_args", ()):
+            continue  # needs the loss (MoMo, Polyak): pinned by test_reference
         for i, case in enumerate(spec.reference_cases):
             for dtype in ("float32", "float64") if i == 0 else ("float32",):
                 yield (

@@ -1,16 +1,19 @@
 """Every rule's numbers are unchanged by refactors: saved trajectories, replayed.
 
-``tests/fixtures/trajectories.npz`` was written by ``make_trajectory_fixtures.py``
-before the core was reorganised (issue 13). Each saved step is replayed
+``tests/fixtures/trajectories.npz`` is written by ``make_trajectory_fixtures.py``
+(first before the core was reorganised in issue 13; rewritten in issue 14 with
+the rules added since, from code that reproduced the first fixture bit for bit
+on its machine and within 8 ulp on the new one). Each saved step is replayed
 teacher-forced: the saved state, parameters and gradients go in, and the update
 and new state that come out must be the saved ones, bit for bit, on the kind of
-machine the fixture was written on. XLA's CPU code differs between instruction
-sets (last-ulp differences in transcendental functions), so on another machine
-the float leaves are compared within a few ulp and the rest exactly.
+machine the fixture was written on (same CPU model and vector flags: see
+``machine``). XLA's CPU code differs between CPU models (last-ulp differences
+in float32 arithmetic), so on another machine the float leaves are compared
+within a few ulp and the rest exactly.
 
-The saved cases are the rules and options that existed when the fixture was
-written; rules added later are pinned by their reference comparisons
-(``tests/test_reference.py``), and the fixture can be rewritten to cover them.
+Rules that need the loss in ``update`` (MoMo, Polyak) are not saved here; they,
+and rules added after the fixture was written, are pinned by their reference
+comparisons (``tests/test_reference.py``).
 """
 
 import jax

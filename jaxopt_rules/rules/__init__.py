@@ -5,6 +5,7 @@ Every public factory here has an entry in :data:`REGISTRY`.
 
 from jaxopt_rules.rules._acprop import acprop as acprop
 from jaxopt_rules.rules._adabelief import adabelief as adabelief
+from jaxopt_rules.rules._adadelta import adadelta as adadelta
 from jaxopt_rules.rules._adafactor import adafactor as adafactor
 from jaxopt_rules.rules._adagrad import adagrad as adagrad
 from jaxopt_rules.rules._adam import adam as adam

@@ -103,7 +103,7 @@ def adadelta(
 SPEC = RuleSpec(
     name="adadelta",
     factory=adadelta,
-    hyperparams={"learning_rate": 1.0, "rho": 0.9, "eps": 1e-4},
+    hyperparams={"learning_rate": 0.1, "rho": 0.8, "eps": 1e-6},
     reference="optax.adadelta",
     reference_factory=optax.adadelta,
     reference_cases=(

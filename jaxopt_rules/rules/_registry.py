@@ -8,6 +8,7 @@ below.
 from jaxopt_rules.rules import (
     _acprop,
     _adabelief,
+    _adadelta,
     _adafactor,
     _adagrad,
     _adam,
@@ -93,6 +94,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _sign_sgd.SPEC,
     _adan.SPEC,
     _adafactor.SPEC,
+    _adadelta.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""
