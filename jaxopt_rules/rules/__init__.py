@@ -24,6 +24,7 @@ from jaxopt_rules.rules._fromage import fromage as fromage
 from jaxopt_rules.rules._lamb import lamb as lamb
 from jaxopt_rules.rules._lars import lars as lars
 from jaxopt_rules.rules._lion import lion as lion
+from jaxopt_rules.rules._madgrad import madgrad as madgrad
 from jaxopt_rules.rules._momo import momo as momo
 from jaxopt_rules.rules._momo_adam import momo_adam as momo_adam
 from jaxopt_rules.rules._nadam import nadam as nadam

@@ -27,6 +27,7 @@ from jaxopt_rules.rules import (
     _lamb,
     _lars,
     _lion,
+    _madgrad,
     _momo,
     _momo_adam,
     _nadam,
@@ -95,6 +96,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _adan.SPEC,
     _adafactor.SPEC,
     _adadelta.SPEC,
+    _madgrad.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""
