@@ -38,6 +38,7 @@ CASES = [
 ]
 
 # Known float32 differences, strict: the day one vanishes, the test says so.
+# The float64 figures below: python -m benchmarks.float64_yardstick.
 # dadapt_adamw-3 (weight decay and a schedule) agrees within 2.2e-7 here, but
 # only because both sides round alike: its scalar numerator_weighted cancels
 # to a fraction of its terms, and both are 3.8e-4 from optax run in float64 on
@@ -53,13 +54,13 @@ _SCHEDULE_FREE = (
 FLOAT32_KNOWN.update(
     {
         f"schedule_free_sgd-{i}": _SCHEDULE_FREE.format(
-            ours="3.4e-7", theirs="4.6e-6", worst=worst
+            ours="3.5e-7", theirs="4.7e-6", worst=worst
         )
         for i, worst in enumerate(("4.6e-6", "4.6e-6", "4.2e-6"))
     }
     | {
         f"schedule_free_adamw-{i}": _SCHEDULE_FREE.format(
-            ours="1.9e-5", theirs="7.2e-5", worst=worst
+            ours="1.2e-5", theirs="7.0e-5", worst=worst
         )
         for i, worst in enumerate(("7.3e-5", "1.6e-4", "6.0e-5"))
     }
@@ -77,7 +78,7 @@ FLOAT32_KNOWN.update(
         f"madgrad-{i}": _MADGRAD.format(ours=ours, theirs=theirs, worst=worst)
         for i, (ours, theirs, worst) in enumerate(
             (
-                ("1.0e-5", "2.4e-5", "2.4e-5"),
+                ("9.5e-6", "2.4e-5", "2.4e-5"),
                 ("1.1e-4", "1.2e-4", "3.7e-5"),
                 ("3.6e-5", "3.6e-5", "2.4e-6"),
             )
