@@ -259,8 +259,9 @@ TASKS: dict[str, Callable[[], Task]] = {
 # the MoMo rules (which cap it) run at optax's default on every task (not
 # scanned); schedule-free SGD runs at SGD's rates, schedule-free AdamW at the
 # task's default.
-# Adadelta runs at 1.0, Zeiler's rule (optax's default, learning_rate=None,
-# steps uphill; see jr.adadelta).
+# SM3 runs at AdaGrad's rates (on vectors it is AdaGrad). Adadelta runs at
+# 1.0, Zeiler's rule (optax's default, learning_rate=None, steps uphill; see
+# jr.adadelta).
 PARAMETER_FREE: dict[str, float] = {
     "dog": 1.0,
     "dowg": 1.0,
@@ -277,6 +278,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "sgd": 0.1,
         "schedule_free_sgd": 0.1,
         "adagrad": 0.05,
+        "sm3": 0.05,
         "lion": 1e-4,
         "normalized_sgd": 0.05,
         "lamb": 1e-2,
@@ -299,6 +301,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "sgd": 0.3,
         "schedule_free_sgd": 0.3,
         "adagrad": 0.05,
+        "sm3": 0.05,
         "lion": 3e-4,
         "normalized_sgd": 0.1,
         "lamb": 1e-2,
@@ -320,6 +323,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "sgd": 1.5e-4,
         "schedule_free_sgd": 1.5e-4,
         "adagrad": 0.5,
+        "sm3": 0.5,
         "lion": 1e-3,
         "normalized_sgd": 1e-2,
         "lamb": 1e-2,
@@ -341,6 +345,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "sgd": 1e-3,
         "schedule_free_sgd": 1e-3,
         "adagrad": 0.5,
+        "sm3": 0.5,
         "lion": 1e-3,
         "normalized_sgd": 1e-2,
         "lamb": 1e-2,

@@ -91,6 +91,7 @@ from jaxopt_rules.rules import (
     sign_sgd as sign_sgd,
     signum as signum,
     simplified_ademamix as simplified_ademamix,
+    sm3 as sm3,
     yogi as yogi,
 )
 from jaxopt_rules.wrappers import (
@@ -170,6 +171,7 @@ __all__ = [
     "sign_sgd",
     "signum",
     "simplified_ademamix",
+    "sm3",
     "sweep",
     "testing",
     "to_optax",

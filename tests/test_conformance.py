@@ -79,6 +79,14 @@ _DUAL_AVERAGING = (
     "(loss 3.6e-6 on the parabola at step 908) and leave it again (0.16 from "
     "it at step 10000); 8-bit and full-precision state converge"
 )
+_SM3_4BIT = (
+    "SM3 scales each coordinate by 1/sqrt of the smaller of its row's and "
+    "its column's accumulated squares; with those accumulators at 4 bits the "
+    "parabola run stops 0.095 from the minimum at step 10000 (the kit asks "
+    "3e-2; 8-bit and full-precision state converge). A sweep of the learning "
+    "rate from 0.5 to 3 found none at which plain, 8-bit and 4-bit state all "
+    "converge on both problems"
+)
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
     **{
         f"schedule_free_sgd{variant}": {"jit_matches_eager": _AVERAGE_FROM_PARAMS}
@@ -90,6 +98,7 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
     "cocob+quantized8": {"converges_rosenbrock": _COIN_BETTING},
     "cocob+quantized4": {"converges_rosenbrock": _COIN_BETTING},
     "momo_adam+quantized4": {"converges_rosenbrock": _MOMO_4BIT},
+    "sm3+quantized4": {"converges_parabola": _SM3_4BIT},
     "madgrad+quantized4": {
         "converges_parabola": _DUAL_AVERAGING,
         "converges_rosenbrock": _DUAL_AVERAGING,

@@ -1,9 +1,11 @@
-"""SM3 against optax.sm3, whose state keeps a list of accumulators per leaf.
+"""SM3 against optax.sm3 itself, whose state keeps a list of accumulators per leaf.
 
 The registry's comparisons run on the kit's example tree, whose scalar leaf
-optax 0.2.8's SM3 cannot update (its accumulator list is empty: IndexError),
-so SM3 is compared here on the same tree without the scalar. Its state is
-optax's with each leaf's per-axis accumulators end to end in one vector.
+optax 0.2.8's SM3 cannot update (its accumulator list is empty: IndexError);
+there the reference is ``optax_sm3_on_vectors`` (scalars viewed as 1-element
+vectors). Here SM3 is compared with unmodified ``optax.sm3`` on the same tree
+without the scalar. Its state is optax's with each leaf's per-axis
+accumulators end to end in one vector.
 """
 
 import jax

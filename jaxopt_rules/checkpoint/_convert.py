@@ -146,11 +146,111 @@ def _cast(value: Any, like: Any, where: str) -> jax.Array:
     return value.astype(like.dtype)
 
 
+def is_array_list(node: Any) -> bool:
+    """A list of arrays in place of one array (optax's per-axis SM3 state)."""
+    return (
+        isinstance(node, list | tuple)
+        and not _is_namedtuple(node)
+        and all(hasattr(x, "shape") and hasattr(x, "dtype") for x in node)
+    )
+
+
+def per_leaf(tree: Any, prefix: Any) -> list[Any] | None:
+    """``tree`` cut at the leaves of ``prefix`` (one array per leaf), or None.
+
+    Each piece is an array or a list of arrays; ``None`` when ``tree`` does not
+    extend ``prefix``'s structure that way.
+    """
+    try:
+        pieces = jax.tree.structure(prefix).flatten_up_to(tree)
+    except (ValueError, TypeError):
+        return None
+    if all(hasattr(x, "shape") or is_array_list(x) for x in pieces):
+        return pieces
+    return None
+
+
+def _join(src: Any, target: Any) -> Any:
+    parts = [jnp.ravel(jnp.asarray(x)) for x in src]
+    if not parts:
+        return jnp.zeros(target.shape, target.dtype)
+    joined = jnp.concatenate(parts)
+    if joined.size != int(np.prod(target.shape)):
+        return None
+    return joined.reshape(target.shape)
+
+
+def _split(src: Any, target: Any, where: str) -> Any:
+    flat = jnp.ravel(jnp.asarray(src))
+    sizes = [int(np.prod(t.shape)) for t in target]
+    if not sizes:
+        if not _is_tracer(flat) and bool(jnp.any(flat != 0)):
+            raise ValueError(
+                f"{where}: {flat.size} non-zero number(s) that the target keeps "
+                "no array for (optax's SM3 keeps no accumulator for a parameter "
+                "with no axes)"
+            )
+        return type(target)()
+    if sum(sizes) != flat.size:
+        return None
+    ends = np.cumsum(sizes)[:-1].tolist()
+    return type(target)(
+        piece.reshape(t.shape)
+        for piece, t in zip(jnp.split(flat, ends), target, strict=True)
+    )
+
+
+def relayout(value: Any, like: Any, where: str = "state") -> Any | None:
+    """``value`` in ``like``'s layout where one keeps a list of arrays per leaf.
+
+    optax's SM3 keeps each parameter's accumulators as a list, one vector per
+    axis; ``jr.sm3`` keeps them end to end in one vector. Where the two trees
+    agree down to the parameters' leaves and differ only so, each list is
+    joined (ravelled, concatenated, reshaped to the target leaf) or each
+    array split (by the sizes of the target list's arrays). A parameter with
+    no axes has an empty list in optax (whose SM3 cannot update it, so its
+    accumulator is still the initial zero) and one number here: an empty list
+    becomes zeros; a non-zero number cannot go into an empty list.
+
+    Returns:
+        The relaid tree (values in the source's dtypes), or ``None`` when the
+        trees do not correspond this way.
+    """
+    if jax.tree.structure(value) == jax.tree.structure(like):
+        return None
+    pieces = per_leaf(value, like)  # lists in the source: join them
+    if pieces is not None:
+        out = [
+            _join(src, t) if is_array_list(src) else src
+            for src, t in zip(pieces, jax.tree.leaves(like), strict=True)
+        ]
+        shape_of = like
+    else:
+        targets = per_leaf(like, value)  # lists in the target: split into them
+        if targets is None:
+            return None
+        out = [
+            _split(src, t, where) if is_array_list(t) else src
+            for src, t in zip(jax.tree.leaves(value), targets, strict=True)
+        ]
+        shape_of = value
+    if any(x is None for x in out):
+        return None
+    return jax.tree.structure(shape_of).unflatten(out)
+
+
 def _fill_value(source: _Field, like: Any, where: str) -> Any:
     """The source field's tree cast leaf by leaf onto the template's tree."""
     src_value = source.value
     src_def = jax.tree.structure(src_value, is_leaf=is_quantized)
     like_def = jax.tree.structure(like)
+    if src_def != like_def and not any(
+        map(is_quantized, jax.tree.leaves(src_value, is_leaf=is_quantized))
+    ):
+        relaid = relayout(src_value, like, where)
+        if relaid is not None:
+            src_value = relaid
+            src_def = jax.tree.structure(src_value)
     if src_def != like_def:
         raise ValueError(
             f"{where}: the source's {source.path} has tree structure {src_def}, "

@@ -32,7 +32,10 @@ def from_optax(
       its tree structure and leaf shapes checked and its leaves cast to the
       target's storage dtype. A complex parameter's second moment, which
       optax keeps complex (``|g|**2`` with a zero imaginary part), becomes
-      real; a non-zero imaginary part is refused;
+      real; a non-zero imaginary part is refused. Where optax keeps a list
+      of arrays per parameter and the drop-in one array (``optax.sm3``'s
+      per-axis accumulators, end to end in ``jr.sm3``), the lists are
+      joined, or split in the other direction (``to_optax``);
     * every ``count`` from the optax state's step count (all of its counts
       must agree), or from ``count`` where optax keeps none (``optax.sgd``
       without momentum, a rule without schedule or bias correction);

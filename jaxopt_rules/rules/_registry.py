@@ -48,6 +48,7 @@ from jaxopt_rules.rules import (
     _sign_sgd,
     _signum,
     _simplified_ademamix,
+    _sm3,
     _yogi,
 )
 from jaxopt_rules.rules._spec import RuleSpec
@@ -97,6 +98,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _adafactor.SPEC,
     _adadelta.SPEC,
     _madgrad.SPEC,
+    _sm3.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""

@@ -1,6 +1,7 @@
 """SM3: AdaGrad-like scaling from one accumulator per index of each axis."""
 
 import functools
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -37,12 +38,27 @@ def _per_axis(mu: Array, shape: tuple[int, ...]) -> list[Array]:
     ]
 
 
+def _replicated(x: Array) -> Array:
+    """``x`` unsharded on its mesh when the mesh's axes are explicit.
+
+    Each axis's maxima come sharded like that axis of the parameter; joined
+    into one vector (``m + n`` numbers for a matrix) they must share one
+    layout, so they are replicated, which costs little next to the matrix.
+    """
+    sharding = jax.typeof(x).sharding
+    mesh = getattr(sharding, "mesh", None)
+    explicit = getattr(mesh, "explicit_axes", ())
+    if not explicit or all(s is None for s in sharding.spec):
+        return x
+    return jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+
+
 def _axis_maxima(accum: Array) -> Array:
     """The largest entry of ``accum`` at each index of each axis, end to end."""
     rank = accum.ndim
     return jnp.concatenate(
         [
-            jnp.max(accum, axis=tuple(j for j in range(rank) if j != i))
+            _replicated(jnp.max(accum, axis=tuple(j for j in range(rank) if j != i)))
             for i in range(rank)
         ]
     )
@@ -70,7 +86,9 @@ def sm3(
     ``m n``), a leaf of any rank one per index of each axis; vectors and
     scalars keep one per element, which is AdaGrad exactly.
 
-    Update (SM3-II; ``mu_a`` the accumulators of axis ``a``)::
+    The method is SM3-II; ``mu_a`` are the accumulators of axis ``a``.
+
+    Update::
 
         A_t[i] = min_a mu_a[i_a] + g_t[i]**2        (vectors: mu[i] + g_t[i]**2)
         mu_a[k] <- max over i with i_a = k of A_t[i]
@@ -81,8 +99,12 @@ def sm3(
     The state differs from ``optax.sm3``'s in layout, not in value: optax
     keeps each leaf's accumulators as a list of one vector per axis, this rule
     keeps them end to end in one vector (``mu[:m]`` the rows',
-    ``mu[m:]`` the columns'). optax 0.2.8 fails on scalar leaves (its
-    accumulator list is empty); here a scalar keeps one accumulator. As in
+    ``mu[m:]`` the columns'); ``jr.from_optax`` and ``jr.to_optax`` convert
+    between the two. optax 0.2.8 fails on scalar leaves (its accumulator list
+    is empty); here a scalar keeps one accumulator. Under an explicit mesh,
+    each leaf's accumulators are replicated (``m + n`` numbers for an
+    ``m x n`` matrix): the rows' and the columns' come sharded along
+    different mesh axes and are joined into one vector. As in
     optax, the cover is the set of slices along each axis, ``1e-8`` is added
     under the square root, and the momentum is an exponential average of the
     scaled gradients (the paper adds heavy-ball momentum outside the method).
@@ -114,8 +136,9 @@ def sm3(
 
     References:
         Anil, Gupta, Koren and Singer, "Memory-Efficient Adaptive
-        Optimization", NeurIPS 2019. Verified against ``optax.sm3`` (on
-        leaves of rank one or more).
+        Optimization", NeurIPS 2019. Verified against ``optax.sm3``, with
+        scalar leaves viewed as 1-element vectors
+        (:func:`optax_sm3_on_vectors`).
     """
     if grad.ndim < 2:
         accum = grad**2 + mu
@@ -129,12 +152,52 @@ def sm3(
     return -learning_rate * nu, mu, nu
 
 
+def optax_sm3_on_vectors(
+    learning_rate: Scalar, momentum: Scalar = 0.9
+) -> optax.GradientTransformation:
+    """``optax.sm3`` with each scalar leaf viewed as a 1-element vector.
+
+    optax 0.2.8's SM3 cannot update a scalar leaf (it keeps no accumulator
+    for it and fails); the registry's comparisons run on a tree with one, so
+    this reference reshapes scalars to shape ``(1,)`` on the way in and back
+    on the way out, the momentum ``nu`` included. Every number comes from
+    ``optax.sm3``, and the state is optax's (a list of per-axis accumulators
+    per leaf; a scalar's list holds one vector of one element).
+    """
+    inner = optax.sm3(learning_rate, momentum)
+
+    def lift(tree: Any) -> Any:
+        return jax.tree.map(
+            lambda x: jnp.reshape(x, (1,)) if jnp.ndim(x) == 0 else x, tree
+        )
+
+    def like(tree: Any, shapes: Any) -> Any:
+        return jax.tree.map(lambda x, s: jnp.reshape(x, jnp.shape(s)), tree, shapes)
+
+    def init(params: Any) -> Any:
+        state: Any = inner.init(lift(params))  # (ScaleBySM3State, EmptyState)
+        moments, *rest = state
+        return (moments._replace(nu=like(moments.nu, params)), *rest)
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        moments, *rest = state
+        lifted = (moments._replace(nu=lift(moments.nu)), *rest)
+        lifted_params = None if params is None else lift(params)
+        new, new_state = inner.update(lift(updates), lifted, lifted_params)
+        moments, *rest = cast(Any, new_state)
+        state = (moments._replace(nu=like(moments.nu, updates)), *rest)
+        return like(new, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
 SPEC = RuleSpec(
     name="sm3",
     factory=sm3,
-    hyperparams={"learning_rate": 1e-1},
-    reference="optax.sm3",
-    reference_factory=optax.sm3,
+    hyperparams={"learning_rate": 1.0},
+    reads_whole_leaves=True,
+    reference="optax.sm3 (scalar leaves as 1-element vectors)",
+    reference_factory=optax_sm3_on_vectors,
     reference_cases=(
         {"learning_rate": 1e-2},
         {"learning_rate": 1e-2, "momentum": 0.5},

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_rules.checkpoint._convert import per_leaf, relayout
 from jaxopt_rules.testing._problems import example_grads, example_loss, example_params
 from jaxopt_rules.testing._update_args import (
     check_known,
@@ -155,9 +156,14 @@ def _both_arguments(
     return ours, reference_arguments(factory, reference, hyperparams, rounding)
 
 
+def _like_params(value: Any, params: Any) -> bool:
+    """One entry per parameter leaf: an array, or a list of arrays (optax's SM3)."""
+    return per_leaf(value, params) is not None
+
+
 def _is_slot(value: Any, params: Any) -> bool:
     """A slot: shaped like the parameters, or one floating scalar (per tree)."""
-    if jax.tree.structure(value) == jax.tree.structure(params):
+    if _like_params(value, params):
         return True
     return (
         isinstance(value, jax.Array | np.ndarray)
@@ -168,7 +174,7 @@ def _is_slot(value: Any, params: Any) -> bool:
 
 def _is_slot_at(path: Any, value: Any, params: Any) -> bool:
     """:func:`_is_slot`, a scalar only as a state field (not a parameter's key)."""
-    if jax.tree.structure(value) == jax.tree.structure(params):
+    if _like_params(value, params):
         return True
     item = (jax.tree_util.DictKey, jax.tree_util.SequenceKey)
     return bool(path) and not isinstance(path[-1], item) and _is_slot(value, params)
@@ -261,17 +267,23 @@ def _match_slots(
 
 
 def _reference_slots(
-    ref_state: Any, params: Any, fields: Mapping[str, str]
+    ref_state: Any, params: Any, fields: Mapping[str, str], our_state: Any
 ) -> dict[str, Any]:
-    """Our slot -> its value in the reference's state (fields from _match_slots)."""
+    """Our slot -> its value in the reference's state (fields from _match_slots).
+
+    A value the reference keeps as a list of arrays per leaf where ours keeps
+    one array (optax's SM3) is joined into our layout (``relayout``).
+    """
 
     def shaped(path: Any, value: Any) -> bool:
         return _is_slot_at(path, value, params)
 
-    return {
-        slot: optax.tree.get(ref_state, name, filtering=shaped)
-        for slot, name in fields.items()
-    }
+    out = {}
+    for slot, name in fields.items():
+        value = optax.tree.get(ref_state, name, filtering=shaped)
+        relaid = relayout(value, getattr(our_state, slot), f"the reference's {name}")
+        out[slot] = value if relaid is None else relaid
+    return out
 
 
 def teacher_forced_errors(
@@ -354,13 +366,13 @@ def teacher_forced_errors(
     apply = jax.jit(optax.apply_updates)
     ours_out: list[Any] = []
     theirs: list[Any] = []
-    ref_slots = _reference_slots(ref_state, params, fields)
+    ref_slots = _reference_slots(ref_state, params, fields, our_state)
     for step in range(steps):
         grads, extra = _loss_inputs(params, names)
         forced = our_state._replace(count=jnp.asarray(step, jnp.int32), **ref_slots)
         updates, new_state = our_update(grads, forced, params, **extra)
         expected, ref_state = ref_update(grads, ref_state, params, **extra)
-        ref_slots = _reference_slots(ref_state, params, fields)  # forced next step
+        ref_slots = _reference_slots(ref_state, params, fields, our_state)  # next
         ours_out.append(
             {"updates": updates} | {s: getattr(new_state, s) for s in slots}
         )
