@@ -238,9 +238,16 @@ def test_wrapper_stacks_give_the_bare_rules_updates(spec, rule):
     assert [r["step"] for r in records] == [0, 1]
     if rule.name in _ELEMENTWISE:
         # The same arithmetic in another layout: 1 ulp at most (XLA may fuse
-        # the two programs differently).
+        # the two programs differently). A sum over the whole tree (Polyak's
+        # |g|**2, a global norm) is taken over one flat buffer instead of leaf
+        # by leaf: the same terms added in another order, a few ulps (seen:
+        # 3, polyak_sgd), which reach every element through the step size.
+        tree_sums = getattr(rule.factory.definition, "global_stats", None)
         _assert_same(
-            _updates(jr.flat_leaves(make()), params), expected, "flat_leaves", ulps=1
+            _updates(jr.flat_leaves(make()), params),
+            expected,
+            "flat_leaves",
+            ulps=1 if tree_sums is None else 4,
         )
 
 

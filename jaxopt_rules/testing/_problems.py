@@ -56,9 +56,20 @@ def example_params(
     }
 
 
+def _real_parts(p: Any) -> Any:
+    """``p``, or its real and imaginary parts side by side for a complex leaf."""
+    if jnp.iscomplexobj(p):
+        return jnp.stack([jnp.real(p), jnp.imag(p)])
+    return p
+
+
 def example_loss(params: Any) -> jax.Array:
-    """A smooth, non-quadratic, separable loss over every leaf."""
-    leaves = jax.tree.leaves(params)
+    """A smooth, non-quadratic, separable loss over every leaf.
+
+    A complex leaf enters through its real and imaginary parts, each as a
+    real leaf would (a real loss of complex parameters).
+    """
+    leaves = [_real_parts(p) for p in jax.tree.leaves(params)]
     terms = [
         jnp.sum(0.5 * (p.astype(jnp.float32) - 0.3) ** 2 + 0.1 * jnp.sin(3.0 * p))
         for p in leaves
