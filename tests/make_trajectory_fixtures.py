@@ -96,7 +96,7 @@ def grads(p: Any, k: int) -> Any:
 def cases() -> Iterator[tuple[str, Callable[[], Any], Any, bool]]:
     """(key, transform maker, dtype, matrices only) for every case."""
     for spec in jr.REGISTRY:
-        if getattr(getattr(spec.factory, "definition", None), "extra_args", ()):
+        if spec.update_args:
             continue  # needs the loss (MoMo, Polyak): pinned by test_reference
         for i, case in enumerate(spec.reference_cases):
             for dtype in ("float32", "float64") if i == 0 else ("float32",):

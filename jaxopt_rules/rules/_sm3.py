@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules._core import Array, Scalar, Slot, replicated, rule
 from jaxopt_rules.rules._spec import RuleSpec
 
 
@@ -38,27 +38,17 @@ def _per_axis(mu: Array, shape: tuple[int, ...]) -> list[Array]:
     ]
 
 
-def _replicated(x: Array) -> Array:
-    """``x`` unsharded on its mesh when the mesh's axes are explicit.
+def _axis_maxima(accum: Array) -> Array:
+    """The largest entry of ``accum`` at each index of each axis, end to end.
 
     Each axis's maxima come sharded like that axis of the parameter; joined
     into one vector (``m + n`` numbers for a matrix) they must share one
     layout, so they are replicated, which costs little next to the matrix.
     """
-    sharding = jax.typeof(x).sharding
-    mesh = getattr(sharding, "mesh", None)
-    explicit = getattr(mesh, "explicit_axes", ())
-    if not explicit or all(s is None for s in sharding.spec):
-        return x
-    return jax.sharding.reshard(x, jax.sharding.PartitionSpec())
-
-
-def _axis_maxima(accum: Array) -> Array:
-    """The largest entry of ``accum`` at each index of each axis, end to end."""
     rank = accum.ndim
     return jnp.concatenate(
         [
-            _replicated(jnp.max(accum, axis=tuple(j for j in range(rank) if j != i)))
+            replicated(jnp.max(accum, axis=tuple(j for j in range(rank) if j != i)))
             for i in range(rank)
         ]
     )

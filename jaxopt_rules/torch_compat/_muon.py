@@ -7,9 +7,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, PartitionSpec
 
-from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules._core import Array, Scalar, Slot, replicated, rule
 from jaxopt_rules.torch_compat._common import decoupled_decay, lerp
 
 
@@ -60,16 +59,11 @@ def _orthogonalise(
     matrix have no implied output sharding: the iteration runs on a
     replicated copy and the result is sharded back like the input.
     """
-    mesh = jax.sharding.get_abstract_mesh()
-    explicit = not mesh.empty and any(
-        kind == AxisType.Explicit for kind in mesh.axis_types
-    )
-    if not explicit:
+    whole = replicated(matrix)
+    if whole is matrix:
         return _newton_schulz(matrix, coefficients, steps, eps)
-    spec = jax.typeof(matrix).sharding.spec
-    replicated = jax.sharding.reshard(matrix, PartitionSpec())
-    ortho = _newton_schulz(replicated, coefficients, steps, eps)
-    return jax.sharding.reshard(ortho, spec)
+    ortho = _newton_schulz(whole, coefficients, steps, eps)
+    return jax.sharding.reshard(ortho, jax.typeof(matrix).sharding.spec)
 
 
 def _check_structure(hyper: Mapping[str, Any]) -> None:

@@ -1,0 +1,33 @@
+"""Sharding helpers for rule functions whose per-leaf work is not elementwise."""
+
+import jax
+from jax.sharding import AxisType, PartitionSpec
+
+from jaxopt_rules._core._types import Array
+
+
+def replicated(x: Array) -> Array:
+    """``x`` unsharded when it is sharded over ``Explicit`` mesh axes; else ``x``.
+
+    Under explicit sharding, the types of a leaf's derived arrays carry their
+    layouts: the row maxima of a matrix sharded ``P('x', 'y')`` are sharded
+    over ``'x'``, its column maxima over ``'y'``, and joining the two, or
+    multiplying a sharded matrix by itself, has no layout the types imply.
+    A rule that does such work on small or whole-matrix quantities
+    replicates them first. Off a mesh, on automatic axes (XLA chooses the
+    layout) and for arrays already replicated, ``x`` is returned unchanged.
+
+    Args:
+        x: an array (or tracer).
+
+    Returns:
+        ``x`` replicated over its mesh, or ``x`` itself.
+    """
+    sharding = jax.typeof(x).sharding
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or mesh.empty:
+        return x
+    explicit = any(kind == AxisType.Explicit for kind in mesh.axis_types)
+    if not explicit or all(entry is None for entry in sharding.spec):
+        return x
+    return jax.sharding.reshard(x, PartitionSpec())
