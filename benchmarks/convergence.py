@@ -261,7 +261,7 @@ TASKS: dict[str, Callable[[], Task]] = {
 # task's default.
 # SM3 runs at AdaGrad's rates (on vectors it is AdaGrad). Adadelta runs at
 # 1.0, Zeiler's rule (optax's default, learning_rate=None, steps uphill; see
-# jr.adadelta).
+# jr.adadelta). Noisy SGD runs at SGD's rates (optax's default noise).
 PARAMETER_FREE: dict[str, float] = {
     "dog": 1.0,
     "dowg": 1.0,
@@ -276,6 +276,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "default": 3e-3,
         **PARAMETER_FREE,
         "sgd": 0.1,
+        "noisy_sgd": 0.1,
         "schedule_free_sgd": 0.1,
         "adagrad": 0.05,
         "sm3": 0.05,
@@ -299,6 +300,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "default": 3e-3,
         **PARAMETER_FREE,
         "sgd": 0.3,
+        "noisy_sgd": 0.3,
         "schedule_free_sgd": 0.3,
         "adagrad": 0.05,
         "sm3": 0.05,
@@ -321,6 +323,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "default": 1e-2,
         **PARAMETER_FREE,
         "sgd": 1.5e-4,
+        "noisy_sgd": 1.5e-4,
         "schedule_free_sgd": 1.5e-4,
         "adagrad": 0.5,
         "sm3": 0.5,
@@ -343,6 +346,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "default": 1e-2,
         **PARAMETER_FREE,
         "sgd": 1e-3,
+        "noisy_sgd": 1e-3,
         "schedule_free_sgd": 1e-3,
         "adagrad": 0.5,
         "sm3": 0.5,

@@ -34,5 +34,12 @@ def tree_bytes(tree: Any) -> int:
         shape = getattr(leaf, "shape", None)
         if dtype is None or shape is None:
             continue
-        total += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        # (A typed PRNG key's dtype is no NumPy dtype; its itemsize is its key
+        # data's, 8 bytes for JAX's default threefry key.)
+        itemsize = dtype.itemsize if _is_key(dtype) else np.dtype(dtype).itemsize
+        total += int(np.prod(shape, dtype=np.int64)) * itemsize
     return total
+
+
+def _is_key(dtype: Any) -> bool:
+    return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)

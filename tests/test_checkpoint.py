@@ -87,6 +87,10 @@ def _assert_identical(actual: Any, expected: Any) -> None:
         relaid = relayout(expected, actual)
         assert relaid is not None, (actual, expected)
         expected = relaid
+    # optax keeps typed PRNG keys, this package their raw key data: compare bits.
+    actual, expected = map(
+        optax.tree_utils.tree_unwrap_random_key_data, (actual, expected)
+    )
     assert jax.tree.structure(actual) == jax.tree.structure(expected)
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
         assert a.dtype == e.dtype

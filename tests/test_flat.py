@@ -12,9 +12,15 @@ import jaxopt_rules as jr
 from jaxopt_rules import testing
 
 
-# Rules that read a whole leaf (a norm of it: a flat vector is one leaf to
-# them) give other numbers; sums over the whole tree stay the same sums.
-ELEMENTWISE = [s for s in jr.REGISTRY if not s.reads_whole_leaves]
+def _layout_dependent(spec) -> bool:
+    """Rules that read a whole leaf (a norm of it: a flat vector is one leaf to
+    them), and rules that draw random numbers (one key per leaf: a flat buffer
+    draws others), give other numbers; sums over the whole tree stay the same
+    sums."""
+    return spec.reads_whole_leaves or spec.factory.definition.takes_key
+
+
+ELEMENTWISE = [s for s in jr.REGISTRY if not _layout_dependent(s)]
 # Known differences, strict: the day they vanish, the test says so.
 _ROUNDING = {
     "radam": (
@@ -90,10 +96,11 @@ def test_same_numbers_as_per_leaf(spec):
 
 
 @pytest.mark.parametrize(
-    "spec", [s for s in jr.REGISTRY if s.reads_whole_leaves], ids=lambda s: s.name
+    "spec", [s for s in jr.REGISTRY if _layout_dependent(s)], ids=lambda s: s.name
 )
 def test_rules_that_read_whole_leaves_change_under_flat_leaves(spec):
-    """The registry's ``reads_whole_leaves`` is a fact: flat buffers change them."""
+    """The registry's ``reads_whole_leaves`` is a fact: flat buffers change them
+    (and the draws of random rules)."""
     params = _mixed_params()
     expected, _ = _run(_make(spec), params)
     actual, _ = _run(jr.flat_leaves(_make(spec)), params)

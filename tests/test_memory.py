@@ -118,6 +118,11 @@ _KNOWN_TEMPORARIES = {
         "per parameter; float32 slots: none, as optax.contrib.prodigy)"
     ),
 }
+_KNOWN_TEMPORARIES["noisy_sgd"] = (
+    "the normal draws: XLA:CPU materialises the threefry random bits and the "
+    "normals made of them, 16 bytes per parameter (optax.noisy_sgd: the same "
+    "15.98)"
+)
 _KNOWN_TEMPORARIES["momo-bfloat16"] = (
     "|m_t|**2 and <m_t, theta> are taken over the float32 value of the new "
     "moment, which is also stored rounded to bfloat16: XLA materialises it "

@@ -17,6 +17,12 @@ from jaxopt_rules._core._factory import (
     rule as rule,
 )
 from jaxopt_rules._core._math import abs_sq as abs_sq
+from jaxopt_rules._core._random import (
+    KeySplit as KeySplit,
+    random_like as random_like,
+    split_then_per_leaf as split_then_per_leaf,
+    split_with_leaves as split_with_leaves,
+)
 from jaxopt_rules._core._report import collecting as collecting, report as report
 from jaxopt_rules._core._rounding import (
     element_bits as element_bits,

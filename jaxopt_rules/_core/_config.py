@@ -39,6 +39,7 @@ from jaxopt_rules._core._constraints import (
     is_numeric,
 )
 from jaxopt_rules._core._definition import ROUNDING_ARGS, RuleDefinition
+from jaxopt_rules._core._random import check_seed
 
 
 SEED_LIMIT = 2**32
@@ -243,6 +244,8 @@ class RuleConfig:
     schedules: frozenset[str]
     stochastic_rounding: bool = False
     rounding_seed: Any = 0
+    rng_seed: Any = None
+    """For rules that take ``key``: the seed argument (``_random.initial_key``)."""
 
     @classmethod
     def bind(
@@ -324,6 +327,10 @@ class RuleConfig:
                 present = bool(when(hyper))
             if present:
                 active.append(slot)
+        rng_seed = None
+        if definition.takes_key:
+            rng_seed = arguments.get(definition.seed_arg)
+            check_seed(rule, definition.seed_arg, rng_seed)
         return cls(
             definition=definition,
             arguments=hyper,
@@ -332,6 +339,7 @@ class RuleConfig:
             schedules=frozenset(schedules),
             stochastic_rounding=stochastic,
             rounding_seed=seed,
+            rng_seed=rng_seed,
         )
 
     def values_at(self, count: jax.Array) -> dict[str, Any]:

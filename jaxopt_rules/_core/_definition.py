@@ -8,6 +8,10 @@ The function's signature says everything the core needs:
   update) and ``stats`` (global sums from ``global_stats``), and the names
   declared ``extra_args`` (given to ``update`` as keywords);
 * keyword-only parameters are the hyperparameters, with their defaults.
+
+A rule that takes ``key`` draws random numbers: the core keeps a PRNG key in
+its state (``rng_key``, seeded by a factory argument) and hands every leaf its
+own key at every update (``_random.py``).
 """
 
 import dataclasses
@@ -20,7 +24,7 @@ from typing import Any
 from jaxopt_rules._core._constraints import Constraint
 
 
-RESERVED = ("param", "step", "stats")
+RESERVED = ("param", "step", "stats", "key")
 """Positional names with a fixed meaning in a rule function."""
 
 ROUNDING_ARGS = ("stochastic_rounding", "rounding_seed")
@@ -29,13 +33,15 @@ ROUNDING_ARGS = ("stochastic_rounding", "rounding_seed")
 STATE_FIELDS = (
     "count",
     "rounding_key",
+    "rng_key",
     "hyperparams",
     "hyperparams_states",
     "inner_state",
 )
 """Names the core and its wrappers give to state fields besides the slots.
 
-``count`` and ``rounding_key`` are fields of every rule's state; the others are
+``count``, ``rng_key`` (rules that take ``key``) and ``rounding_key`` are fields
+of a rule's state; the others are
 those of ``optax.inject_hyperparams`` and wrapper states, which
 ``optax.tree.get(state, name)`` would confuse with a slot.
 """
@@ -153,6 +159,20 @@ class RuleDefinition:
     """Whether the rule's math is defined for complex parameters."""
     extra_args: tuple[str, ...] = ()
     """Positional parameters given by ``update``'s extra arguments."""
+    seed_arg: str = "key"
+    """For rules that take ``key``: the factory argument seeding the state's key."""
+    seed_default: Any = None
+    """Its default (``inspect.Parameter.empty``: required); ``None`` is seed 0."""
+    seed_alias: str | None = None
+    """A deprecated keyword-only name for the seed (optax's ``seed=``)."""
+    key_split: Callable[[Any, int], tuple[Any, Any]] | None = None
+    """``key_split(state_key, n_leaves) -> (next_state_key, leaf_keys)`` on
+    typed keys; ``None``: ``_random.split_then_per_leaf`` (optax's ``add_noise``)."""
+
+    @property
+    def takes_key(self) -> bool:
+        """Whether the rule draws random numbers (its function takes ``key``)."""
+        return "key" in self.reserved
 
     @property
     def slot_names(self) -> tuple[str, ...]:

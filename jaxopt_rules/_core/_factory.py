@@ -10,6 +10,7 @@ catalog rule is one decorated function.
 
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, overload
 
@@ -23,6 +24,7 @@ from jaxopt_rules._core._definition import (
     Slot,
     read_definition,
 )
+from jaxopt_rules._core._random import KeySplit
 from jaxopt_rules._core._state import all_state_classes
 from jaxopt_rules._core._transform import build_transform
 
@@ -105,6 +107,11 @@ class RuleFactory:
                     *sorted(definition.per_leaf),
                     *definition.dtype_args.values(),
                     *ROUNDING_ARGS,
+                    *(
+                        (definition.seed_arg, definition.seed_alias or "")
+                        if definition.takes_key
+                        else ()
+                    ),
                 )
             )
             if name in accepted
@@ -131,6 +138,22 @@ def _hyperparameters(
 ) -> dict[str, Any]:
     """The public arguments as the rule's: groups unpacked, ignored flags dropped."""
     out = dict(arguments)
+    alias = definition.seed_alias if definition.takes_key else None
+    if alias is not None:
+        value = out.pop(alias)
+        if value is not None:
+            if out[definition.seed_arg] is not None:
+                raise ValueError(
+                    f"{definition.name}: pass {definition.seed_arg}= or {alias}=, "
+                    "not both"
+                )
+            warnings.warn(
+                f"{definition.name}: {alias}= is deprecated (as in optax); pass "
+                f"{definition.seed_arg}=",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            out[definition.seed_arg] = value
     for name in public.ignored:
         value = out.pop(name)
         if value is not None and not isinstance(value, bool):
@@ -213,6 +236,18 @@ def _factory_signature(
             "rounding_seed", _KEYWORD, default=None, annotation="int | None"
         )
 
+    if definition.takes_key:
+        params[definition.seed_arg] = inspect.Parameter(
+            definition.seed_arg,
+            _KEYWORD,
+            default=definition.seed_default,
+            annotation="int | jax.Array | None",
+        )
+        if definition.seed_alias is not None:
+            params[definition.seed_alias] = inspect.Parameter(
+                definition.seed_alias, _KEYWORD, default=None, annotation="int | None"
+            )
+
     if public.positional is None:
         # Hyperparameters are positional-or-keyword in declaration order, like
         # optax's aliases, until a required one follows an optional one.
@@ -280,6 +315,10 @@ def rule(
     keyword: Sequence[str] = (),
     storage_args: bool = True,
     check: Callable[[Mapping[str, Any]], None] | None = None,
+    seed_arg: str = "key",
+    seed_default: Any = None,
+    key_split: KeySplit | None = None,
+    seed_alias: str | None = None,
 ) -> Callable[[RuleFunction], RuleFactory]: ...
 
 
@@ -301,6 +340,10 @@ def rule(
     keyword: Sequence[str] = (),
     storage_args: bool = True,
     check: Callable[[Mapping[str, Any]], None] | None = None,
+    seed_arg: str = "key",
+    seed_default: Any = None,
+    key_split: KeySplit | None = None,
+    seed_alias: str | None = None,
 ) -> RuleFactory | Callable[[RuleFunction], RuleFactory]:
     """Turns a per-leaf update function into a factory of optax transforms.
 
@@ -350,6 +393,13 @@ def rule(
     * errors that name the problem: params missing, a gradient tree that does
       not match the state (with the path), unsupported leaves, hyperparameters
       outside their constraints (checked on concrete numbers only).
+
+    Rules that draw random numbers take the reserved positional ``key``: a
+    typed PRNG key of their leaf for this update (draw with
+    :func:`random_like` to get noise sharded like the gradient). The state
+    then carries ``rng_key`` (raw ``uint32`` key data), seeded by the factory
+    argument ``seed_arg`` (an integer, a key, or ``None`` for 0), and split
+    at every update by ``key_split``.
 
     Rules that need more than one leaf at a time pass ``global_stats``: a
     per-leaf function returning a dict of scalars, summed over all leaves and
@@ -406,6 +456,17 @@ def rule(
             rules that refuse combinations of values (Nesterov momentum
             without momentum) or values no constraint expresses; it raises
             ``ValueError`` or ``TypeError`` naming the arguments.
+        seed_arg: for rules that take ``key``, the factory argument that
+            seeds the state's key (optax's noise transforms call it ``key``,
+            its DP-SGD ``seed``); listed in ``static_args``.
+        seed_default: its default; ``inspect.Parameter.empty`` makes it
+            required.
+        key_split: ``key_split(state_key, n_leaves) -> (next_key,
+            leaf_keys)``; default: ``next, sample = split(key)``, then
+            ``split(sample, n_leaves)`` (optax's ``add_noise``).
+        seed_alias: a deprecated keyword-only name for the seed argument
+            (optax's ``seed=``): used when the seed argument is ``None``, with
+            a ``DeprecationWarning``; giving both is an error.
 
     Returns:
         A :class:`RuleFactory`, or a decorator producing one. The factory
@@ -442,7 +503,24 @@ def rule(
             raise TypeError(
                 f"rule {definition.name!r}: complex_params must be True or False"
             )
-        definition = dataclasses.replace(definition, complex_params=complex_params)
+        definition = dataclasses.replace(
+            definition,
+            complex_params=complex_params,
+            seed_arg=seed_arg,
+            seed_default=seed_default,
+            key_split=key_split,
+            seed_alias=seed_alias,
+        )
+        if definition.takes_key and (
+            seed_arg in definition.hyperparam_names
+            or seed_arg in definition.dtype_args.values()
+            or seed_arg in ROUNDING_ARGS
+        ):
+            raise TypeError(
+                f"rule {definition.name!r}: the seed argument {seed_arg!r} clashes "
+                "with a hyperparameter or a dtype or rounding argument; pick "
+                "another name with seed_arg="
+            )
         public = PublicSignature(
             positional=None if positional is None else tuple(positional),
             grouped={k: tuple(v) for k, v in (grouped or {}).items()},
@@ -456,6 +534,7 @@ def rule(
             definition.slot_names,
             [option.when is not None for _, option in definition.slots],
             owner=definition.fn.__module__,
+            takes_key=definition.takes_key,
         )
         return RuleFactory(definition, public)
 

@@ -18,6 +18,7 @@ from jaxopt_rules._core._leaves import (
     storage_dtype,
     takes_hyperparameters,
 )
+from jaxopt_rules._core._random import initial_key
 from jaxopt_rules._core._rounding import new_state_key
 from jaxopt_rules._core._tree import fill_like, leaf_path
 
@@ -149,6 +150,8 @@ def make_init(config: RuleConfig, state_cls: type) -> optax.TransformInitFn:
             )
             for slot in config.active_slots
         }
+        if definition.takes_key:
+            slots["rng_key"] = initial_key(config.rng_seed)
         if config.stochastic_rounding:
             slots["rounding_key"] = new_state_key(config.rounding_seed)
         return state_cls(count, **slots)

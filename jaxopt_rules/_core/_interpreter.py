@@ -44,7 +44,9 @@ def _is_dynamic(leaf: Any) -> bool:
 def _signature(leaf: Any) -> Hashable:
     aval = jax.typeof(leaf) if isinstance(leaf, jax.Array) else None
     weak = bool(getattr(aval, "weak_type", False))
-    return (tuple(np.shape(leaf)), str(jnp.result_type(leaf)), weak)
+    # (The sharding too: a rule may draw random numbers sharded like a leaf.)
+    sharding = getattr(aval, "sharding", None)
+    return (tuple(np.shape(leaf)), str(jnp.result_type(leaf)), weak, sharding)
 
 
 class _Traced:

@@ -49,7 +49,7 @@ def _class_name(
     rule_part = _camel(rule_name)
     if not rule_part or rule_part[0].isdigit():
         rule_part = f"Rule{rule_part}"
-    suffix = "RoundingState" if extra else "State"
+    suffix = "RoundingState" if "rounding_key" in extra else "State"
     if tuple(slot_names) == tuple(all_slots):
         return f"{rule_part}{suffix}"
     return f"{rule_part}{''.join(map(_camel, slot_names)) or 'Count'}{suffix}"
@@ -133,6 +133,7 @@ def all_state_classes(
     *,
     owner: str | None,
     max_optional: int = 4,
+    takes_key: bool = False,
 ) -> None:
     """Creates the classes of every combination of present slots, in advance.
 
@@ -142,10 +143,12 @@ def all_state_classes(
     """
     if sum(optional) > max_optional:
         return
+    key: tuple[str, ...] = ("rng_key",) if takes_key else ()
+    extras = (key, (*key, "rounding_key"))
     choices = [(True, False) if opt else (True,) for opt in optional]
     for present in itertools.product(*choices):
         slots = tuple(s for s, keep in zip(all_slots, present, strict=True) if keep)
-        for extra in ((), ("rounding_key",)):
+        for extra in extras:
             state_class(rule_name, slots, all_slots, extra, owner=owner)
 
 

@@ -11,12 +11,14 @@ from jaxopt_rules._core._update import make_update
 def build_transform(config: RuleConfig) -> optax.GradientTransformationExtraArgs:
     """The optax transform for one bound configuration of a rule.
 
-    Its state is a NamedTuple ``<Name>State(count, *active slots[,
+    Its state is a NamedTuple ``<Name>State(count, *active slots[, rng_key][,
     rounding_key])``, the same class for every configuration with the same
     active slots (see ``_state.py``).
     """
     definition = config.definition
-    extra = ("rounding_key",) if config.stochastic_rounding else ()
+    extra = ("rng_key",) if definition.takes_key else ()
+    if config.stochastic_rounding:
+        extra += ("rounding_key",)
     state_cls = state_class(
         definition.name,
         config.active_slots,

@@ -39,6 +39,7 @@ from jaxopt_rules._core._leaves import (
     real_dtype,
     slot_shape,
 )
+from jaxopt_rules._core._random import split_then_per_leaf
 from jaxopt_rules._core._report import report
 from jaxopt_rules._core._rounding import slot_keys
 from jaxopt_rules._core._state import safe_increment
@@ -63,6 +64,11 @@ def check_state(config: RuleConfig, state_cls: type, state: Any) -> None:
             f"{rule_name}: with stochastic_rounding=True the state carries a "
             f"rounding_key; got {type(state).__name__} without one (a state "
             "from a factory called without stochastic_rounding?)"
+        )
+    if config.definition.takes_key and "rng_key" not in state._fields:
+        raise TypeError(
+            f"{rule_name}: this rule draws random numbers and its state carries "
+            f"an rng_key; got {type(state).__name__} without one"
         )
     if type(state) is not state_cls and (
         type(state).__name__ != state_cls.__name__
@@ -244,6 +250,35 @@ def read_extra_args(
     return shared, per_leaf
 
 
+def draw_keys(
+    definition: RuleDefinition, state: Any, kinds: Sequence[Kind]
+) -> tuple[jax.Array | None, list[Any] | None]:
+    """The state's next raw key and each leaf's typed key for this update.
+
+    Keys are split over the leaves that run the rule, in leaf order (inert
+    leaves get ``None``), so integer leaves added to a tree do not change
+    the other leaves' numbers. ``None, None`` for rules that draw none.
+    """
+    if not definition.takes_key:
+        return None, None
+    raw = jnp.asarray(state.rng_key)
+    if not jnp.issubdtype(raw.dtype, jnp.integer):
+        raise TypeError(
+            f"{definition.name}: the state's rng_key must be raw uint32 key data, "
+            f"got {raw.dtype} (a state converted from optax? use "
+            "jaxopt_rules.from_optax)"
+        )
+    # (A wrapper blending states, c * new + (1 - c) * old, may widen it.)
+    raw = raw.astype(jnp.uint32)
+    split = definition.key_split or split_then_per_leaf
+    running = [i for i, kind in enumerate(kinds) if kind is not Kind.INERT]
+    next_key, keys = split(jax.random.wrap_key_data(raw), len(running))
+    leaf_keys: list[Any] = [None] * len(kinds)
+    for k, i in enumerate(running):
+        leaf_keys[i] = keys[k]
+    return jax.random.key_data(next_key), leaf_keys
+
+
 # ---------------------------------------------------------------------------
 # 5-7: hyperparameter values, leaf inputs, global statistics
 
@@ -290,6 +325,8 @@ class Scalars:
     totals: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     tree_slots: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    leaf_keys: Any = None
+    """For rules that take ``key``: one typed key per leaf for this update."""
     _cast: dict[np.dtype, dict[str, Any]] = dataclasses.field(default_factory=dict)
     _shared: dict[np.dtype, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -550,6 +587,9 @@ def run_leaves(
         keys = slot_keys(
             state.rounding_key, state.count, len(grads), len(definition.slots)
         )
+    leaf_keys = None
+    if definition.takes_key:
+        leaf_keys = scalars.leaf_keys
     paths: list[str] | None = None
     new_updates: list[Any] = []
     new_slots: dict[str, list[Any]] = {slot: [] for slot in active}
@@ -562,6 +602,8 @@ def run_leaves(
         own = {slot: leaf[slot] for slot in definition.leaf_slot_names}
         if "param" in definition.reserved:
             own["param"] = leaf["param"]
+        if leaf_keys is not None:
+            own["key"] = leaf_keys[i]
         for name, leaf_values in per_leaf.items():
             own[name] = leaf_values[i]
         storage = [
@@ -607,9 +649,15 @@ def repack(
     new_updates: Sequence[Any],
     new_slots: Mapping[str, Sequence[Any]],
     new_tree: Mapping[str, Any],
+    next_key: jax.Array | None = None,
 ) -> tuple[Any, Any]:
-    """The update tree and the new state (the rounding key carried over)."""
+    """The update tree and the new state.
+
+    The rounding key is carried over, the random key advanced to ``next_key``.
+    """
     extra_fields = {}
+    if config.definition.takes_key:
+        extra_fields["rng_key"] = next_key
     if config.stochastic_rounding:
         extra_fields["rounding_key"] = state.rounding_key
     new_state = state_cls(
@@ -650,6 +698,7 @@ def make_update(config: RuleConfig, state_cls: type) -> Callable[..., Any]:
         )
 
         count_inc = safe_increment(state.count)
+        next_key, leaf_keys = draw_keys(definition, state, kinds)
         per_leaf = per_leaf_values(config, updates, treedef, len(grads))
         per_leaf.update(per_leaf_extra)
         scalars = Scalars(
@@ -658,6 +707,7 @@ def make_update(config: RuleConfig, state_cls: type) -> Callable[..., Any]:
             count_inc,
             extra=shared_extra,
             tree_slots=tree_slots,
+            leaf_keys=leaf_keys,
         )
         dtypes, inputs = leaf_inputs(config, grads, kinds, slot_leaves, param_leaves)
         scalars.totals = global_totals(
@@ -684,6 +734,7 @@ def make_update(config: RuleConfig, state_cls: type) -> Callable[..., Any]:
             new_updates,
             new_slots,
             new_tree,
+            next_key,
         )
 
     return update_fn

@@ -127,10 +127,24 @@ def _cast(value: Any, like: Any, where: str) -> jax.Array:
     Complex to real (optax stores ``|g|**2`` of a complex parameter in a
     complex array with a zero imaginary part; this package in the matching
     real dtype) keeps the real part and refuses a non-zero imaginary part.
+
+    A PRNG key goes between optax's typed keys and the raw ``uint32`` key data
+    this package's states keep (``rng_key``).
     """
     if is_quantized(value):
         value = value.dequantize()
     value = jnp.asarray(value)
+    value_is_key = jnp.issubdtype(value.dtype, jax.dtypes.prng_key)
+    like_is_key = jnp.issubdtype(like.dtype, jax.dtypes.prng_key)
+    if value_is_key and not like_is_key:
+        value = jax.random.key_data(value)
+    elif like_is_key and not value_is_key:
+        if value.dtype != np.uint32:
+            raise ValueError(
+                f"{where}: a {np.dtype(value.dtype)} array in the source, a PRNG "
+                "key in the target (raw key data is uint32)"
+            )
+        value = jax.random.wrap_key_data(value)  # (JAX's default PRNG, as optax)
     if value.shape != tuple(like.shape):
         raise ValueError(
             f"{where}: shape {value.shape} in the source, {tuple(like.shape)} in "
@@ -143,7 +157,7 @@ def _cast(value: Any, like: Any, where: str) -> jax.Array:
                 f"go into the target's {np.dtype(like.dtype)} slot"
             )
         value = jnp.real(value)
-    return value.astype(like.dtype)
+    return value if like_is_key else value.astype(like.dtype)
 
 
 def is_array_list(node: Any) -> bool:

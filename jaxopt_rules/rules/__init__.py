@@ -29,6 +29,7 @@ from jaxopt_rules.rules._momo import momo as momo
 from jaxopt_rules.rules._momo_adam import momo_adam as momo_adam
 from jaxopt_rules.rules._nadam import nadam as nadam
 from jaxopt_rules.rules._nadamw import nadamw as nadamw
+from jaxopt_rules.rules._noisy_sgd import noisy_sgd as noisy_sgd
 from jaxopt_rules.rules._normalized_sgd import normalized_sgd as normalized_sgd
 from jaxopt_rules.rules._novograd import novograd as novograd
 from jaxopt_rules.rules._optimistic_adam import optimistic_adam as optimistic_adam

@@ -32,6 +32,7 @@ from jaxopt_rules.rules import (
     _momo_adam,
     _nadam,
     _nadamw,
+    _noisy_sgd,
     _normalized_sgd,
     _novograd,
     _optimistic_adam,
@@ -99,6 +100,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _adadelta.SPEC,
     _madgrad.SPEC,
     _sm3.SPEC,
+    _noisy_sgd.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""

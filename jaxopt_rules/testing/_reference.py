@@ -301,7 +301,10 @@ def teacher_forced_errors(
 
     At every step both implementations get the same gradients, parameters
     and state (the reference's slots copied into ours, our ``count`` set to
-    the step number), so each step's formula is compared on its own.
+    the step number), so each step's formula is compared on its own. State
+    fields other than the slots and the count (the PRNG key of a rule that
+    draws random numbers) carry on from our own previous step, so a key split
+    otherwise than the reference's shows in the updates.
 
     ``factory`` must build rules of this package (a NamedTuple state of
     ``count`` and named slots; a slot is a field shaped like the parameters).
@@ -373,6 +376,8 @@ def teacher_forced_errors(
         updates, new_state = our_update(grads, forced, params, **extra)
         expected, ref_state = ref_update(grads, ref_state, params, **extra)
         ref_slots = _reference_slots(ref_state, params, fields, our_state)  # next
+        # Fields that are not slots (a random rule's key) carry on as ours.
+        our_state = new_state
         ours_out.append(
             {"updates": updates} | {s: getattr(new_state, s) for s in slots}
         )
