@@ -3,6 +3,7 @@
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -42,4 +43,4 @@ def tree_bytes(tree: Any) -> int:
 
 
 def _is_key(dtype: Any) -> bool:
-    return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    return bool(jnp.issubdtype(dtype, jax.dtypes.prng_key))

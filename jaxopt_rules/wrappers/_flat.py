@@ -204,8 +204,9 @@ def flat_leaves(
     factored second moments, per-leaf masks given as trees; use
     ``optax.masked`` outside this wrapper), for rules that draw random numbers
     (one key per leaf: a buffer draws other numbers, from the same
-    distribution) and only by summation order for global norms. The state is not sharded like the parameters: use it where
-    the parameters live on one device or are replicated.
+    distribution) and only by summation order for global norms. The state is
+    not sharded like the parameters: use it where the parameters live on one
+    device or are replicated.
 
     ``init`` records the layout of the parameters (tree structure, leaf paths,
     shapes and dtypes) in the state's tree structure, not in arrays;
