@@ -118,6 +118,10 @@ _KNOWN_TEMPORARIES = {
         "per parameter; float32 slots: none, as optax.contrib.prodigy)"
     ),
 }
+_KNOWN_TEMPORARIES["galore"] = (
+    "the SVD of the 256 x 512 gradient: LAPACK's float32 copy of it and its "
+    "workspace, 10.0 bytes per parameter (optax.contrib.galore: the same 9.97)"
+)
 _KNOWN_TEMPORARIES["noisy_sgd"] = (
     "the normal draws: XLA:CPU materialises the threefry random bits and the "
     "normals made of them, 16 bytes per parameter (optax.noisy_sgd: the same "

@@ -145,6 +145,9 @@ def _cast(value: Any, like: Any, where: str) -> jax.Array:
                 "key in the target (raw key data is uint32)"
             )
         value = jax.random.wrap_key_data(value)  # (JAX's default PRNG, as optax)
+    placeholder = _placeholder(value, like, where)
+    if placeholder is not None:
+        return placeholder
     if value.shape != tuple(like.shape):
         raise ValueError(
             f"{where}: shape {value.shape} in the source, {tuple(like.shape)} in "
@@ -158,6 +161,32 @@ def _cast(value: Any, like: Any, where: str) -> jax.Array:
             )
         value = jnp.real(value)
     return value if like_is_key else value.astype(like.dtype)
+
+
+def _placeholder(
+    value: Any, like: Any, where: str, dtype: Any = None
+) -> jax.Array | None:
+    """An empty array for a one-element placeholder, or back; else None.
+
+    optax keeps a ``(0, 0)`` projector for a leaf GaLore does not project;
+    ``jr.galore`` keeps one zero there (orbax cannot save zero-size arrays).
+    Neither holds information, so either becomes the other; a placeholder
+    that is not zero is refused.
+    """
+    dtype = like.dtype if dtype is None else dtype
+    size = int(np.prod(like.shape, dtype=np.int64))
+    if tuple(value.shape) == tuple(like.shape) or value.ndim != len(like.shape):
+        return None
+    if value.size == 0 and size == 1:
+        return jnp.zeros(like.shape, dtype)
+    if value.size == 1 and size == 0:
+        if not _is_tracer(value) and bool(jnp.any(jnp.asarray(value) != 0)):
+            raise ValueError(
+                f"{where}: a placeholder holding {jnp.ravel(value)[0]} in the "
+                "source has no place in the target's empty array"
+            )
+        return jnp.zeros(like.shape, dtype)
+    return None
 
 
 def is_array_list(node: Any) -> bool:
@@ -224,14 +253,29 @@ def relayout(value: Any, like: Any, where: str = "state") -> Any | None:
     array split (by the sizes of the target list's arrays). A parameter with
     no axes has an empty list in optax (whose SM3 cannot update it, so its
     accumulator is still the initial zero) and one number here: an empty list
-    becomes zeros; a non-zero number cannot go into an empty list.
+    becomes zeros; a non-zero number cannot go into an empty list. In trees
+    of the same structure, an empty array and a one-element placeholder
+    (optax's and ``jr.galore``'s projector of a leaf not projected) become
+    each other.
 
     Returns:
         The relaid tree (values in the source's dtypes), or ``None`` when the
         trees do not correspond this way.
     """
     if jax.tree.structure(value) == jax.tree.structure(like):
-        return None
+        # Only one-element placeholders for empty arrays, or back (GaLore).
+        leaves, treedef = jax.tree.flatten(value)
+        swapped = [
+            _placeholder(v, t, where, dtype=v.dtype)
+            if hasattr(v, "shape") and hasattr(t, "shape")
+            else None
+            for v, t in zip(leaves, jax.tree.leaves(like), strict=True)
+        ]
+        if all(x is None for x in swapped):
+            return None
+        return treedef.unflatten(
+            [v if x is None else x for v, x in zip(leaves, swapped, strict=True)]
+        )
     pieces = per_leaf(value, like)  # lists in the source: join them
     if pieces is not None:
         out = [

@@ -24,6 +24,7 @@ from jaxopt_rules.rules import (
     _dog,
     _dowg,
     _fromage,
+    _galore,
     _lamb,
     _lars,
     _lion,
@@ -101,6 +102,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _madgrad.SPEC,
     _sm3.SPEC,
     _noisy_sgd.SPEC,
+    _galore.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""
