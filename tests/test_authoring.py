@@ -357,3 +357,35 @@ def test_per_tree_slot_options_are_checked():
 
     with pytest.raises(TypeError, match="per-tree slot 'total' must be a real scalar"):
         vector_init().init({"a": jnp.ones(2)})
+
+
+def test_per_leaf_values_give_each_leaf_its_slot_shape():
+    """``per_leaf_is_leaf``: a per-leaf value (None included) shapes a slot."""
+
+    def shape(param_shape, hyper):
+        return (1,) if hyper["blocks"] is None else (hyper["blocks"],)
+
+    @jr.rule(
+        slots={"acc": jr.Slot(shape=shape)},
+        per_leaf={"blocks": 2},
+        per_leaf_is_leaf={"blocks": lambda x: x is None or isinstance(x, int)},
+    )
+    def blocky(grad, acc, *, learning_rate, blocks=None):
+        return -learning_rate * grad, acc + jnp.sum(grad)
+
+    params = {"w": jnp.ones(4), "b": jnp.ones(2), "c": jnp.ones(3)}
+    tx = blocky(0.1, blocks={"w": 3, "b": None, "c": 5})
+    state = tx.init(params)
+    assert {k: v.shape for k, v in state.acc.items()} == {
+        "w": (3,),
+        "b": (1,),
+        "c": (5,),
+    }
+    _, state = tx.update(params, state)
+    np.testing.assert_array_equal(state.acc["c"], [3.0] * 5)
+    default = blocky(0.1).init(params)  # None stands for 2 on every leaf
+    assert {v.shape for v in default.acc.values()} == {(2,)}
+    with pytest.raises(TypeError, match="not per_leaf hyperparameters"):
+        jr.rule(per_leaf_is_leaf={"blocks": callable})(
+            lambda grad, *, learning_rate, blocks=None: grad
+        )

@@ -240,7 +240,10 @@ def _every_state():
     states = [jr.normalized_sgd(0.1).init(params)]
     for spec in jr.REGISTRY:
         for case in (spec.hyperparams, *spec.reference_cases):
-            case = {k: v for k, v in case.items() if k != "mask"}
+            # (Per-leaf values, a mask or dimension numbers, are trees of the
+            # example params: these params are another tree.)
+            per_leaf = spec.factory.definition.per_leaf
+            case = {k: v for k, v in case.items() if k not in per_leaf}
             accepted = inspect.signature(spec.factory).parameters
             switches = (False, True) if "stochastic_rounding" in accepted else ()
             for stochastic in switches:

@@ -1,12 +1,12 @@
 """GaLore against unmodified optax.contrib.galore where the registry cannot reach.
 
 The registry's comparisons run on the kit's example tree (through
-``optax_galore_with_empty_subtrees``, for its ``None`` entry), where only the
-default dimension numbers apply: one ``GaLoreDimensionNumbers`` for every leaf
-of two or more axes cannot fit its 2-d and 4-d leaves at once. Here a tree of
-3-d "attention" weights (tall and wide once reshaped) and a bias runs with
-one ``GaLoreDimensionNumbers``, against optax itself, and the arguments the
-drop-in refuses are refused by name.
+``optax_galore_with_empty_subtrees``, for its ``None`` entry), where one
+``GaLoreDimensionNumbers`` for every leaf of two or more axes cannot fit its
+2-d and 4-d leaves at once. Here a tree of 3-d "attention" weights (tall and
+wide once reshaped) and a bias runs with one ``GaLoreDimensionNumbers``, with
+a tree of them and with a function returning one, against optax itself; what
+the drop-in refuses is refused by name.
 """
 
 import jax
@@ -22,6 +22,8 @@ from jaxopt_rules import testing
 
 
 DIMS = GaLoreDimensionNumbers(reduction_axis=0, output_axis=(1, 2))
+# Per leaf: "o" as (2 * 3) x 4, tall; "q" left out.
+TREE = {"q": None, "o": GaLoreDimensionNumbers((0, 1), 2), "b": None}
 
 
 def _params(dtype):
@@ -59,9 +61,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "dims", [DIMS, TREE, lambda params: TREE], ids=["one", "tree", "fn"]
+)
 @pytest.mark.parametrize("case", CASES)
-def test_one_dimension_numbers_for_every_leaf_follows_optax(case):
-    kwargs = {**case, "weight_dimension_numbers": DIMS}
+def test_dimension_numbers_follow_optax(case, dims):
+    kwargs = {**case, "weight_dimension_numbers": dims}
     with jax.enable_x64(True):
         params = _params(jnp.float64)
         ours, state, _ = _run(jr.galore(**kwargs), params, 30)
@@ -69,8 +74,12 @@ def test_one_dimension_numbers_for_every_leaf_follows_optax(case):
         assert testing.relative_error(ours, theirs) <= 1e-12
         # The state is optax's: projectors and moments of the reshaped leaves.
         r = case["rank"]
-        assert state.projector["q"].shape == (6, r)
-        assert state.projector["o"].shape == (12, r)
+        if dims is DIMS:
+            assert state.projector["q"].shape == (6, r)
+            assert state.projector["o"].shape == (12, r)
+        else:
+            assert state.projector["q"].shape == (1, 1)  # (optax: (0, 0))
+            assert state.projector["o"].shape == (6, r)
         back = jr.to_optax(state, optax.contrib.galore(**kwargs), ours)
         base = back[0].base_optimizer_state
         assert (
@@ -92,8 +101,8 @@ def test_float32_steps_within_a_millionth_of_optax():
 def test_what_the_drop_in_does_not_take_is_refused_by_name():
     with pytest.raises(ValueError, match="base_optimizer must be None"):
         jr.galore(1e-2, base_optimizer=optax.scale_by_lion())
-    with pytest.raises(TypeError, match="a tree or a function of the params"):
-        jr.galore(1e-2, weight_dimension_numbers={"q": DIMS})
+    with pytest.raises(TypeError, match=r"got 0 \(int\) in it"):
+        jr.galore(1e-2, weight_dimension_numbers={"q": (0, 1)})
     with pytest.raises(ValueError, match="rank must be positive"):
         jr.galore(1e-2, rank=0)
     bad = GaLoreDimensionNumbers(reduction_axis=0, output_axis=1)

@@ -22,7 +22,7 @@ same factory works under ``optax.inject_hyperparams``.
 """
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import jax
@@ -356,3 +356,65 @@ class RuleConfig:
                 check_schedule_value(self.definition.name, name, value)
             values[name] = value
         return values
+
+
+def per_leaf_values(
+    config: RuleConfig,
+    updates: Any,
+    treedef: Any,
+    n: int,
+    names: Collection[str] | None = None,
+) -> dict[str, list[Any]]:
+    """Each per-leaf hyperparameter, broadcast to one value per leaf.
+
+    ``updates`` is the gradient (or parameter) tree, ``treedef`` its
+    structure and ``n`` its number of leaves. A callable value is called with
+    ``updates``; a tree is broadcast to the leaves below each of its leaves
+    (nodes that ``per_leaf_is_leaf`` marks as values are leaves). ``names``
+    limits the work to some of them.
+    """
+    definition = config.definition
+    values: dict[str, list[Any]] = {}
+    for name, default in definition.per_leaf.items():
+        if names is not None and name not in names:
+            continue
+        value = config.arguments[name]
+        if value is None:
+            values[name] = [default] * n
+            continue
+        if callable(value):  # (a tree given directly was checked at bind)
+            tree = value(updates)
+            check_per_leaf_tree(definition, name, tree)
+        else:
+            tree = value
+        is_leaf = definition.per_leaf_is_leaf.get(name)
+        try:
+            if is_leaf is None:
+                full = jax.tree.broadcast(tree, updates)
+            else:
+                full = jax.tree.map(
+                    lambda value, subtree: jax.tree.map(lambda _: value, subtree),
+                    tree,
+                    updates,
+                    is_leaf=is_leaf,
+                )
+            values[name] = treedef.flatten_up_to(full)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"{definition.name}: {name} must be a pytree prefix of the "
+                f"gradients; {error}"
+            ) from None
+    return values
+
+
+def leaf_arguments(
+    config: RuleConfig, per_leaf: Mapping[str, list[Any]] | None, i: int
+) -> Mapping[str, Any]:
+    """The bound hyperparameters as leaf ``i`` sees them (for slot shapes).
+
+    Each per-leaf hyperparameter is that leaf's value instead of its tree.
+    """
+    if not per_leaf or not config.definition.per_leaf:
+        return config.arguments
+    own = {k: v[i] for k, v in per_leaf.items() if k in config.definition.per_leaf}
+    return {**config.arguments, **own}

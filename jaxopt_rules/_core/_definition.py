@@ -165,6 +165,11 @@ class RuleDefinition:
     """Its default (``inspect.Parameter.empty``: required); ``None`` is seed 0."""
     seed_alias: str | None = None
     """A deprecated keyword-only name for the seed (optax's ``seed=``)."""
+    per_leaf_is_leaf: Mapping[str, Callable[[Any], bool]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Per per-leaf hyperparameter: which nodes of its tree are one leaf's
+    value (``None`` and dimension-number NamedTuples, for instance)."""
     key_split: Callable[[Any, int], tuple[Any, Any]] | None = None
     """``key_split(state_key, n_leaves) -> (next_state_key, leaf_keys)`` on
     typed keys; ``None``: ``_random.split_then_per_leaf`` (optax's ``add_noise``)."""

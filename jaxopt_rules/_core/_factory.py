@@ -319,6 +319,7 @@ def rule(
     seed_default: Any = None,
     key_split: KeySplit | None = None,
     seed_alias: str | None = None,
+    per_leaf_is_leaf: Mapping[str, Callable[[Any], bool]] | None = None,
 ) -> Callable[[RuleFunction], RuleFactory]: ...
 
 
@@ -344,6 +345,7 @@ def rule(
     seed_default: Any = None,
     key_split: KeySplit | None = None,
     seed_alias: str | None = None,
+    per_leaf_is_leaf: Mapping[str, Callable[[Any], bool]] | None = None,
 ) -> RuleFactory | Callable[[RuleFunction], RuleFactory]:
     """Turns a per-leaf update function into a factory of optax transforms.
 
@@ -464,6 +466,13 @@ def rule(
         key_split: ``key_split(state_key, n_leaves) -> (next_key,
             leaf_keys)``; default: ``next, sample = split(key)``, then
             ``split(sample, n_leaves)`` (optax's ``add_noise``).
+        per_leaf_is_leaf: per ``per_leaf`` hyperparameter, a predicate on the
+            nodes of its tree that are one leaf's value (``None`` meaning
+            "not this leaf", a NamedTuple of axes); they are broadcast to the
+            parameter subtree below them. Slot shapes (``Slot(shape=fn)``
+            with two arguments) see each leaf's value of these per-leaf
+            hyperparameters in place of the whole tree (GaLore's dimension
+            numbers shape its state).
         seed_alias: a deprecated keyword-only name for the seed argument
             (optax's ``seed=``): used when the seed argument is ``None``, with
             a ``DeprecationWarning``; giving both is an error.
@@ -510,7 +519,14 @@ def rule(
             seed_default=seed_default,
             key_split=key_split,
             seed_alias=seed_alias,
+            per_leaf_is_leaf=dict(per_leaf_is_leaf or {}),
         )
+        unknown = set(definition.per_leaf_is_leaf) - set(definition.per_leaf)
+        if unknown:
+            raise TypeError(
+                f"rule {definition.name!r}: per_leaf_is_leaf names {sorted(unknown)}, "
+                "which are not per_leaf hyperparameters"
+            )
         if definition.takes_key and (
             seed_arg in definition.hyperparam_names
             or seed_arg in definition.dtype_args.values()

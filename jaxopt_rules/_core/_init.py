@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_rules._core._config import RuleConfig
+from jaxopt_rules._core._config import RuleConfig, leaf_arguments, per_leaf_values
 from jaxopt_rules._core._leaves import (
     Kind,
     as_leaf,
@@ -30,6 +30,7 @@ def _init_slot(
     p: Any,
     params: Any,
     i: int,
+    per_leaf: Mapping[str, list[Any]] | None = None,
 ) -> Any:
     """One slot of one real or complex parameter leaf, in its storage dtype."""
     definition = config.definition
@@ -44,7 +45,7 @@ def _init_slot(
         params,
         i,
     )
-    shape = slot_shape(option, p.shape, config.arguments)
+    shape = slot_shape(option, p.shape, leaf_arguments(config, per_leaf, i))
     if callable(option.init):
         value = jnp.asarray(
             option.init(p, config.arguments)
@@ -137,6 +138,20 @@ def make_init(config: RuleConfig, state_cls: type) -> optax.TransformInitFn:
         count = jnp.zeros([], jnp.int32)
         values = config.values_at(count)
         tree_slots = set(definition.tree_slot_names)
+        # Slot shapes see the leaf's own value of the per-leaf hyperparameters
+        # with per_leaf_is_leaf (GaLore's dimension numbers); a weight-decay
+        # mask is not read before the first update.
+        per_leaf = (
+            per_leaf_values(
+                config,
+                params,
+                treedef,
+                len(param_leaves),
+                names=definition.per_leaf_is_leaf,
+            )
+            if definition.per_leaf_is_leaf
+            else None
+        )
         slots = {
             slot: _init_tree_slot(config, slot, values, params, param_leaves, kinds)
             if slot in tree_slots
@@ -144,7 +159,7 @@ def make_init(config: RuleConfig, state_cls: type) -> optax.TransformInitFn:
                 [
                     jnp.zeros_like(p)
                     if kind is Kind.INERT
-                    else _init_slot(config, slot, values, p, params, i)
+                    else _init_slot(config, slot, values, p, params, i, per_leaf)
                     for i, (p, kind) in enumerate(zip(param_leaves, kinds, strict=True))
                 ]
             )

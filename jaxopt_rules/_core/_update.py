@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_rules._core._config import RuleConfig, check_per_leaf_tree
+from jaxopt_rules._core._config import RuleConfig, leaf_arguments, per_leaf_values
 from jaxopt_rules._core._definition import RuleDefinition
 from jaxopt_rules._core._interpreter import LeafRunner
 from jaxopt_rules._core._leaves import (
@@ -103,8 +103,12 @@ def read_slots(
     grads: Sequence[Any],
     treedef: Any,
     kinds: list[Kind],
+    per_leaf: Mapping[str, list[Any]] | None = None,
 ) -> dict[str, list[Any]]:
-    """Each active slot's leaves; a slot of a non-float dtype makes its leaf inert."""
+    """Each active slot's leaves; a slot of a non-float dtype makes its leaf inert.
+
+    Slot shapes are checked with each leaf's per-leaf hyperparameters.
+    """
     definition = config.definition
     rule_name = definition.name
     options = dict(definition.slots)
@@ -147,7 +151,9 @@ def read_slots(
                         f"is complex but its state slot {slot!r} is {s.dtype}: "
                         "initialise the state with the complex parameters"
                     )
-            expected = slot_shape(options[slot], g.shape, config.arguments)
+            expected = slot_shape(
+                options[slot], g.shape, leaf_arguments(config, per_leaf, i)
+            )
             if tuple(s.shape) != expected:
                 raise ValueError(
                     f"{rule_name}: gradient at {leaf_path(updates, i)} has shape "
@@ -281,33 +287,6 @@ def draw_keys(
 
 # ---------------------------------------------------------------------------
 # 5-7: hyperparameter values, leaf inputs, global statistics
-
-
-def per_leaf_values(
-    config: RuleConfig, updates: Any, treedef: Any, n: int
-) -> dict[str, list[Any]]:
-    """Each per-leaf hyperparameter, broadcast to one value per leaf."""
-    definition = config.definition
-    values: dict[str, list[Any]] = {}
-    for name, default in definition.per_leaf.items():
-        value = config.arguments[name]
-        if value is None:
-            values[name] = [default] * n
-            continue
-        if callable(value):  # (a tree given directly was checked at bind)
-            tree = value(updates)
-            check_per_leaf_tree(definition, name, tree)
-        else:
-            tree = value
-        try:
-            full = jax.tree.broadcast(tree, updates)
-            values[name] = treedef.flatten_up_to(full)
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                f"{definition.name}: {name} must be a pytree prefix of the "
-                f"gradients; {error}"
-            ) from None
-    return values
 
 
 @dataclasses.dataclass
@@ -690,7 +669,10 @@ def make_update(config: RuleConfig, state_cls: type) -> Callable[..., Any]:
             )
         check_state(config, state_cls, state)
         grads, treedef, kinds = read_gradients(definition, updates)
-        slot_leaves = read_slots(config, state, updates, grads, treedef, kinds)
+        per_leaf = per_leaf_values(config, updates, treedef, len(grads))
+        slot_leaves = read_slots(
+            config, state, updates, grads, treedef, kinds, per_leaf
+        )
         tree_slots = read_tree_slots(config, state)
         param_leaves = read_params(definition, params, updates, grads, treedef, kinds)
         shared_extra, per_leaf_extra = read_extra_args(
@@ -699,7 +681,6 @@ def make_update(config: RuleConfig, state_cls: type) -> Callable[..., Any]:
 
         count_inc = safe_increment(state.count)
         next_key, leaf_keys = draw_keys(definition, state, kinds)
-        per_leaf = per_leaf_values(config, updates, treedef, len(grads))
         per_leaf.update(per_leaf_extra)
         scalars = Scalars(
             definition,

@@ -23,20 +23,31 @@ def _axes(ndim: int, axis: int | tuple[int, ...] | Any) -> tuple[int, ...]:
     return (axis % ndim,) if isinstance(axis, int) else tuple(a % ndim for a in axis)
 
 
+_TWO_D = "2-d"
+"""A leaf's dimension numbers when the argument is ``None``: project it with
+the default ``GaLoreDimensionNumbers()`` if it has two axes (optax's default)."""
+
+
+def _is_dims(x: Any) -> bool:
+    return x is None or isinstance(x, GaLoreDimensionNumbers)
+
+
 def _matrix(
-    shape: tuple[int, ...], dims: GaLoreDimensionNumbers | None
+    shape: tuple[int, ...], dims: GaLoreDimensionNumbers | str | None
 ) -> tuple[tuple[int, ...], int, int] | None:
     """How a leaf is seen as a matrix: (axes order, rows, columns), or None.
 
-    ``dims=None`` (optax's default) projects 2-d leaves only; one
-    ``GaLoreDimensionNumbers`` projects every leaf of two or more axes.
+    ``dims`` is the leaf's own: ``_TWO_D`` (2-d leaves only, the default),
+    ``None`` (not projected) or a ``GaLoreDimensionNumbers`` (leaves of two
+    or more axes).
     """
-    if dims is None:
+    if dims is None or len(shape) < 2:
+        return None
+    if dims == _TWO_D:
         if len(shape) != 2:
             return None
         dims = GaLoreDimensionNumbers()
-    elif len(shape) < 2:
-        return None
+    assert isinstance(dims, GaLoreDimensionNumbers)
     rows, cols = (
         _axes(len(shape), dims.reduction_axis),
         _axes(len(shape), dims.output_axis),
@@ -92,13 +103,15 @@ def _check(hyper: Mapping[str, Any]) -> None:
             "state; for another base use optax.contrib.galore"
         )
     dims = hyper["weight_dimension_numbers"]
-    if dims is not None and not isinstance(dims, GaLoreDimensionNumbers):
-        raise TypeError(
-            "galore: weight_dimension_numbers must be None or one "
-            "GaLoreDimensionNumbers (applied to every leaf of two or more axes); "
-            "a tree or a function of the params per leaf is not supported by the "
-            f"drop-in yet, got {type(dims).__name__}"
-        )
+    if not callable(dims):
+        for value in jax.tree.leaves(dims, is_leaf=_is_dims):
+            if not _is_dims(value):
+                raise TypeError(
+                    "galore: weight_dimension_numbers must be None, a "
+                    "GaLoreDimensionNumbers, a tree of them (None: a leaf not "
+                    "projected) or a function of the params returning one; got "
+                    f"{value!r} ({type(value).__name__}) in it"
+                )
     rank = hyper["rank"]
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise TypeError(f"galore: rank must be an int, got {rank!r}")
@@ -113,8 +126,9 @@ def _check(hyper: Mapping[str, Any]) -> None:
         "nu": Slot(shape=_moment_shape, square=True),
         "projector": Slot(shape=_projector_shape),
     },
-    static=("rank", "update_proj_gap", "base_optimizer", "weight_dimension_numbers"),
-    per_leaf={"mask": True},
+    static=("rank", "update_proj_gap", "base_optimizer"),
+    per_leaf={"mask": True, "weight_dimension_numbers": _TWO_D},
+    per_leaf_is_leaf={"weight_dimension_numbers": _is_dims},
     constraints={
         "learning_rate": ">= 0",
         "weight_decay": ">= 0",
@@ -147,7 +161,7 @@ def galore(
     base_optimizer: None = None,
     weight_decay: Scalar = 0.0,
     mask: Any = None,
-    weight_dimension_numbers: GaLoreDimensionNumbers | None = None,
+    weight_dimension_numbers: Any = None,
 ) -> tuple[Array, Array, Array, Array]:
     r"""GaLore: Adam's moments kept for a low-rank projection of each matrix's gradient.
 
@@ -159,6 +173,9 @@ def galore(
     the projected gradient, and its direction is projected back. Other leaves
     (vectors, scalars; and leaves of three or more axes unless
     ``weight_dimension_numbers`` says how they are matrices) get plain Adam.
+    Leaves of fewer than two axes are never projected, whatever their
+    dimension numbers (optax raises for such a leaf given dimension numbers
+    in a tree).
 
     Update::
 
@@ -193,11 +210,12 @@ def galore(
         weight_decay: decoupled weight decay, multiplied by ``learning_rate``.
         mask: which leaves decay (a tree of bools or a function of the
             params, as in ``optax.masked``); ``None``: all.
-        weight_dimension_numbers: ``None`` (2-d leaves are the matrices) or
+        weight_dimension_numbers: ``None`` (2-d leaves are the matrices);
             one ``optax.contrib.GaLoreDimensionNumbers``, applied to every
             leaf of two or more axes (reduction axes become the rows, output
-            axes the columns). optax also takes a tree or a function of them,
-            one per leaf, which the drop-in refuses.
+            axes the columns); a tree of them, a prefix of the params (a
+            ``None`` entry: those leaves are not projected); or a function
+            of the params returning such a tree.
         mu_dtype: storage dtype of the first moment (default: the parameter's).
         nu_dtype: storage dtype of the second moment (default: the
             parameter's).
@@ -307,6 +325,23 @@ def optax_galore_with_empty_subtrees(**kwargs: Any) -> optax.GradientTransformat
 
 optax_galore_with_empty_subtrees.__signature__ = inspect.signature(optax.contrib.galore)
 
+
+def example_dimension_numbers(params: Any) -> Any:
+    """Dimension numbers per leaf of the kit's example tree (a reference case).
+
+    The dense matrix as it is, the 4-d convolution kernel as a 6 x 4 matrix,
+    the rest not projected. A function of the params, so that its ``None``
+    entry follows the tree it is given (``None``, or the ``MaskedNode`` that
+    ``optax_galore_with_empty_subtrees`` hands optax).
+    """
+    return {
+        "dense": {"w": GaLoreDimensionNumbers(), "b": None},
+        "conv": [GaLoreDimensionNumbers(reduction_axis=(0, 1), output_axis=(2, 3))],
+        "scale": None,
+        "frozen": params["frozen"],
+    }
+
+
 SPEC = RuleSpec(
     name="galore",
     factory=galore,
@@ -328,5 +363,11 @@ SPEC = RuleSpec(
             "mask": WEIGHT_DECAY_MASK,
         },
         {"learning_rate": optax.linear_schedule(1e-2, 1e-3, 50), "rank": 8},
+        {
+            "learning_rate": 1e-2,
+            "rank": 2,
+            "update_proj_gap": 2,
+            "weight_dimension_numbers": example_dimension_numbers,
+        },
     ),
 )
