@@ -33,7 +33,7 @@ from jaxopt_rules.testing._problems import example_grads
 
 
 STEPS = 100
-DEFAULT_RULES = ("madgrad", "schedule_free_sgd", "schedule_free_adamw")
+DEFAULT_RULES = ("madgrad", "schedule_free_sgd", "schedule_free_adamw", "muon")
 
 
 def _to_float64(tree: Any) -> Any:

@@ -25,7 +25,7 @@ import pytest
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing, torch_compat
-from jaxopt_rules.checkpoint._convert import relayout
+from jaxopt_rules.checkpoint._convert import merge_masked, relayout
 
 
 K, N = 5, 20  # steps before the conversion, steps after it
@@ -99,14 +99,19 @@ def _assert_identical(actual: Any, expected: Any) -> None:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
 
 
-def _field(state: Any, name: str) -> Any:
+def _field(state: Any, name: str, like: Any) -> Any:
     """The one field ``name`` of the NamedTuple states inside ``state``.
 
     By field, not by key: a parameter may share a slot's name (the kit's
-    example params have a leaf ``scale``, COCOB a slot ``scale``).
+    example params have a leaf ``scale``, COCOB a slot ``scale``). The parts
+    of one slot that ``optax.partition`` keeps per label (``MaskedNode``
+    holes; optax.contrib.muon's two ``mu``) are merged in ``like``'s shape.
     """
     owns = lambda node: hasattr(node, "_fields") and name in node._fields
     found = [getattr(n, name) for n in jax.tree.leaves(state, is_leaf=owns) if owns(n)]
+    merged = merge_masked(found, like)
+    if merged is not None:
+        return merged
     assert len(found) == 1, f"{len(found)} fields named {name!r} in the state"
     return found[0]
 
@@ -144,7 +149,9 @@ def test_optax_run_continues_on_the_drop_in(spec, case):
         assert type(state) is type(ours.init(params))
         assert int(state.count) == K
         for slot in state._fields[1:]:
-            _assert_identical(getattr(state, slot), _field(ref_state, slot))
+            _assert_identical(
+                getattr(state, slot), _field(ref_state, slot, getattr(state, slot))
+            )
         continued, _ = _run(ours, params, state, N)
         expected, _ = _run(ref, params, ref_state, N)
         assert testing.relative_error(continued, expected) <= 1e-12
@@ -161,7 +168,9 @@ def test_drop_in_run_continues_on_optax(spec, case):
         for _, count in optax.tree_utils.tree_get_all_with_path(ref_state, "count"):
             assert int(count) == K
         for slot in state._fields[1:]:
-            _assert_identical(_field(ref_state, slot), getattr(state, slot))
+            _assert_identical(
+                _field(ref_state, slot, getattr(state, slot)), getattr(state, slot)
+            )
         continued, _ = _run(ref, params, ref_state, N)
         expected, _ = _run(ours, params, state, N)
         assert testing.relative_error(continued, expected) <= 1e-12

@@ -122,6 +122,10 @@ _KNOWN_TEMPORARIES["galore"] = (
     "the SVD of the 256 x 512 gradient: LAPACK's float32 copy of it and its "
     "workspace, 10.0 bytes per parameter (optax.contrib.galore: the same 9.97)"
 )
+_KNOWN_TEMPORARIES["muon"] = (
+    "the Newton-Schulz iterations on the 256 x 512 matrix: X X^T, its square "
+    "and the products, 29.9 bytes per parameter (optax.contrib.muon: the same)"
+)
 _KNOWN_TEMPORARIES["noisy_sgd"] = (
     "the normal draws: XLA:CPU materialises the threefry random bits and the "
     "normals made of them, 16 bytes per parameter (optax.noisy_sgd: the same "

@@ -85,6 +85,13 @@ FLOAT32_KNOWN.update(
         )
     }
 )
+FLOAT32_KNOWN["muon-6"] = (
+    "five Newton-Schulz iterations in float32 on the conv kernel's two 3 x 4 "
+    "matrices (batched) carry about 2e-6 of rounding, amplified by the "
+    "quintic's slope; XLA fuses the two programs' iterations differently. "
+    "Against optax run in float64 on the same float32 inputs (100 steps): "
+    "1.7e-6 here, 1.9e-6 for optax in float32; against optax in float32, 2.0e-6"
+)
 # Known float64 differences, strict likewise.
 _WARMUP = (
     "optax's warmup_constant_schedule, jitted with an int32 count, returns "

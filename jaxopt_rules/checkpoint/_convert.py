@@ -1,12 +1,13 @@
 """Converting optimizer states between layouts (optax chains ⇄ rule states) by name."""
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.core import Tracer
 
 from jaxopt_rules.quantized import is_quantized
@@ -42,12 +43,13 @@ package's states keep instead (optax's optimistic rules: ``is_initial_step``;
 Written from the count when the target has them; checked against the count
 when only the source has them."""
 
-FROM_INIT = frozenset({"rounding_key", "b1"})
+FROM_INIT = frozenset({"rounding_key", "b1", "ns_coeffs"})
 """Fields fixed at ``init`` that one layout keeps and the other does not:
 taken from the target's ``init`` when the source lacks them, dropped when the
 target lacks them (this package's stochastic-rounding key, seeded by
 ``rounding_seed``; the copy of the hyperparameter ``b1`` in the state of
-``optax.contrib.schedule_free``)."""
+``optax.contrib.schedule_free``; the Newton-Schulz coefficients in the state
+of ``optax.contrib.muon``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +68,17 @@ def _is_container(node: Any) -> bool:
     """Whether ``node`` is state structure (not a slot's tree of arrays).
 
     NamedTuples are state; tuples and lists are state when every element is
-    (an ``optax.chain``'s tuple of states). Dicts and everything else are
-    values (a slot shaped like the parameters, a dict of hyperparameters).
+    (an ``optax.chain``'s tuple of states), and so are dicts whose values all
+    are NamedTuples (``optax.partition``'s states per label). Other dicts and
+    everything else are values (a slot shaped like the parameters, a dict of
+    hyperparameters).
     """
     if _is_namedtuple(node):
         return True
     if isinstance(node, tuple | list):
         return all(_is_container(x) for x in node)
+    if isinstance(node, dict):
+        return bool(node) and all(_is_namedtuple(x) for x in node.values())
     return False
 
 
@@ -101,6 +107,9 @@ def _fields(state: Any) -> dict[str, list[_Field]]:
         elif isinstance(node, tuple | list):
             for i, value in enumerate(node):
                 walk(value, f"{path}[{i}]")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}[{key!r}]")
 
     if not _is_container(state):
         hint = (
@@ -187,6 +196,64 @@ def _placeholder(
             )
         return jnp.zeros(like.shape, dtype)
     return None
+
+
+def _is_hole(node: Any) -> bool:
+    return isinstance(node, optax.MaskedNode)
+
+
+def merge_masked(values: Sequence[Any], like: Any) -> Any | None:
+    """One tree shaped like ``like`` from trees that each hold part of it.
+
+    ``optax.partition`` keeps a state per label, each a tree of the
+    parameters with ``MaskedNode`` holes where the other labels' leaves are
+    (``optax.contrib.muon``'s two ``mu``: Muon's and AdamW's). Where exactly
+    one of ``values`` holds an array it is taken; where none does, the leaf
+    is zeros shaped like ``like``'s (a placeholder of a slot the other layout
+    does not have, which starts and stays at zero).
+    ``None`` when ``values`` have no holes, do not fit ``like``'s structure,
+    or overlap.
+    """
+    treedef = jax.tree.structure(like)
+    parts = []
+    for value in values:
+        try:
+            pieces = treedef.flatten_up_to(value)
+        except (ValueError, TypeError):
+            return None
+        if not all(_is_hole(x) or hasattr(x, "shape") for x in pieces):
+            return None
+        parts.append(pieces)
+    if not any(_is_hole(x) for pieces in parts for x in pieces):
+        return None
+    out = []
+    for i, leaf in enumerate(jax.tree.leaves(like)):
+        held = [pieces[i] for pieces in parts if not _is_hole(pieces[i])]
+        if len(held) > 1:
+            return None
+        out.append(held[0] if held else jnp.zeros(leaf.shape, leaf.dtype))
+    return treedef.unflatten(out)
+
+
+def restrict_masked(value: Any, like: Any) -> Any | None:
+    """``value`` (whole) cut to the leaves of a tree with ``MaskedNode`` holes.
+
+    ``like`` is a state of ``optax.partition``'s; ``None`` when it has no
+    holes or ``value`` does not fit.
+    """
+    like_leaves, treedef = jax.tree.flatten(like, is_leaf=_is_hole)
+    if not any(_is_hole(x) for x in like_leaves):
+        return None
+    try:
+        pieces = treedef.flatten_up_to(value)
+    except (ValueError, TypeError):
+        return None
+    return treedef.unflatten(
+        [
+            optax.MaskedNode() if _is_hole(t) else v
+            for v, t in zip(pieces, like_leaves, strict=True)
+        ]
+    )
 
 
 def is_array_list(node: Any) -> bool:
@@ -300,6 +367,9 @@ def relayout(value: Any, like: Any, where: str = "state") -> Any | None:
 def _fill_value(source: _Field, like: Any, where: str) -> Any:
     """The source field's tree cast leaf by leaf onto the template's tree."""
     src_value = source.value
+    restricted = restrict_masked(src_value, like)
+    if restricted is not None:
+        src_value = restricted
     src_def = jax.tree.structure(src_value, is_leaf=is_quantized)
     like_def = jax.tree.structure(like)
     if src_def != like_def and not any(
@@ -391,6 +461,8 @@ def convert(
             return type(like)(**values)
         if isinstance(like, tuple | list):
             return type(like)(fill(x, f"{path}[{i}]") for i, x in enumerate(like))
+        if isinstance(like, dict):
+            return {k: fill(x, f"{path}[{k!r}]") for k, x in like.items()}
         return like
 
     def fill_field(name: str, like: Any, path: str) -> Any:
@@ -434,6 +506,9 @@ def convert(
                 "were both built with the same options? (rename= maps names "
                 "that differ)"
             )
+        merged = merge_masked([c.value for c in candidates], like)
+        if merged is not None:
+            candidates = [_Field(" + ".join(c.path for c in candidates), merged)]
         if len(candidates) > 1:
             raise ValueError(
                 f"{direction}: the source state has several fields named "
@@ -495,6 +570,8 @@ def _take_from(result: Any, concrete: Any, paths: set[str]) -> Any:
                 walk(x, y, f"{path}[{i}]")
                 for i, (x, y) in enumerate(zip(node, other, strict=True))
             )
+        if isinstance(node, dict) and _is_container(node):
+            return {k: walk(x, other[k], f"{path}[{k!r}]") for k, x in node.items()}
         return node
 
     return walk(result, concrete, "state")

@@ -28,6 +28,7 @@ from jaxopt_rules.rules._lion import lion as lion
 from jaxopt_rules.rules._madgrad import madgrad as madgrad
 from jaxopt_rules.rules._momo import momo as momo
 from jaxopt_rules.rules._momo_adam import momo_adam as momo_adam
+from jaxopt_rules.rules._muon import muon as muon
 from jaxopt_rules.rules._nadam import nadam as nadam
 from jaxopt_rules.rules._nadamw import nadamw as nadamw
 from jaxopt_rules.rules._noisy_sgd import noisy_sgd as noisy_sgd

@@ -31,6 +31,7 @@ from jaxopt_rules.rules import (
     _madgrad,
     _momo,
     _momo_adam,
+    _muon,
     _nadam,
     _nadamw,
     _noisy_sgd,
@@ -103,6 +104,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _sm3.SPEC,
     _noisy_sgd.SPEC,
     _galore.SPEC,
+    _muon.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""

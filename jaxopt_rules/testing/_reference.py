@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_rules.checkpoint._convert import per_leaf, relayout
+from jaxopt_rules.checkpoint._convert import merge_masked, per_leaf, relayout
 from jaxopt_rules.testing._problems import example_grads, example_loss, example_params
 from jaxopt_rules.testing._update_args import (
     check_known,
@@ -157,8 +157,15 @@ def _both_arguments(
 
 
 def _like_params(value: Any, params: Any) -> bool:
-    """One entry per parameter leaf: an array, or a list of arrays (optax's SM3)."""
-    return per_leaf(value, params) is not None
+    """One entry per parameter leaf, or a part of such a tree.
+
+    An entry is an array, or a list of arrays (optax's SM3); a part has
+    arrays at some leaves and ``MaskedNode`` holes at the others (a state of
+    ``optax.partition``: ``optax.contrib.muon``'s).
+    """
+    return (
+        per_leaf(value, params) is not None or merge_masked([value], params) is not None
+    )
 
 
 def _is_slot(value: Any, params: Any) -> bool:
@@ -239,7 +246,9 @@ def _match_slots(
         found_at = optax.tree.get_all_with_path(ref_state, name)
         found = [v for _, v in found_at]
         matching = [v for p, v in found_at if _is_slot_at(p, v, params)]
-        if len(matching) == 1:
+        if len(matching) == 1 or (
+            len(matching) > 1 and merge_masked(matching, params) is not None
+        ):
             continue
         mapped = f" (slot_names maps {slot!r} to {name!r})" if name != slot else ""
         if len(matching) > 1:
@@ -272,7 +281,9 @@ def _reference_slots(
     """Our slot -> its value in the reference's state (fields from _match_slots).
 
     A value the reference keeps as a list of arrays per leaf where ours keeps
-    one array (optax's SM3) is joined into our layout (``relayout``).
+    one array (optax's SM3) is joined into our layout (``relayout``); parts
+    of one slot kept by ``optax.partition`` per label (``MaskedNode`` holes)
+    are merged into one tree (``merge_masked``).
     """
 
     def shaped(path: Any, value: Any) -> bool:
@@ -280,6 +291,12 @@ def _reference_slots(
 
     out = {}
     for slot, name in fields.items():
+        found = [v for _, v in optax.tree.get_all_with_path(ref_state, name)]
+        found = [v for v in found if _like_params(v, params) or _is_slot(v, params)]
+        merged = merge_masked(found, getattr(our_state, slot))
+        if merged is not None:  # optax.partition's parts of one slot, joined
+            out[slot] = merged
+            continue
         value = optax.tree.get(ref_state, name, filtering=shaped)
         relaid = relayout(value, getattr(our_state, slot), f"the reference's {name}")
         out[slot] = value if relaid is None else relaid
