@@ -13,14 +13,11 @@ from optax.contrib import GaLoreDimensionNumbers
 
 from jaxopt_rules._core import Array, Scalar, Slot, replicated, rule
 from jaxopt_rules.rules._adam import adam_direction, adam_moments
+from jaxopt_rules.rules._matrix_axes import check_dimension_numbers, split_axes
 from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
 
 
 _B1, _B2, _EPS = 0.9, 0.999, 1e-8  # optax.scale_by_adam's defaults, GaLore's base
-
-
-def _axes(ndim: int, axis: int | tuple[int, ...] | Any) -> tuple[int, ...]:
-    return (axis % ndim,) if isinstance(axis, int) else tuple(a % ndim for a in axis)
 
 
 _TWO_D = "2-d"
@@ -48,16 +45,8 @@ def _matrix(
             return None
         dims = GaLoreDimensionNumbers()
     assert isinstance(dims, GaLoreDimensionNumbers)
-    rows, cols = (
-        _axes(len(shape), dims.reduction_axis),
-        _axes(len(shape), dims.output_axis),
-    )
-    if set(rows) & set(cols):
-        raise ValueError(
-            f"galore: reduction axes {rows} and output axes {cols} overlap for a "
-            f"leaf of shape {shape} (weight_dimension_numbers={dims})"
-        )
-    if len(set(rows) | set(cols)) != len(shape):
+    batch, rows, cols = split_axes("galore", shape, dims)
+    if batch:
         raise ValueError(
             f"galore: weight_dimension_numbers={dims} leaves axes of a leaf of "
             f"shape {shape} unassigned; every axis must be a reduction or an "
@@ -102,16 +91,13 @@ def _check(hyper: Mapping[str, Any]) -> None:
             "drop-in keeps Adam's moments of the projected gradients in its own "
             "state; for another base use optax.contrib.galore"
         )
-    dims = hyper["weight_dimension_numbers"]
-    if not callable(dims):
-        for value in jax.tree.leaves(dims, is_leaf=_is_dims):
-            if not _is_dims(value):
-                raise TypeError(
-                    "galore: weight_dimension_numbers must be None, a "
-                    "GaLoreDimensionNumbers, a tree of them (None: a leaf not "
-                    "projected) or a function of the params returning one; got "
-                    f"{value!r} ({type(value).__name__}) in it"
-                )
+    check_dimension_numbers(
+        "galore",
+        "weight_dimension_numbers",
+        hyper["weight_dimension_numbers"],
+        _is_dims,
+        "a GaLoreDimensionNumbers, a tree of them (None: a leaf not projected)",
+    )
     rank = hyper["rank"]
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise TypeError(f"galore: rank must be an int, got {rank!r}")

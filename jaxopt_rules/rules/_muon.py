@@ -11,6 +11,7 @@ from optax.contrib import MuonDimensionNumbers
 
 from jaxopt_rules._core import Array, Scalar, Slot, replicated, rule
 from jaxopt_rules.rules._adam import adam_direction, adam_moments
+from jaxopt_rules.rules._matrix_axes import check_dimension_numbers, split_axes
 from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
 
 
@@ -37,10 +38,6 @@ def _is_dims(x: Any) -> bool:
     return x is None or isinstance(x, MuonDimensionNumbers)
 
 
-def _axes(ndim: int, axis: Any) -> tuple[int, ...]:
-    return (axis % ndim,) if isinstance(axis, int) else tuple(a % ndim for a in axis)
-
-
 def _layout(shape: tuple[int, ...], dims: Any) -> dict[str, Any] | None:
     """How a leaf is a stack of matrices, or None for an AdamW leaf."""
     if dims is None:
@@ -54,14 +51,7 @@ def _layout(shape: tuple[int, ...], dims: Any) -> dict[str, Any] | None:
             f"muon: a leaf of shape {shape} has dimension numbers {dims}, but "
             "Muon's leaves must have two or more axes (give it None: AdamW)"
         )
-    rows = _axes(len(shape), dims.reduction_axis)
-    cols = _axes(len(shape), dims.output_axis)
-    if set(rows) & set(cols):
-        raise ValueError(
-            f"muon: reduction axes {rows} and output axes {cols} overlap for a "
-            f"leaf of shape {shape}"
-        )
-    batch = tuple(sorted(set(range(len(shape))) - set(rows) - set(cols)))
+    batch, rows, cols = split_axes("muon", shape, dims)
     order = batch + rows + cols
     size = lambda axes: math.prod(shape[a] for a in axes)
     return {
@@ -105,15 +95,13 @@ def _check(hyper: Mapping[str, Any]) -> None:
             f"muon: ns_coeffs has {shape[0]} rows, more than ns_steps="
             f"{hyper['ns_steps']} (optax's 'Not enough coeffs' check)"
         )
-    dims = hyper["muon_weight_dimension_numbers"]
-    if not callable(dims):
-        for value in jax.tree.leaves(dims, is_leaf=_is_dims):
-            if not _is_dims(value):
-                raise TypeError(
-                    "muon: muon_weight_dimension_numbers must be None, a "
-                    "MuonDimensionNumbers, a tree of them (None: an AdamW leaf) "
-                    f"or a function of the params returning one; got {value!r}"
-                )
+    check_dimension_numbers(
+        "muon",
+        "muon_weight_dimension_numbers",
+        hyper["muon_weight_dimension_numbers"],
+        _is_dims,
+        "a MuonDimensionNumbers, a tree of them (None: an AdamW leaf)",
+    )
 
 
 def _newton_schulz(x: Array, c: Array, first: bool, preconditioning: str) -> Array:
@@ -121,13 +109,13 @@ def _newton_schulz(x: Array, c: Array, first: bool, preconditioning: str) -> Arr
 
     The AOL and Schatten-4 preconditionings rescale inside the first one.
     """
-    a = x @ x.T.conj()
+    # (Schatten's first rescaling takes x x^T, without the conjugate, as optax.)
+    a = x @ x.T if first and preconditioning == "schatten" else x @ x.T.conj()
     if first and preconditioning == "aol":
         rescaling = jnp.clip(jnp.abs(a).sum(axis=-1), min=_FIRST_STEP_EPS)
         s = jnp.expand_dims(jax.lax.rsqrt(rescaling), -1)
         x, a = x * s, a * s * s.transpose(-1, -2)
     elif first and preconditioning == "schatten":
-        a = x @ x.T
         norm = jnp.linalg.norm(a, ord="fro", axis=(-2, -1))
         s = jnp.expand_dims(jax.lax.rsqrt(jnp.clip(norm, min=_FIRST_STEP_EPS)), (0, -1))
         x, a = x * s, a * s**2
