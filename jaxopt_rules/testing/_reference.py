@@ -291,13 +291,12 @@ def _reference_slots(
 
     out = {}
     for slot, name in fields.items():
-        found = [v for _, v in optax.tree.get_all_with_path(ref_state, name)]
-        found = [v for v in found if _like_params(v, params) or _is_slot(v, params)]
-        merged = merge_masked(found, getattr(our_state, slot))
+        found = optax.tree.get_all_with_path(ref_state, name, filtering=shaped)
+        merged = merge_masked([v for _, v in found], getattr(our_state, slot))
         if merged is not None:  # optax.partition's parts of one slot, joined
             out[slot] = merged
             continue
-        value = optax.tree.get(ref_state, name, filtering=shaped)
+        ((_, value),) = found  # (_match_slots checked there is one)
         relaid = relayout(value, getattr(our_state, slot), f"the reference's {name}")
         out[slot] = value if relaid is None else relaid
     return out
