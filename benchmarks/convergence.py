@@ -433,19 +433,23 @@ def train(
     """Trains ``task`` with ``tx``; evaluates every ``task.eval_every`` steps.
 
     ``update_args=("value",)`` passes the minibatch loss to ``tx.update``
-    (rules that read the loss, such as Polyak step sizes).
+    (rules that read the loss, such as Polyak step sizes); ``"obj_fn"``
+    passes the minibatch loss as a function of the parameters (Sophia's
+    Hessian estimate).
     """
     steps = steps or task.steps
     params = task.init(jax.random.key(seed))
     state = tx.init(params)
-    unknown = set(update_args) - {"value"}
+    unknown = set(update_args) - {"value", "obj_fn"}
     if unknown:
         raise NotImplementedError(f"{label}: train cannot pass {sorted(unknown)}")
 
     @jax.jit
     def step(params: Any, state: Any, batch: Any) -> tuple[Any, Any]:
         value, grads = jax.value_and_grad(task.loss)(params, batch)
-        extra = {"value": value} if "value" in update_args else {}
+        extra: dict[str, Any] = {"value": value} if "value" in update_args else {}
+        if "obj_fn" in update_args:
+            extra["obj_fn"] = lambda p: task.loss(p, batch)
         updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 

@@ -61,6 +61,7 @@ from benchmarks._timing import (
     median_ms,
     paired_ratio,
 )
+from jaxopt_rules import testing
 
 
 # ---------------------------------------------------------------------------
@@ -184,13 +185,20 @@ def jax_candidate(
 
     A rule that reads the loss (``update_args=("value",)``) gets a constant
     loss value, an input of the program: the step's cost, not a training run.
+    A rule that differentiates the loss (``"obj_fn"``, Sophia's Hessian
+    estimate) gets the kit's example loss (a sum of elementwise terms), part
+    of the program.
     """
     params = as_jax(leaves)
     n = sum(x.size for x in leaves)
-    unknown = set(update_args) - {"value"}
+    unknown = set(update_args) - {"value", "obj_fn"}
     if unknown:
         raise NotImplementedError(f"{rule}: the benchmark cannot pass {unknown}")
-    extra = {name: jnp.asarray(1.0, jnp.float32) for name in update_args}
+    extra: dict[str, Any] = {
+        name: jnp.asarray(1.0, jnp.float32) for name in update_args if name == "value"
+    }
+    if "obj_fn" in update_args:
+        extra["obj_fn"] = testing.example_loss
 
     def step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
         updates, state = tx.update(grads, state, params, **extra)

@@ -19,10 +19,12 @@ from jaxopt_rules import (
 from jaxopt_rules._bytes import tree_bytes as tree_bytes
 from jaxopt_rules._core import (
     Array as Array,
+    CompositeFactory as CompositeFactory,
     RuleFactory as RuleFactory,
     Scalar as Scalar,
     Slot as Slot,
     abs_sq as abs_sq,
+    composite as composite,
     random_like as random_like,
     report as report,
     rule as rule,
@@ -96,7 +98,11 @@ from jaxopt_rules.rules import (
     signum as signum,
     simplified_ademamix as simplified_ademamix,
     sm3 as sm3,
+    sophia as sophia,
     yogi as yogi,
+)
+from jaxopt_rules.rules._sophia import (
+    hutchinson_estimator_diag_hessian as hutchinson_estimator_diag_hessian,
 )
 from jaxopt_rules.wrappers import (
     FlatState as FlatState,
@@ -107,6 +113,7 @@ from jaxopt_rules.wrappers import (
 __all__ = [
     "REGISTRY",
     "Array",
+    "CompositeFactory",
     "CsvSink",
     "FlatState",
     "JsonLinesSink",
@@ -135,6 +142,7 @@ __all__ = [
     "amsgrad",
     "checkpoint",
     "cocob",
+    "composite",
     "dadapt_adamw",
     "dog",
     "dowg",
@@ -142,6 +150,7 @@ __all__ = [
     "from_optax",
     "fromage",
     "galore",
+    "hutchinson_estimator_diag_hessian",
     "inject_hyperparams",
     "is_quantized",
     "lamb",
@@ -180,6 +189,7 @@ __all__ = [
     "signum",
     "simplified_ademamix",
     "sm3",
+    "sophia",
     "sweep",
     "testing",
     "to_optax",

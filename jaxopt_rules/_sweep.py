@@ -43,7 +43,9 @@ def sweep(
     Parameters, gradients, updates and states carry a leading axis of length
     N, one entry per run (stack the initial parameters, or broadcast one
     tree with ``jax.tree.map(lambda x: jnp.stack([x] * n), params)``).
-    Extra arguments of ``update`` (``value=``) are batched the same way.
+    Extra arguments of ``update`` (``value=``) are batched the same way; a
+    function (``obj_fn=``, the loss of one run's parameters) is called on
+    each run's parameters.
 
     Args:
         factory: a rule factory (this package's or optax's).
@@ -93,9 +95,14 @@ def sweep(
     def update(
         updates: Any, state: Any, params: Any = None, **extra: Any
     ) -> tuple[Any, Any]:
-        def one(u: Any, s: Any, p: Any, e: Mapping[str, Any]) -> tuple[Any, Any]:
-            return injected.update(u, s, p, **e)
+        # A function (obj_fn, value_fn) is the same for every run and is
+        # called on each run's parameters; arrays are batched.
+        functions = {k: v for k, v in extra.items() if callable(v)}
+        arrays = {k: v for k, v in extra.items() if k not in functions}
 
-        return jax.vmap(one)(updates, state, params, extra)
+        def one(u: Any, s: Any, p: Any, e: Mapping[str, Any]) -> tuple[Any, Any]:
+            return injected.update(u, s, p, **e, **functions)
+
+        return jax.vmap(one)(updates, state, params, arrays)
 
     return optax.GradientTransformationExtraArgs(init, update)

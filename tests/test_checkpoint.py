@@ -81,6 +81,16 @@ def _has_count(state: Any) -> bool:
 
 
 def _assert_identical(actual: Any, expected: Any) -> None:
+    if (
+        hasattr(actual, "_fields")
+        and type(actual) is not type(expected)
+        and getattr(expected, "_fields", None) == actual._fields
+    ):
+        # A state the drop-in declares with optax's fields (jr.sophia's
+        # estimator state, optax's HutchinsonState): compare field by field.
+        for a, e in zip(actual, expected, strict=True):
+            _assert_identical(a, e)
+        return
     # optax's SM3 keeps a list of per-axis accumulators per leaf, jr.sm3 one
     # vector per leaf; optax's GaLore a (0, 0) projector for a leaf it does
     # not project, jr.galore one zero: compare in the layout of ``actual``.

@@ -67,8 +67,10 @@ def _compare_sweep_with_separate_runs(spec):
         for _ in range(STEPS):
             grads = jax.vmap(testing.example_grads)(params)
             extra = {}
-            if spec.update_args:
+            if "value" in spec.update_args:
                 extra["value"] = jax.vmap(testing.example_loss)(params)
+            if "obj_fn" in spec.update_args:
+                extra["obj_fn"] = testing.example_loss
             updates, state = tx.update(grads, state, params, **extra)
             params = jax.tree.map(lambda p, u: p + u, params, updates)
             out.append(updates)

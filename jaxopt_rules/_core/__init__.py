@@ -1,6 +1,10 @@
 """The rule-authoring core (private; the public names are re-exported at top level)."""
 
 from jaxopt_rules._core._catalog import CatalogSpec as CatalogSpec
+from jaxopt_rules._core._composite import (
+    CompositeFactory as CompositeFactory,
+    composite as composite,
+)
 from jaxopt_rules._core._config import RuleConfig as RuleConfig
 from jaxopt_rules._core._constraints import (
     Constraint as Constraint,

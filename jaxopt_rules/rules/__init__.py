@@ -58,5 +58,6 @@ from jaxopt_rules.rules._simplified_ademamix import (
     simplified_ademamix as simplified_ademamix,
 )
 from jaxopt_rules.rules._sm3 import sm3 as sm3
+from jaxopt_rules.rules._sophia import sophia as sophia
 from jaxopt_rules.rules._spec import RuleSpec as RuleSpec
 from jaxopt_rules.rules._yogi import yogi as yogi

@@ -52,6 +52,7 @@ from jaxopt_rules.rules import (
     _signum,
     _simplified_ademamix,
     _sm3,
+    _sophia,
     _yogi,
 )
 from jaxopt_rules.rules._spec import RuleSpec
@@ -105,6 +106,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _noisy_sgd.SPEC,
     _galore.SPEC,
     _muon.SPEC,
+    _sophia.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""

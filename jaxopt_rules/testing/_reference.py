@@ -32,6 +32,7 @@ import optax
 from jaxopt_rules.checkpoint._convert import merge_masked, per_leaf, relayout
 from jaxopt_rules.testing._problems import example_grads, example_loss, example_params
 from jaxopt_rules.testing._update_args import (
+    FUNCTIONS,
     check_known,
     declared_update_args,
     update_args as compute_update_args,
@@ -381,13 +382,16 @@ def teacher_forced_errors(
     # training loop: compiled together, XLA may share or reorder their common
     # terms, which moves last bits where a formula cancels (MoMo's bound).
     # The loop is host-side and asynchronous; the errors are taken at the end.
-    our_update, ref_update = jax.jit(ours.update), jax.jit(ref.update)
+    # The loss function (value_fn, obj_fn) is part of each program, not an input.
+    loss_fns = {name: example_loss for name in FUNCTIONS.intersection(names)}
+    our_update = jax.jit(functools.partial(ours.update, **loss_fns))
+    ref_update = jax.jit(functools.partial(ref.update, **loss_fns))
     apply = jax.jit(optax.apply_updates)
     ours_out: list[Any] = []
     theirs: list[Any] = []
     ref_slots = _reference_slots(ref_state, params, fields, our_state)
     for step in range(steps):
-        grads, extra = _loss_inputs(params, names)
+        grads, extra = _array_inputs(params, names)
         forced = our_state._replace(count=jnp.asarray(step, jnp.int32), **ref_slots)
         updates, new_state = our_update(grads, forced, params, **extra)
         expected, ref_state = ref_update(grads, ref_state, params, **extra)
@@ -409,19 +413,8 @@ def teacher_forced_errors(
 
 @functools.partial(jax.jit, static_argnums=1)
 def _array_inputs(params: Any, names: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
-    arrays = tuple(n for n in names if n != "value_fn")
+    arrays = tuple(n for n in names if n not in FUNCTIONS)
     return example_grads(params), compute_update_args(arrays, example_loss, params)
-
-
-def _loss_inputs(params: Any, names: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
-    """The example loss's gradients and ``update`` arguments at ``params``.
-
-    The arrays come from one compiled program; ``value_fn`` is the loss itself.
-    """
-    grads, extra = _array_inputs(params, names)
-    if "value_fn" in names:
-        extra["value_fn"] = example_loss
-    return grads, extra
 
 
 def _update_arg_names(

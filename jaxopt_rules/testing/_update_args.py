@@ -21,9 +21,13 @@ Loss = Callable[[Any], jax.Array]
 KNOWN: dict[str, str] = {
     "value": "the loss at the parameters",
     "value_fn": "the loss function",
+    "obj_fn": "the loss function (optax's name for it in Hessian estimators)",
     "grad": "the gradient of the loss at the parameters",
 }
 """The update arguments the kit can compute, and what it passes for each."""
+
+FUNCTIONS: frozenset[str] = frozenset({"value_fn", "obj_fn"})
+"""Those of :data:`KNOWN` that are the loss function itself, not arrays."""
 
 
 def declared_update_args(factory: Callable[..., Any]) -> tuple[str, ...]:
@@ -54,7 +58,7 @@ def update_args(names: Sequence[str], loss: Loss, params: Any) -> dict[str, Any]
     for name in names:
         if name == "value":
             computed[name] = loss(params)
-        elif name == "value_fn":
+        elif name in FUNCTIONS:
             computed[name] = loss
         elif name == "grad":
             computed[name] = jax.grad(loss)(params)

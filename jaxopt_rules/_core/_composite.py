@@ -1,0 +1,116 @@
+"""Catalog factories built around one rule, for what a per-leaf function cannot do.
+
+Most rules are one per-leaf function (:func:`rule`). A few need tree-level work
+the per-leaf core does not express: Sophia's Hessian-diagonal estimate is a
+Hessian-vector product of the whole loss, made every few steps by any optax
+transform with its own state. Such a rule is still *one* per-leaf rule (its
+arithmetic, slots, dtypes, schedules and masks handled by the core) wrapped by
+a short build function that does the tree-level part and hands its result to
+the rule as an extra argument of ``update``. :class:`CompositeFactory` is that
+build function with the attributes the registry, the conformance kit and
+``optax.inject_hyperparams`` read from a :class:`RuleFactory`.
+"""
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optax
+
+from jaxopt_rules._core._definition import RuleDefinition
+from jaxopt_rules._core._factory import RuleFactory
+
+
+class CompositeFactory:
+    """A factory of optax transforms: one :class:`RuleFactory` and tree-level work.
+
+    Calling it calls the build function. Its name, docstring and signature are
+    the build function's.
+
+    Attributes:
+        rule: the per-leaf rule inside (a :class:`RuleFactory`).
+        definition: that rule's definition as the composite presents it: the
+            rule's slots and options, with ``extra_args`` the arguments the
+            composite's ``update`` takes (``("obj_fn",)`` for Sophia) instead
+            of those the composite computes and hands to the rule.
+        static_args: names to pass as ``static_args`` to
+            ``optax.inject_hyperparams``: the rule's, and the build function's
+            non-numeric arguments (a transform, a flag).
+    """
+
+    __name__: str
+    rule: RuleFactory
+    definition: RuleDefinition
+    static_args: tuple[str, ...]
+    __signature__: inspect.Signature
+
+    def __init__(
+        self,
+        build: Callable[..., optax.GradientTransformationExtraArgs],
+        rule: RuleFactory,
+        *,
+        update_args: Sequence[str] = (),
+        static_args: Sequence[str] = (),
+    ) -> None:
+        if not isinstance(rule, RuleFactory):
+            raise TypeError(f"composite: rule must be a RuleFactory, got {rule!r}")
+        functools.update_wrapper(self, build)
+        self._build = build
+        self.rule = rule
+        self.__signature__ = inspect.signature(build)
+        self.definition = dataclasses.replace(
+            rule.definition, name=build.__name__, extra_args=tuple(update_args)
+        )
+        accepted = self.__signature__.parameters
+        unknown = [n for n in static_args if n not in accepted]
+        if unknown:
+            raise TypeError(
+                f"composite {build.__name__!r}: static_args {unknown} are not "
+                f"parameters of the build function ({list(accepted)})"
+            )
+        self.static_args = tuple(
+            n for n in dict.fromkeys((*rule.static_args, *static_args)) if n in accepted
+        )
+
+    def __call__(
+        self, *args: Any, **kwargs: Any
+    ) -> optax.GradientTransformationExtraArgs:
+        """Builds the transform."""
+        try:
+            self.__signature__.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{self.__name__}(): {error}") from None
+        return self._build(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<composite rule {self.__name__}{self.__signature__}>"
+
+
+def composite(
+    rule: RuleFactory,
+    *,
+    update_args: Sequence[str] = (),
+    static_args: Sequence[str] = (),
+) -> Callable[[Callable[..., Any]], CompositeFactory]:
+    """Decorates a build function around ``rule`` into a :class:`CompositeFactory`.
+
+    Args:
+        rule: the per-leaf rule the build function wraps.
+        update_args: the extra arguments of the built transform's ``update``
+            that a training loop passes (``"obj_fn"``); the conformance kit
+            computes them from each problem's loss.
+        static_args: the build function's arguments that are not numbers, for
+            ``optax.inject_hyperparams`` (the rule's are added).
+
+    Returns:
+        A decorator.
+    """
+
+    def wrap(build: Callable[..., Any]) -> CompositeFactory:
+        return CompositeFactory(
+            build, rule, update_args=update_args, static_args=static_args
+        )
+
+    return wrap
