@@ -44,6 +44,7 @@ import optax
 
 import jaxopt_rules as jr
 from benchmarks import _table
+from jaxopt_rules import testing
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +262,8 @@ TASKS: dict[str, Callable[[], Task]] = {
 # task's default.
 # SM3 runs at AdaGrad's rates (on vectors it is AdaGrad). Adadelta runs at
 # 1.0, Zeiler's rule (optax's default, learning_rate=None, steps uphill; see
-# jr.adadelta). Noisy SGD runs at SGD's rates (optax's default noise).
+# jr.adadelta). Noisy SGD runs at SGD's rates (optax's default noise), and so
+# does DP-SGD (clip 1, noise multiplier 0.5, momentum 0.9).
 PARAMETER_FREE: dict[str, float] = {
     "dog": 1.0,
     "dowg": 1.0,
@@ -277,6 +279,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         **PARAMETER_FREE,
         "sgd": 0.1,
         "noisy_sgd": 0.1,
+        "dpsgd": 0.1,
         "schedule_free_sgd": 0.1,
         "adagrad": 0.05,
         "sm3": 0.05,
@@ -301,6 +304,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         **PARAMETER_FREE,
         "sgd": 0.3,
         "noisy_sgd": 0.3,
+        "dpsgd": 0.3,
         "schedule_free_sgd": 0.3,
         "adagrad": 0.05,
         "sm3": 0.05,
@@ -324,6 +328,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         **PARAMETER_FREE,
         "sgd": 1.5e-4,
         "noisy_sgd": 1.5e-4,
+        "dpsgd": 1.5e-4,
         "schedule_free_sgd": 1.5e-4,
         "adagrad": 0.5,
         "sm3": 0.5,
@@ -347,6 +352,7 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         **PARAMETER_FREE,
         "sgd": 1e-3,
         "noisy_sgd": 1e-3,
+        "dpsgd": 1e-3,
         "schedule_free_sgd": 1e-3,
         "adagrad": 0.5,
         "sm3": 0.5,
@@ -367,7 +373,11 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
     },
 }
 # Fixed extra hyperparameters per rule (the rest are the rule's defaults).
-RULE_KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
+RULE_KWARGS: dict[str, dict[str, Any]] = {
+    "sgd": {"momentum": 0.9},
+    # Examples clipped to norm 1, noise 0.5 of it (a moderate privacy budget).
+    "dpsgd": {"l2_norm_clip": 1.0, "noise_multiplier": 0.5, "seed": 0, "momentum": 0.9},
+}
 # The argument that LEARNING_RATES sets, for rules without ``learning_rate``.
 RATE_ARGS: dict[str, str] = {"polyak_sgd": "max_learning_rate"}
 
@@ -420,6 +430,17 @@ class Result:
         )
 
 
+def per_example_grads(loss: Callable[..., Any], params: Any, batch: Any) -> Any:
+    """The gradient of each example of ``batch`` (a batch of one when it is None)."""
+    if batch is None:
+        return jax.tree.map(lambda g: g[None], jax.grad(loss)(params, None))
+
+    def one(example: Any) -> Any:
+        return jax.grad(loss)(params, jax.tree.map(lambda a: a[None], example))
+
+    return jax.vmap(one)(batch)
+
+
 def train(
     task: Task,
     tx: optax.GradientTransformation,
@@ -429,13 +450,15 @@ def train(
     steps: int | None = None,
     progress: Callable[[str], None] | None = None,
     update_args: tuple[str, ...] = (),
+    per_example: bool = False,
 ) -> Result:
     """Trains ``task`` with ``tx``; evaluates every ``task.eval_every`` steps.
 
     ``update_args=("value",)`` passes the minibatch loss to ``tx.update``
     (rules that read the loss, such as Polyak step sizes); ``"obj_fn"``
     passes the minibatch loss as a function of the parameters (Sophia's
-    Hessian estimate).
+    Hessian estimate). ``per_example`` passes one gradient per example
+    (DP-SGD).
     """
     steps = steps or task.steps
     params = task.init(jax.random.key(seed))
@@ -447,6 +470,8 @@ def train(
     @jax.jit
     def step(params: Any, state: Any, batch: Any) -> tuple[Any, Any]:
         value, grads = jax.value_and_grad(task.loss)(params, batch)
+        if per_example:  # DP-SGD: one gradient per example of the minibatch
+            grads = per_example_grads(task.loss, params, batch)
         extra: dict[str, Any] = {"value": value} if "value" in update_args else {}
         if "obj_fn" in update_args:
             extra["obj_fn"] = lambda p: task.loss(p, batch)
@@ -563,6 +588,9 @@ def main() -> None:
                 steps=steps,
                 progress=progress,
                 update_args=update_args(rule),
+                per_example=testing.takes_per_example(
+                    next(s for s in jr.REGISTRY if s.name == rule).factory
+                ),
             )
         )
     print()

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxopt_rules as jr
+from jaxopt_rules import testing
 from jaxopt_rules.testing import (
     free_run,
     free_running_error,
@@ -59,9 +60,12 @@ def main() -> None:
             static = tuple(k for k in kw if k in spec.static_args or "mask" in k)
             injected = optax.inject_hyperparams(ref, static_args=static)(**kw)
             extra = spec.update_args  # the loss value, for rules that read it
+            plain = ref(**kw)
+            if testing.takes_per_example(ours):  # DP-SGD: batches of examples
+                injected, plain = map(testing.as_per_example, (injected, plain))
             yardstick = relative_error(
                 free_run(injected, jnp.float32, update_args=extra),
-                free_run(ref(**kw), jnp.float32, update_args=extra),
+                free_run(plain, jnp.float32, update_args=extra),
             )
             label = ", ".join(
                 f"{k}={'<fn>' if callable(v) else v}"

@@ -320,7 +320,6 @@ def bench_tree(
     print(f"\n== {tree_name}: building and compiling ...", flush=True)
     leaves = numpy_tree(shapes, seed=0)
     grad_leaves = numpy_tree(shapes, seed=1)
-    grads = as_jax(grad_leaves)
     groups: dict[str, dict[str, Candidate]] = {}
     for spec in rules:
         kwargs = BENCH_HYPERPARAMS.get(
@@ -328,6 +327,11 @@ def bench_tree(
         )
         extra = spec.update_args
         group: dict[str, Candidate] = {}
+        if testing.takes_per_example(spec.factory):
+            # DP-SGD takes per-example gradients: a batch of two examples.
+            grads = testing.example_batch(as_jax(grad_leaves))
+        else:
+            grads = as_jax(grad_leaves)
         ours = jax_candidate(
             "jaxopt_rules", spec.name, spec.factory(**kwargs), leaves, grads, extra
         )
@@ -346,7 +350,11 @@ def bench_tree(
                 grads,
                 extra,
             )
-        if args.flat and not spec.reads_whole_leaves:
+        if (
+            args.flat
+            and not spec.reads_whole_leaves
+            and not testing.takes_per_example(spec.factory)
+        ):
             group["jaxopt_rules flat"] = jax_candidate(
                 "jaxopt_rules flat",
                 spec.name,

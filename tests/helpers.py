@@ -117,3 +117,26 @@ def quantized_rules_under_test(
         (f"{name}+quantized{bits}", quantized(factory, bits), hyperparams, options)
         for name, factory, hyperparams, options in rules_under_test()
     ]
+
+
+def build(factory: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """``factory(*args, **kwargs)``, taking plain gradients whatever the rule.
+
+    A rule whose ``update`` takes per-example gradients (``jr.dpsgd``) is fed
+    the kit's batch of examples of each gradient (``testing.as_per_example``),
+    so the registry-wide tests run it like any other rule.
+    """
+    from jaxopt_rules import testing
+
+    tx = factory(*args, **kwargs)
+    return testing.as_per_example(tx) if testing.takes_per_example(factory) else tx
+
+
+def build_reference(spec: Any, /, **kwargs: Any) -> Any:
+    """``spec``'s reference with ``kwargs``, fed as :func:`build` feeds the rule."""
+    from jaxopt_rules import testing
+
+    tx = spec.reference_factory(**kwargs)
+    if testing.takes_per_example(spec.factory):
+        return testing.as_per_example(tx)
+    return tx

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from helpers import build
 
 import jaxopt_rules as jr
 from jaxopt_rules import torch_compat
@@ -102,7 +103,7 @@ def cases() -> Iterator[tuple[str, Callable[[], Any], Any, bool]]:
             for dtype in ("float32", "float64") if i == 0 else ("float32",):
                 yield (
                     f"rules.{spec.name}.{i}.{dtype}",
-                    lambda s=spec, c=case: s.factory(**c),
+                    lambda s=spec, c=case: build(s.factory, **c),
                     dtype,
                     False,
                 )

@@ -24,6 +24,7 @@ P = inspect.Parameter
 # core cannot express, each saying why in its docstring.
 COMPOSITES = {
     "sophia": "Hessian-vector product of the whole loss",
+    "dpsgd": "its norm over every leaf of the tree",
 }
 
 

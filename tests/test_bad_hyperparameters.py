@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import build
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing, torch_compat
@@ -41,7 +42,7 @@ def _loss(params):
 
 
 def _build(spec, value):
-    tx = spec.factory(**{**spec.hyperparams, _lr_name(spec): value})
+    tx = build(spec.factory, **{**spec.hyperparams, _lr_name(spec): value})
     return testing.with_update_args(tx, spec.update_args, _loss)
 
 

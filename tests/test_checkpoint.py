@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from helpers import build, build_reference
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing, torch_compat
@@ -138,8 +139,8 @@ def _pair(spec: Any, case: int, dtype: Any) -> tuple[Any, Any]:
         )
         # Rules that read the loss get it from the example loss, both sides.
         _PAIRS[key] = tuple(
-            testing.with_update_args(make(**kwargs), spec.update_args)
-            for make in (spec.factory, spec.reference_factory)
+            testing.with_update_args(tx, spec.update_args)
+            for tx in (build(spec.factory, **kwargs), build_reference(spec, **kwargs))
         )
     return _PAIRS[key]
 

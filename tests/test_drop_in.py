@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import build, build_reference
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing, torch_compat
@@ -72,8 +73,8 @@ def test_complex_trajectory_matches_optax(spec, case):
     kwargs = spec.reference_cases[case]
     with jax.enable_x64(True):
         params = _complex_params(jnp.complex128)
-        ours, state = _run(spec.factory(**kwargs), params, 30, spec.update_args)
-        theirs, _ = _run(spec.reference_factory(**kwargs), params, 30, spec.update_args)
+        ours, state = _run(build(spec.factory, **kwargs), params, 30, spec.update_args)
+        theirs, _ = _run(build_reference(spec, **kwargs), params, 30, spec.update_args)
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
             assert a.dtype == b.dtype
             scale = float(jnp.max(jnp.abs(b)))
@@ -137,7 +138,7 @@ ALL_SPECS = [pytest.param(spec, id=f"catalog-{spec.name}") for spec in jr.REGIST
 
 def _make(factory, hyperparams, params):
     del params
-    return factory(**hyperparams)
+    return build(factory, **hyperparams)
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import build
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing
@@ -50,7 +51,7 @@ def _mixed_params():
 
 def _make(spec):
     """The spec's rule, given the loss where it reads it (a training loop would)."""
-    tx = spec.factory(**spec.hyperparams)
+    tx = build(spec.factory, **spec.hyperparams)
     return testing.with_update_args(tx, spec.update_args)
 
 

@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 from flax.training import train_state
+from helpers import build, build_reference
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing
@@ -55,7 +56,7 @@ def _pair(spec: Any, dtype: Any) -> tuple[Any, Any]:
     kwargs = testing.reference_arguments(
         spec.factory, spec.reference_factory, spec.reference_cases[0], dtype
     )
-    return spec.factory(**kwargs), spec.reference_factory(**kwargs)
+    return build(spec.factory, **kwargs), build_reference(spec, **kwargs)
 
 
 def _assert_identical(actual: Any, expected: Any) -> None:
@@ -92,7 +93,7 @@ def test_linen_train_state_checkpoint_continues_bit_identically(spec):
 
     # apply_gradients passes no loss: a rule that reads it gets it this way.
     tx = testing.with_update_args(
-        spec.factory(**spec.hyperparams), spec.update_args, loss
+        build(spec.factory, **spec.hyperparams), spec.update_args, loss
     )
 
     def fresh() -> train_state.TrainState:
@@ -211,7 +212,7 @@ def test_orbax_restore_into_abstract_state_continues_bit_identically(
     kwargs = testing.reference_arguments(
         spec.factory, spec.reference_factory, spec.reference_cases[case]
     )
-    tx = testing.with_update_args(spec.factory(**kwargs), spec.update_args)
+    tx = testing.with_update_args(build(spec.factory, **kwargs), spec.update_args)
     params = testing.example_params()
 
     @jax.jit

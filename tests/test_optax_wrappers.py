@@ -37,6 +37,7 @@ import numpy as np
 import optax
 import optax.contrib
 import pytest
+from helpers import build, build_reference
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing
@@ -327,8 +328,8 @@ def test_wrapper_follows_optax_trajectory(wrapper: Wrapper, spec: RuleSpec):
         ours, theirs = trajectories(
             wrapper,
             (
-                wrapper.wrap(spec.factory(**kwargs), jr.sgd),
-                wrapper.wrap(spec.reference_factory(**kwargs), optax.sgd),
+                wrapper.wrap(build(spec.factory, **kwargs), jr.sgd),
+                wrapper.wrap(build_reference(spec, **kwargs), optax.sgd),
             ),
             spec,
         )

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from helpers import build
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 import jaxopt_rules as jr
@@ -216,7 +217,9 @@ def _logged(tx, records):
 @given(spec=_trees, rule=st.sampled_from(jr.REGISTRY))
 def test_wrapper_stacks_give_the_bare_rules_updates(spec, rule):
     params = _for_rule(_build(spec, np.random.default_rng(2)), rule)
-    make = lambda: with_update_args(rule.factory(**rule.hyperparams), rule.update_args)
+    make = lambda: with_update_args(
+        build(rule.factory, **rule.hyperparams), rule.update_args
+    )
     expected = _updates(make(), params)
     # The quantized_state default min_size (4096) leaves these small leaves in
     # full precision, so the stacks must give exactly the bare rule's numbers.
@@ -259,7 +262,9 @@ def test_log_step_around_or_inside_quantized_state_changes_nothing(spec, rule, b
     Deterministic rounding, so that both stacks round the same values alike.
     """
     params = _for_rule(_build(spec, np.random.default_rng(3)), rule)
-    make = lambda: with_update_args(rule.factory(**rule.hyperparams), rule.update_args)
+    make = lambda: with_update_args(
+        build(rule.factory, **rule.hyperparams), rule.update_args
+    )
     quantize = lambda tx: jr.quantized_state(
         tx, bits=bits, min_size=0, stochastic_rounding=False
     )

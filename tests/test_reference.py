@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import build
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing
@@ -146,7 +147,7 @@ def test_float64_trajectory_matches_reference(spec, case):
             spec.factory, spec.reference_factory, spec.reference_cases[case], np.float64
         )
         params = testing.free_run(
-            spec.factory(**kwargs), jnp.float64, update_args=spec.update_args
+            build(spec.factory, **kwargs), jnp.float64, update_args=spec.update_args
         )
         assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(params))
         error = testing.free_running_error(

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import build
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing
@@ -37,7 +38,7 @@ def _swept(spec) -> dict[str, list[float]]:
 
 def _alone(spec, hyper, params):
     """The rule with one set of values, jitted, ``STEPS`` steps: the updates."""
-    tx = testing.with_update_args(spec.factory(**hyper), spec.update_args)
+    tx = testing.with_update_args(build(spec.factory, **hyper), spec.update_args)
     step = jax.jit(tx.update)
     state, out = tx.init(params), []
     for _ in range(STEPS):
@@ -66,6 +67,8 @@ def _compare_sweep_with_separate_runs(spec):
         state, out = tx.init(params), []
         for _ in range(STEPS):
             grads = jax.vmap(testing.example_grads)(params)
+            if testing.takes_per_example(spec.factory):  # DP-SGD: examples
+                grads = jax.vmap(testing.example_batch)(grads)
             extra = {}
             if "value" in spec.update_args:
                 extra["value"] = jax.vmap(testing.example_loss)(params)

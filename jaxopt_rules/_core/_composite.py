@@ -38,12 +38,16 @@ class CompositeFactory:
         static_args: names to pass as ``static_args`` to
             ``optax.inject_hyperparams``: the rule's, and the build function's
             non-numeric arguments (a transform, a flag).
+        per_example: ``update`` takes per-example gradients (a leading batch
+            axis on every leaf, as optax's DP-SGD); the conformance kit feeds
+            it a batch of examples whose mean is each gradient it checks.
     """
 
     __name__: str
     rule: RuleFactory
     definition: RuleDefinition
     static_args: tuple[str, ...]
+    per_example: bool
     __signature__: inspect.Signature
 
     def __init__(
@@ -53,12 +57,14 @@ class CompositeFactory:
         *,
         update_args: Sequence[str] = (),
         static_args: Sequence[str] = (),
+        per_example: bool = False,
     ) -> None:
         if not isinstance(rule, RuleFactory):
             raise TypeError(f"composite: rule must be a RuleFactory, got {rule!r}")
         functools.update_wrapper(self, build)
         self._build = build
         self.rule = rule
+        self.per_example = per_example
         self.__signature__ = inspect.signature(build)
         self.definition = dataclasses.replace(
             rule.definition, name=build.__name__, extra_args=tuple(update_args)
@@ -93,6 +99,7 @@ def composite(
     *,
     update_args: Sequence[str] = (),
     static_args: Sequence[str] = (),
+    per_example: bool = False,
 ) -> Callable[[Callable[..., Any]], CompositeFactory]:
     """Decorates a build function around ``rule`` into a :class:`CompositeFactory`.
 
@@ -103,6 +110,8 @@ def composite(
             computes them from each problem's loss.
         static_args: the build function's arguments that are not numbers, for
             ``optax.inject_hyperparams`` (the rule's are added).
+        per_example: the built transform's ``update`` takes per-example
+            gradients (see :class:`CompositeFactory`).
 
     Returns:
         A decorator.
@@ -110,7 +119,11 @@ def composite(
 
     def wrap(build: Callable[..., Any]) -> CompositeFactory:
         return CompositeFactory(
-            build, rule, update_args=update_args, static_args=static_args
+            build,
+            rule,
+            update_args=update_args,
+            static_args=static_args,
+            per_example=per_example,
         )
 
     return wrap

@@ -20,6 +20,7 @@ from jaxopt_rules.rules._cocob import cocob as cocob
 from jaxopt_rules.rules._dadapt_adamw import dadapt_adamw as dadapt_adamw
 from jaxopt_rules.rules._dog import dog as dog
 from jaxopt_rules.rules._dowg import dowg as dowg
+from jaxopt_rules.rules._dpsgd import dpsgd as dpsgd
 from jaxopt_rules.rules._fromage import fromage as fromage
 from jaxopt_rules.rules._galore import galore as galore
 from jaxopt_rules.rules._lamb import lamb as lamb

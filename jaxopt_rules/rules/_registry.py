@@ -23,6 +23,7 @@ from jaxopt_rules.rules import (
     _dadapt_adamw,
     _dog,
     _dowg,
+    _dpsgd,
     _fromage,
     _galore,
     _lamb,
@@ -107,6 +108,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _galore.SPEC,
     _muon.SPEC,
     _sophia.SPEC,
+    _dpsgd.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""

@@ -50,4 +50,9 @@ from jaxopt_rules.testing._subject import (
     CheckSkipped as CheckSkipped,
     RuleUnderTest as RuleUnderTest,
 )
-from jaxopt_rules.testing._update_args import with_update_args as with_update_args
+from jaxopt_rules.testing._update_args import (
+    as_per_example as as_per_example,
+    example_batch as example_batch,
+    takes_per_example as takes_per_example,
+    with_update_args as with_update_args,
+)

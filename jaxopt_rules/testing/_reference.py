@@ -33,8 +33,10 @@ from jaxopt_rules.checkpoint._convert import merge_masked, per_leaf, relayout
 from jaxopt_rules.testing._problems import example_grads, example_loss, example_params
 from jaxopt_rules.testing._update_args import (
     FUNCTIONS,
+    as_per_example,
     check_known,
     declared_update_args,
+    takes_per_example,
     update_args as compute_update_args,
 )
 
@@ -303,6 +305,18 @@ def _reference_slots(
     return out
 
 
+def _built(
+    factory: Factory, kwargs: Mapping[str, Any], build: Factory | None = None
+) -> Any:
+    """``(build or factory)(**kwargs)``, fed per-example batches where needed.
+
+    A per-example rule (DP-SGD) and its reference both get the kit's batch of
+    examples of each gradient (:func:`as_per_example`).
+    """
+    tx = (build or factory)(**kwargs)
+    return as_per_example(tx) if takes_per_example(factory) else tx
+
+
 def teacher_forced_errors(
     factory: Factory,
     reference: Factory,
@@ -369,7 +383,7 @@ def teacher_forced_errors(
     ours_kwargs, ref_kwargs = _both_arguments(
         factory, reference, hyperparams, dtype, round_hyperparams
     )
-    ours, ref = factory(**ours_kwargs), reference(**ref_kwargs)
+    ours, ref = _built(factory, ours_kwargs), _built(factory, ref_kwargs, reference)
     params = example_params(dtype)
     ref_state = ref.init(params)
     our_state: Any = ours.init(params)
@@ -502,6 +516,6 @@ def free_running_error(
     )
     names = _update_arg_names(factory, update_args)
     return relative_error(
-        free_run(factory(**ours_kwargs), dtype, steps, names),
-        free_run(reference(**ref_kwargs), dtype, steps, names),
+        free_run(_built(factory, ours_kwargs), dtype, steps, names),
+        free_run(_built(factory, ref_kwargs, reference), dtype, steps, names),
     )

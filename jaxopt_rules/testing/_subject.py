@@ -10,7 +10,12 @@ import optax
 
 from jaxopt_rules.testing._problems import Problem, example_loss, example_params
 from jaxopt_rules.testing._programs import Step, StepProgram
-from jaxopt_rules.testing._update_args import Loss, with_update_args
+from jaxopt_rules.testing._update_args import (
+    Loss,
+    as_per_example,
+    takes_per_example,
+    with_update_args,
+)
 
 
 # Two runs of the same float32 arithmetic compiled in different programs may
@@ -70,9 +75,20 @@ class RuleUnderTest:
         Its ``update`` takes the rule's :attr:`update_args` from the caller:
         wrap the outermost transform of a check with :meth:`feed`.
         """
-        return optax.with_extra_args_support(
-            self.factory(**{**self.hyperparams, **overrides})
-        )
+        return self.adapt(self.factory(**{**self.hyperparams, **overrides}))
+
+    def adapt(
+        self, tx: optax.GradientTransformation
+    ) -> optax.GradientTransformationExtraArgs:
+        """``tx`` with extra-argument support; fed per-example batches if it takes them.
+
+        For a rule whose ``update`` takes per-example gradients (DP-SGD), each
+        gradient becomes a batch of examples with that mean (see
+        :func:`as_per_example`); other rules are unchanged.
+        """
+        if takes_per_example(self.factory):
+            return as_per_example(tx)
+        return optax.with_extra_args_support(tx)
 
     def feed(
         self, tx: optax.GradientTransformation, loss: Loss = example_loss

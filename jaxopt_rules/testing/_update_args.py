@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxopt_rules.testing._problems import example_loss
@@ -118,5 +120,71 @@ def with_update_args(
         return tx.update(
             updates, state, params, **update_args(missing, loss, params), **extra
         )
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+EXAMPLE_WEIGHTS: tuple[float, ...] = (0.5, 1.5)
+"""The kit's examples of a gradient ``g`` for per-example rules: ``w * g``."""
+
+
+def takes_per_example(factory: Callable[..., Any]) -> bool:
+    """Whether the factory's ``update`` takes per-example gradients (DP-SGD)."""
+    return bool(getattr(factory, "per_example", False))
+
+
+def example_batch(grads: Any, weights: Sequence[float] = EXAMPLE_WEIGHTS) -> Any:
+    """Per-example gradients made of ``grads``: ``w * g`` stacked on a new axis 0.
+
+    Leaves that are not floating (integer counters, ``float0`` gradients) are
+    repeated unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_rules import testing
+        >>> testing.example_batch({"w": jnp.array([2.0])})["w"]
+        Array([[1.],
+               [3.]], dtype=float32)
+    """
+    weights = tuple(float(w) for w in weights)
+
+    def batch(g: Any) -> Any:
+        dtype = jnp.result_type(g)
+        if dtype == jax.dtypes.float0:
+            return np.zeros((len(weights), *jnp.shape(g)), dtype)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            return jnp.stack([g] * len(weights))
+        return jnp.stack([(w * g).astype(dtype) for w in weights])
+
+    return jax.tree.map(batch, grads)
+
+
+def as_per_example(
+    tx: optax.GradientTransformation, weights: Sequence[float] = EXAMPLE_WEIGHTS
+) -> optax.GradientTransformationExtraArgs:
+    """``tx`` (which takes per-example gradients) fed a batch made of each gradient.
+
+    The batch is ``[w_1 g, ..., w_B g]`` (by default ``0.5 g`` and ``1.5 g``,
+    whose mean is ``g``), so a per-example rule such as DP-SGD runs on the
+    kit's problems and inside optax's wrappers like any other rule: every
+    check compares it with itself on the same batches. Wrap the rule itself,
+    inside ``optax.masked`` or ``optax.chain``, as a training loop computes
+    per-example gradients for that rule only.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jaxopt_rules as jr
+        >>> from jaxopt_rules import testing
+        >>> tx = testing.as_per_example(jr.dpsgd(1.0, 10.0, 0.0, seed=0))
+        >>> params = {"w": jnp.zeros(2)}
+        >>> tx.update({"w": jnp.ones(2)}, tx.init(params), params)[0]["w"]
+        Array([-1., -1.], dtype=float32)
+    """
+    tx = optax.with_extra_args_support(tx)
+
+    def update(
+        updates: Any, state: Any, params: Any = None, **extra: Any
+    ) -> tuple[Any, Any]:
+        return tx.update(example_batch(updates, weights), state, params, **extra)
 
     return optax.GradientTransformationExtraArgs(tx.init, update)

@@ -25,8 +25,10 @@ def check_inject_hyperparams(rule: RuleUnderTest) -> None:
     params = rule.params()
     try:
         injected = rule.feed(
-            optax.inject_hyperparams(rule.factory, static_args=rule.static_args)(
-                **rule.hyperparams
+            rule.adapt(
+                optax.inject_hyperparams(rule.factory, static_args=rule.static_args)(
+                    **rule.hyperparams
+                )
             )
         )
     except TypeError as error:
@@ -80,5 +82,5 @@ def check_schedule(rule: RuleUnderTest) -> None:
     injected_tx = optax.inject_hyperparams(rule.factory, static_args=rule.static_args)(
         **{**rule.hyperparams, name: schedule}
     )
-    injected = StepProgram(rule.feed(injected_tx)).run(params, 4)
+    injected = StepProgram(rule.feed(rule.adapt(injected_tx))).run(params, 4)
     assert_steps_close("schedule", "decaying schedule, ", direct, injected)
