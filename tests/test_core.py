@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import build
 
 import jaxopt_rules as jr
 from jaxopt_rules._core import safe_increment
@@ -156,7 +157,9 @@ def test_no_float64_under_x64():
     with jax.enable_x64(True):
         params = {"w": jnp.ones(3, jnp.float32), "b": jnp.ones(2, jnp.bfloat16)}
         for spec in jr.REGISTRY:
-            tx = with_update_args(spec.factory(**spec.hyperparams), spec.update_args)
+            tx = with_update_args(
+                build(spec.factory, **spec.hyperparams), spec.update_args
+            )
             state = tx.init(params)
             updates, state = jax.jit(tx.update)(params, state, params)
             for leaf in jax.tree.leaves((updates, state)):

@@ -240,17 +240,21 @@ def test_wrapper_stacks_give_the_bare_rules_updates(spec, rule):
         logged.flush()
     assert [r["step"] for r in records] == [0, 1]
     if rule.name in _ELEMENTWISE:
-        # The same arithmetic in another layout: 1 ulp at most (XLA may fuse
-        # the two programs differently). A sum over the whole tree (Polyak's
-        # |g|**2, a global norm) is taken over one flat buffer instead of leaf
-        # by leaf: the same terms added in another order, a few ulps (seen:
-        # 3, polyak_sgd), which reach every element through the step size.
+        # The same arithmetic in another layout: XLA compiles the two programs
+        # differently (a scalar leaf becomes an element of a vector, fused and
+        # contracted into FMAs otherwise), 1 ulp per step where the chain is
+        # short; seen: 2, NAdam's second step on a float32 scalar leaf
+        # (-0.05774073 against -0.057740737; nadamw 1 ulp, adam and radam
+        # equal). A sum over the whole tree (Polyak's |g|**2, a global norm)
+        # is taken over one flat buffer instead of leaf by leaf: the same
+        # terms added in another order, a few ulps (seen: 3, polyak_sgd),
+        # which reach every element through the step size.
         tree_sums = getattr(rule.factory.definition, "global_stats", None)
         _assert_same(
             _updates(jr.flat_leaves(make()), params),
             expected,
             "flat_leaves",
-            ulps=1 if tree_sums is None else 4,
+            ulps=2 if tree_sums is None else 4,
         )
 
 

@@ -108,3 +108,15 @@ def test_scalar_leaves_are_adagrad():
         np.testing.assert_allclose(updates["s"], -0.5 * g / np.sqrt(total + 1e-8))
     with pytest.raises(IndexError):
         optax.sm3(0.5).update(params, optax.sm3(0.5).init(params))
+
+
+def test_a_leaf_with_an_empty_axis_is_updated():
+    # A (3, 0) leaf: its rows' maxima are over no element (0, the squares'
+    # floor), its columns' over three; the other leaf is unaffected.
+    params = {"empty": jnp.zeros((3, 0)), "w": jnp.ones((2, 4))}
+    tx = sm3(1.0)
+    updates, state = jax.jit(tx.update)(params, tx.init(params), params)
+    alone, _ = tx.update({"w": params["w"]}, tx.init({"w": params["w"]}))
+    assert updates["empty"].shape == (3, 0)
+    np.testing.assert_array_equal(updates["w"], alone["w"])
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state))

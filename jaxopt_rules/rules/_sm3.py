@@ -44,11 +44,18 @@ def _axis_maxima(accum: Array) -> Array:
     Each axis's maxima come sharded like that axis of the parameter; joined
     into one vector (``m + n`` numbers for a matrix) they must share one
     layout, so they are replicated, which costs little next to the matrix.
+    The maxima start from 0 (the accumulated squares are never negative), so
+    an index of an axis whose other axes are empty, as in a ``(3, 0)`` leaf,
+    has maximum 0 instead of failing the reduction.
     """
     rank = accum.ndim
     return jnp.concatenate(
         [
-            replicated(jnp.max(accum, axis=tuple(j for j in range(rank) if j != i)))
+            replicated(
+                jnp.max(
+                    accum, axis=tuple(j for j in range(rank) if j != i), initial=0.0
+                )
+            )
             for i in range(rank)
         ]
     )
