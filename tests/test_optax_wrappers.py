@@ -273,8 +273,10 @@ def trajectories(
             params, state = carry
             at = wrapper.grad_at(params)
             extra = wrapper.update_args(at)
-            if rule_args:
+            if "value" in rule_args:
                 extra = {**extra, "value": testing.example_loss(at)}
+            if "obj_fn" in rule_args:  # sophia: the loss as a function
+                extra = {**extra, "obj_fn": testing.example_loss}
             updates, new_state = tx.update(
                 testing.example_grads(at), state, params, **extra
             )
@@ -305,12 +307,15 @@ def test_every_wrapper_runs_quickly_with_a_registered_rule():
 @pytest.mark.parametrize(("wrapper", "spec"), _cases())
 def test_wrapper_follows_optax_trajectory(wrapper: Wrapper, spec: RuleSpec):
     needed = _update_args(spec)
-    if set(needed) - {"value"}:
-        pytest.skip(f"{spec.name}'s update needs {needed}; this test passes value")
+    if set(needed) - {"value", "obj_fn"}:
+        pytest.skip(
+            f"{spec.name}'s update needs {needed}; this test passes value and obj_fn"
+        )
     if needed and not wrapper.forwards_update_args:
         pytest.skip(
-            f"{spec.name}'s update needs the loss as value=, which {wrapper.name} "
-            "does not hand to the rule it wraps (nor to optax's namesake)"
+            f"{spec.name}'s update needs the loss ({', '.join(needed)}), which "
+            f"{wrapper.name} does not hand to the rule it wraps (nor to optax's "
+            "namesake)"
         )
     if wrapper.mixes_states and spec.factory.definition.takes_key:
         pytest.skip(

@@ -10,7 +10,14 @@ import numpy as np
 import optax
 import optax.contrib
 
-from jaxopt_rules._core import Array, Scalar, composite, random_like, rule
+from jaxopt_rules._core import (
+    Array,
+    Scalar,
+    composite,
+    random_like,
+    rule,
+    split_then_per_leaf,
+)
 from jaxopt_rules.logging._emit import emitter
 from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
 
@@ -88,8 +95,7 @@ def hutchinson_estimator_diag_hessian(
             )
         leaves, treedef = jax.tree.flatten(params)
         floating = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
-        key, sample = jax.random.split(state.key)
-        keys = jax.random.split(sample, len(leaves))
+        key, keys = split_then_per_leaf(state.key, len(leaves))
         lowest = _lowest_float(leaves, floating)
         # Signs drawn in float32 and cast to the lowest floating dtype, as in
         # optax; each leaf's tangent is the same signs in its own dtype.
