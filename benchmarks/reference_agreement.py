@@ -60,9 +60,10 @@ def main() -> None:
             static = tuple(k for k in kw if k in spec.static_args or "mask" in k)
             injected = optax.inject_hyperparams(ref, static_args=static)(**kw)
             extra = spec.update_args  # the loss value, for rules that read it
-            plain = ref(**kw)
-            if testing.takes_per_example(ours):  # DP-SGD: batches of examples
-                injected, plain = map(testing.as_per_example, (injected, plain))
+            # DP-SGD: both fed batches of examples, as the rule is.
+            injected, plain = (
+                testing.fed_plain_gradients(tx, ours) for tx in (injected, ref(**kw))
+            )
             yardstick = relative_error(
                 free_run(injected, jnp.float32, update_args=extra),
                 free_run(plain, jnp.float32, update_args=extra),

@@ -128,15 +128,11 @@ def build(factory: Any, /, *args: Any, **kwargs: Any) -> Any:
     """
     from jaxopt_rules import testing
 
-    tx = factory(*args, **kwargs)
-    return testing.as_per_example(tx) if testing.takes_per_example(factory) else tx
+    return testing.fed_plain_gradients(factory(*args, **kwargs), factory)
 
 
 def build_reference(spec: Any, /, **kwargs: Any) -> Any:
     """``spec``'s reference with ``kwargs``, fed as :func:`build` feeds the rule."""
     from jaxopt_rules import testing
 
-    tx = spec.reference_factory(**kwargs)
-    if testing.takes_per_example(spec.factory):
-        return testing.as_per_example(tx)
-    return tx
+    return testing.fed_plain_gradients(spec.reference_factory(**kwargs), spec.factory)

@@ -13,7 +13,7 @@ from jaxopt_rules._core._leaves import (
     Kind,
     as_leaf,
     leaf_kind,
-    real_dtype,
+    lowest_float,
     slot_shape,
     storage_dtype,
     takes_hyperparameters,
@@ -71,14 +71,11 @@ def _init_slot(
 
 def _lowest_float(param_leaves: list[Any], kinds: list[Kind]) -> np.dtype:
     """The lowest-precision real dtype of the rule's leaves (float32 if none)."""
-    dtypes = [
-        real_dtype(p.dtype)
+    return lowest_float(
+        p.dtype
         for p, kind in zip(param_leaves, kinds, strict=True)
         if kind is not Kind.INERT
-    ]
-    if not dtypes:
-        return np.dtype(np.float32)
-    return min(dtypes, key=lambda d: (jnp.finfo(d).bits, jnp.finfo(d).nmant))
+    )
 
 
 def _init_tree_slot(

@@ -8,7 +8,7 @@ its dtype argument's, else the parameter's (see :func:`storage_dtype`).
 
 import enum
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -48,6 +48,18 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 def real_dtype(dtype: np.dtype) -> np.dtype:
     """The real dtype of the same precision (``float32`` for ``complex64``)."""
     return np.dtype(jnp.finfo(dtype).dtype)
+
+
+def lowest_float(dtypes: Iterable[Any]) -> np.dtype:
+    """The lowest-precision real dtype of ``dtypes`` (float32 if there are none).
+
+    Fewer bits first, then fewer mantissa bits (bfloat16 below float16);
+    complex dtypes count as their real parts.
+    """
+    reals = [real_dtype(np.dtype(d)) for d in dtypes]
+    if not reals:
+        return np.dtype(np.float32)
+    return min(reals, key=lambda d: (jnp.finfo(d).bits, jnp.finfo(d).nmant))
 
 
 def cast_value(value: Any, dtype: np.dtype) -> Any:

@@ -14,6 +14,7 @@ from jaxopt_rules._core import (
     Array,
     Scalar,
     composite,
+    lowest_float,
     random_like,
     rule,
     split_then_per_leaf,
@@ -96,7 +97,9 @@ def hutchinson_estimator_diag_hessian(
         leaves, treedef = jax.tree.flatten(params)
         floating = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
         key, keys = split_then_per_leaf(state.key, len(leaves))
-        lowest = _lowest_float(leaves, floating)
+        lowest = lowest_float(
+            jnp.result_type(x) for x, f in zip(leaves, floating, strict=True) if f
+        )
         # Signs drawn in float32 and cast to the lowest floating dtype, as in
         # optax; each leaf's tangent is the same signs in its own dtype.
         signs = [
@@ -129,14 +132,6 @@ def hutchinson_estimator_diag_hessian(
         return jax.tree.unflatten(treedef, estimate), HutchinsonState(key=key)
 
     return optax.GradientTransformationExtraArgs(init, cast(Any, update))
-
-
-def _lowest_float(leaves: list[Any], floating: list[bool]) -> Any:
-    """The lowest-precision floating dtype among the leaves (float32 if none)."""
-    dtypes = [jnp.result_type(x) for x, f in zip(leaves, floating, strict=True) if f]
-    if not dtypes:
-        return jnp.float32
-    return min(dtypes, key=lambda d: jnp.finfo(d).bits)
 
 
 @rule(
@@ -287,8 +282,8 @@ def sophia(
             default; ``None`` means the same).
         mu_dtype: storage dtype of the momentum (default: the parameter's).
         verbose: print the win rate (the fraction of elements not clipped)
-            every ``print_win_rate_every_n_steps`` steps, through
-            ``jax.debug.print``.
+            every ``print_win_rate_every_n_steps`` steps, as optax does
+            (through the logging package's host callback, on the host).
         print_win_rate_every_n_steps: see ``verbose`` (>= 1 when verbose).
         nu_dtype: storage dtype of the Hessian average (default: the
             parameter's).
@@ -341,9 +336,7 @@ def sophia(
         rounding_seed=rounding_seed,
     )
     estimator = optax.with_extra_args_support(
-        hutchinson_estimator_diag_hessian()
-        if hessian_diagonal_fn is None
-        else hessian_diagonal_fn
+        DEFAULT_ESTIMATOR if hessian_diagonal_fn is None else hessian_diagonal_fn
     )
     state_class: Any = SophiaRoundingState if stochastic_rounding else SophiaState
 

@@ -33,10 +33,9 @@ from jaxopt_rules.checkpoint._convert import merge_masked, per_leaf, relayout
 from jaxopt_rules.testing._problems import example_grads, example_loss, example_params
 from jaxopt_rules.testing._update_args import (
     FUNCTIONS,
-    as_per_example,
     check_known,
     declared_update_args,
-    takes_per_example,
+    fed_plain_gradients,
     update_args as compute_update_args,
 )
 
@@ -313,8 +312,7 @@ def _built(
     A per-example rule (DP-SGD) and its reference both get the kit's batch of
     examples of each gradient (:func:`as_per_example`).
     """
-    tx = (build or factory)(**kwargs)
-    return as_per_example(tx) if takes_per_example(factory) else tx
+    return fed_plain_gradients((build or factory)(**kwargs), factory)
 
 
 def teacher_forced_errors(

@@ -12,8 +12,7 @@ from jaxopt_rules.testing._problems import Problem, example_loss, example_params
 from jaxopt_rules.testing._programs import Step, StepProgram
 from jaxopt_rules.testing._update_args import (
     Loss,
-    as_per_example,
-    takes_per_example,
+    fed_plain_gradients,
     with_update_args,
 )
 
@@ -86,9 +85,7 @@ class RuleUnderTest:
         gradient becomes a batch of examples with that mean (see
         :func:`as_per_example`); other rules are unchanged.
         """
-        if takes_per_example(self.factory):
-            return as_per_example(tx)
-        return optax.with_extra_args_support(tx)
+        return optax.with_extra_args_support(fed_plain_gradients(tx, self.factory))
 
     def feed(
         self, tx: optax.GradientTransformation, loss: Loss = example_loss

@@ -159,6 +159,24 @@ def example_batch(grads: Any, weights: Sequence[float] = EXAMPLE_WEIGHTS) -> Any
     return jax.tree.map(batch, grads)
 
 
+def fed_plain_gradients(
+    tx: optax.GradientTransformation, factory: Callable[..., Any]
+) -> optax.GradientTransformation:
+    """``tx`` (made by ``factory``) taking plain gradients, whatever the rule.
+
+    :func:`as_per_example` for a factory whose ``update`` takes per-example
+    gradients (:func:`takes_per_example`), ``tx`` itself otherwise.
+
+    Example:
+        >>> import jaxopt_rules as jr
+        >>> from jaxopt_rules import testing
+        >>> tx = jr.adam(0.1)
+        >>> testing.fed_plain_gradients(tx, jr.adam) is tx
+        True
+    """
+    return as_per_example(tx) if takes_per_example(factory) else tx
+
+
 def as_per_example(
     tx: optax.GradientTransformation, weights: Sequence[float] = EXAMPLE_WEIGHTS
 ) -> optax.GradientTransformationExtraArgs:
