@@ -74,6 +74,7 @@ from jaxopt_rules.rules import (
     galore as galore,
     lamb as lamb,
     lars as lars,
+    lbfgs as lbfgs,
     lion as lion,
     madgrad as madgrad,
     momo as momo,
@@ -102,6 +103,7 @@ from jaxopt_rules.rules import (
     sophia as sophia,
     yogi as yogi,
 )
+from jaxopt_rules.rules._lbfgs import scale_by_lbfgs as scale_by_lbfgs
 from jaxopt_rules.rules._sophia import (
     hutchinson_estimator_diag_hessian as hutchinson_estimator_diag_hessian,
 )
@@ -157,6 +159,7 @@ __all__ = [
     "is_quantized",
     "lamb",
     "lars",
+    "lbfgs",
     "lion",
     "log_step",
     "logging",
@@ -184,6 +187,7 @@ __all__ = [
     "rprop",
     "rule",
     "rules",
+    "scale_by_lbfgs",
     "schedule_free_adamw",
     "schedule_free_sgd",
     "sgd",

@@ -25,6 +25,7 @@ P = inspect.Parameter
 COMPOSITES = {
     "sophia": "Hessian-vector product of the whole loss",
     "dpsgd": "its norm over every leaf of the tree",
+    "lbfgs": "a recursion of inner products over the whole tree",
 }
 
 

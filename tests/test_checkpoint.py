@@ -45,7 +45,17 @@ _WARMUP = (
     "the compute dtype, so the continued runs differ by 1e-10 to 2e-8 whatever "
     "the conversion (tests/test_reference.py lists the same case)"
 )
-_KNOWN_DIFFERENT = {"schedule_free_sgd-1": _WARMUP, "schedule_free_adamw-1": _WARMUP}
+_LBFGS_UNSTABLE = (
+    "L-BFGS with a decaying step (0.3 to 0.1) and no line search on the "
+    "example loss: the two jitted programs (ours, optax's chain) round the "
+    "same float64 arithmetic differently by 1e-16 and the trajectory amplifies "
+    "it about 4x per step: 5e-12 after the continued steps"
+)
+_KNOWN_DIFFERENT = {
+    "schedule_free_sgd-1": _WARMUP,
+    "schedule_free_adamw-1": _WARMUP,
+    "lbfgs-3": _LBFGS_UNSTABLE,
+}
 CONTINUED_CASES = [
     pytest.param(
         *case.values,
@@ -127,6 +137,20 @@ def _field(state: Any, name: str, like: Any) -> Any:
     return found[0]
 
 
+def _named_fields(state: Any) -> list[tuple[str, Any]]:
+    """The state's fields after ``count``, by name; a field holding a state of
+    its own (``jr.lbfgs``'s line-search state, which optax keeps as the last
+    transform of a chain) is replaced by its fields."""
+    out = []
+    for name in state._fields[1:]:
+        value = getattr(state, name)
+        if hasattr(value, "_fields"):
+            out.extend((n, getattr(value, n)) for n in value._fields)
+        else:
+            out.append((name, value))
+    return out
+
+
 _PAIRS: dict[tuple[str, int, str], tuple[Any, Any]] = {}
 
 
@@ -159,10 +183,8 @@ def test_optax_run_continues_on_the_drop_in(spec, case):
         # The conversion copies: same count, every slot equal to optax's.
         assert type(state) is type(ours.init(params))
         assert int(state.count) == K
-        for slot in state._fields[1:]:
-            _assert_identical(
-                getattr(state, slot), _field(ref_state, slot, getattr(state, slot))
-            )
+        for slot, value in _named_fields(state):
+            _assert_identical(value, _field(ref_state, slot, value))
         continued, _ = _run(ours, params, state, N)
         expected, _ = _run(ref, params, ref_state, N)
         assert testing.relative_error(continued, expected) <= 1e-12
@@ -178,10 +200,8 @@ def test_drop_in_run_continues_on_optax(spec, case):
         assert jax.tree.structure(ref_state) == jax.tree.structure(ref.init(params))
         for _, count in optax.tree_utils.tree_get_all_with_path(ref_state, "count"):
             assert int(count) == K
-        for slot in state._fields[1:]:
-            _assert_identical(
-                _field(ref_state, slot, getattr(state, slot)), getattr(state, slot)
-            )
+        for slot, value in _named_fields(state):
+            _assert_identical(_field(ref_state, slot, value), value)
         continued, _ = _run(ref, params, ref_state, N)
         expected, _ = _run(ours, params, state, N)
         assert testing.relative_error(continued, expected) <= 1e-12

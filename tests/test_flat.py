@@ -24,6 +24,12 @@ def _layout_dependent(spec) -> bool:
 ELEMENTWISE = [s for s in jr.REGISTRY if not _layout_dependent(s)]
 # Known differences, strict: the day they vanish, the test says so.
 _ROUNDING = {
+    "lbfgs": (
+        "the flat buffer adds the tree's inner products in another order; "
+        "the two-loop recursion and the line search amplify that to 1.5e-4 "
+        "relative after 5 steps on these gradients (which are not the "
+        "gradients of the line search's loss)"
+    ),
     "radam": (
         "after 5 steps 1 of the 12 bfloat16 parameters differs by one bfloat16 "
         "ulp between the flat and the per-leaf program: XLA:CPU fuses the "

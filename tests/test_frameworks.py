@@ -143,9 +143,12 @@ def _nnx_params_after(
 
         value, grads = nnx.value_and_grad(loss)(model)
         extra = {"value": value} if "value" in update_args else {}
-        if "obj_fn" in update_args:  # the loss of the Param state nnx passes
-            graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-            extra["obj_fn"] = lambda p: loss(nnx.merge(graphdef, p, rest))
+        if "grad" in update_args:
+            extra["grad"] = grads
+        graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+        for name in {"value_fn", "obj_fn"}.intersection(update_args):
+            # the loss of the Param state nnx passes
+            extra[name] = lambda p: loss(nnx.merge(graphdef, p, rest))
         optimizer.update(model, grads, **extra)
 
     for _ in range(steps):
@@ -187,8 +190,10 @@ def _eqx_params_after(
         value, grads = eqx.filter_value_and_grad(loss)(model)
         params, static = eqx.partition(model, eqx.is_array)
         extra = {"value": value} if "value" in update_args else {}
-        if "obj_fn" in update_args:
-            extra["obj_fn"] = lambda p: loss(eqx.combine(p, static))
+        if "grad" in update_args:
+            extra["grad"] = grads
+        for name in {"value_fn", "obj_fn"}.intersection(update_args):
+            extra[name] = lambda p: loss(eqx.combine(p, static))
         updates, opt_state = tx.update(grads, opt_state, params, **extra)
         return eqx.apply_updates(model, updates), opt_state
 

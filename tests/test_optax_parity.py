@@ -43,7 +43,7 @@ WORKS_UNCHANGED: dict[str, str] = {
     "reduce_on_plateau": f"chained after any transform; {_RUNS}[reduce_on_plateau-*]",
 }
 
-PENDING = set("lbfgs ".split())
+PENDING: set[str] = set()
 
 
 def _optax_function(name: str):

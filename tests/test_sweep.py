@@ -72,8 +72,10 @@ def _compare_sweep_with_separate_runs(spec):
             extra = {}
             if "value" in spec.update_args:
                 extra["value"] = jax.vmap(testing.example_loss)(params)
-            if "obj_fn" in spec.update_args:
-                extra["obj_fn"] = testing.example_loss
+            if "grad" in spec.update_args:
+                extra["grad"] = grads
+            for name in {"value_fn", "obj_fn"}.intersection(spec.update_args):
+                extra[name] = testing.example_loss  # a function: not batched
             updates, state = tx.update(grads, state, params, **extra)
             params = jax.tree.map(lambda p, u: p + u, params, updates)
             out.append(updates)

@@ -8,6 +8,7 @@ from jaxopt_rules._core._composite import (
 from jaxopt_rules._core._config import RuleConfig as RuleConfig
 from jaxopt_rules._core._constraints import (
     Constraint as Constraint,
+    checked_scalar_or_schedule as checked_scalar_or_schedule,
     parse_constraint as parse_constraint,
 )
 from jaxopt_rules._core._definition import (

@@ -258,3 +258,45 @@ def check_schedule_value(rule: str, name: str, value: Any) -> None:
             f"{tuple(np.shape(value))}; a schedule must return a scalar (one "
             "value per step for the whole tree)"
         )
+
+
+def checked_scalar_or_schedule(
+    rule: str, name: str, value: Any, *, none_ok: bool = False
+) -> Any:
+    """A step size given to a build function, refused now if it cannot work.
+
+    For hyperparameters a composite (:func:`jaxopt_rules.composite`) handles
+    itself rather than handing to its rule: the same errors as a rule's
+    (:func:`check_value`, :func:`check_schedule_value`). A number or scalar
+    array is returned as is; a schedule is returned wrapped so that what it
+    returns is checked when ``update`` is traced.
+
+    Args:
+        rule: the rule's name, for the messages.
+        name: the hyperparameter's name.
+        value: what the factory was called with.
+        none_ok: ``None`` is accepted (and returned).
+
+    Raises:
+        TypeError: ``value`` is neither a number nor a schedule.
+        ValueError: ``value`` is an array that is not a scalar.
+    """
+    parameter = inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None if none_ok else 0.0
+    )
+    check_value(rule, name, parameter, value)
+    if value is None or not callable(value):
+        if value is not None and np.ndim(value) != 0:
+            raise ValueError(
+                f"{rule}: {name} must be a scalar, got an array of shape "
+                f"{tuple(np.shape(value))}"
+            )
+        return value
+    schedule = value
+
+    def checked(count: Any) -> Any:
+        out = schedule(count)
+        check_schedule_value(rule, name, out)
+        return out
+
+    return checked

@@ -28,6 +28,7 @@ from jaxopt_rules.rules import (
     _galore,
     _lamb,
     _lars,
+    _lbfgs,
     _lion,
     _madgrad,
     _momo,
@@ -109,6 +110,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _muon.SPEC,
     _sophia.SPEC,
     _dpsgd.SPEC,
+    _lbfgs.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparison over each entry, so a rule added here is fully checked."""

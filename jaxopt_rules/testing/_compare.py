@@ -68,10 +68,12 @@ def assert_trees_close(
         a_np, e_np = _as_numpy(a), _as_numpy(e)
         if a_np.shape != e_np.shape:
             raise fail(check, f"{what} at {path}: shape {a_np.shape} != {e_np.shape}")
-        both_nan = np.isnan(a_np) & np.isnan(e_np)
-        err = np.where(both_nan, 0.0, np.abs(a_np - e_np))
-        bound = atol + rtol * np.abs(e_np)
-        bad = ~(err <= bound)
+        # Equal values (infinities included) and NaN against NaN agree.
+        same = (a_np == e_np) | (np.isnan(a_np) & np.isnan(e_np))
+        with np.errstate(invalid="ignore"):
+            err = np.where(same, 0.0, np.abs(a_np - e_np))
+            bound = atol + rtol * np.abs(e_np)
+        bad = ~same & ~(err <= bound)
         if bad.any():
             i = int(np.argmax(np.where(bad, err - bound, -np.inf)))
             raise fail(

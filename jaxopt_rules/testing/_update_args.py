@@ -63,7 +63,9 @@ def update_args(names: Sequence[str], loss: Loss, params: Any) -> dict[str, Any]
         elif name in FUNCTIONS:
             computed[name] = loss
         elif name == "grad":
-            computed[name] = jax.grad(loss)(params)
+            # Integer leaves (a step counter) get float0 gradients, as in
+            # a training loop's jax.grad(loss, allow_int=True).
+            computed[name] = jax.grad(loss, allow_int=True)(params)
     return computed
 
 

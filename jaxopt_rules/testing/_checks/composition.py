@@ -61,7 +61,12 @@ def check_masked(rule: RuleUnderTest) -> None:
     mask = jax.tree.map_with_path(
         lambda path, _: jax.tree_util.keystr(path) in SELECTED, params
     )
-    tx = rule.feed(optax.masked(rule.make(), mask), _selected_loss)
+    # The rule's update arguments are computed inside the mask, where a
+    # training loop computes them for that rule: its ``grad`` has the masked
+    # tree's structure, its ``value_fn`` takes the masked parameters.
+    tx = optax.with_extra_args_support(
+        optax.masked(rule.feed(rule.make(), _selected_loss), mask)
+    )
     grads = example_grads_jit(params)
     updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     # Expected: the rule alone on the selected leaves; the rest passed through.
@@ -76,8 +81,11 @@ def check_partition(rule: RuleUnderTest) -> None:
         lambda path, _: "rule" if jax.tree_util.keystr(path) in SELECTED else "sgd",
         params,
     )
-    tx = optax.partition({"rule": rule.make(), "sgd": sgd()}, labels)
-    joint = StepProgram(rule.feed(tx, _selected_loss)).run(params, 3)
+    # The rule's update arguments are computed for its part (see check_masked).
+    tx = optax.partition(
+        {"rule": rule.feed(rule.make(), _selected_loss), "sgd": sgd()}, labels
+    )
+    joint = StepProgram(optax.with_extra_args_support(tx)).run(params, 3)
     # The example loss is separable, so each part evolves on its own.
     rule_part = _subtree_run(rule, 3)
     sgd_part = sgd_program().run(only(params, OTHERS), 3)
