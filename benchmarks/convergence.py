@@ -272,6 +272,7 @@ PARAMETER_FREE: dict[str, float] = {
     "momo": 1.0,
     "momo_adam": 1e-2,
     "adadelta": 1.0,
+    "lbfgs": 1.0,  # the direction's own scale; its line search picks the step
 }
 LEARNING_RATES: dict[str, dict[str, float]] = {
     "digits": {
@@ -455,15 +456,15 @@ def train(
     """Trains ``task`` with ``tx``; evaluates every ``task.eval_every`` steps.
 
     ``update_args=("value",)`` passes the minibatch loss to ``tx.update``
-    (rules that read the loss, such as Polyak step sizes); ``"obj_fn"``
-    passes the minibatch loss as a function of the parameters (Sophia's
-    Hessian estimate). ``per_example`` passes one gradient per example
-    (DP-SGD).
+    (rules that read the loss, such as Polyak step sizes); ``"obj_fn"`` and
+    ``"value_fn"`` pass the minibatch loss as a function of the parameters
+    (Sophia's Hessian estimate, L-BFGS's line search), ``"grad"`` its
+    gradient. ``per_example`` passes one gradient per example (DP-SGD).
     """
     steps = steps or task.steps
     params = task.init(jax.random.key(seed))
     state = tx.init(params)
-    unknown = set(update_args) - {"value", "obj_fn"}
+    unknown = set(update_args) - {"value", "grad", "value_fn", "obj_fn"}
     if unknown:
         raise NotImplementedError(f"{label}: train cannot pass {sorted(unknown)}")
 
@@ -473,8 +474,10 @@ def train(
         if per_example:  # DP-SGD: one gradient per example of the minibatch
             grads = per_example_grads(task.loss, params, batch)
         extra: dict[str, Any] = {"value": value} if "value" in update_args else {}
-        if "obj_fn" in update_args:
-            extra["obj_fn"] = lambda p: task.loss(p, batch)
+        if "grad" in update_args:  # L-BFGS's line search
+            extra["grad"] = grads
+        for name in {"value_fn", "obj_fn"}.intersection(update_args):
+            extra[name] = lambda p: task.loss(p, batch)
         updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 

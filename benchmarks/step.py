@@ -187,21 +187,30 @@ def jax_candidate(
     loss value, an input of the program: the step's cost, not a training run.
     A rule that differentiates the loss (``"obj_fn"``, Sophia's Hessian
     estimate) gets the kit's example loss (a sum of elementwise terms), part
-    of the program.
+    of the program. A line search (``"value_fn"``, L-BFGS) gets that loss,
+    its value at the parameters and the step's gradient as ``grad``.
     """
     params = as_jax(leaves)
     n = sum(x.size for x in leaves)
-    unknown = set(update_args) - {"value", "obj_fn"}
+    unknown = set(update_args) - {"value", "grad", "value_fn", "obj_fn"}
     if unknown:
         raise NotImplementedError(f"{rule}: the benchmark cannot pass {unknown}")
+    line_search = "value_fn" in update_args
     extra: dict[str, Any] = {
-        name: jnp.asarray(1.0, jnp.float32) for name in update_args if name == "value"
+        name: jnp.asarray(1.0, jnp.float32)
+        for name in update_args
+        if name == "value" and not line_search
     }
-    if "obj_fn" in update_args:
-        extra["obj_fn"] = testing.example_loss
+    for name in {"value_fn", "obj_fn"}.intersection(update_args):
+        extra[name] = testing.example_loss
 
     def step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
-        updates, state = tx.update(grads, state, params, **extra)
+        more: dict[str, Any] = {}
+        if line_search:  # the loss at params, consistent with value_fn
+            more["value"] = testing.example_loss(params)
+        if "grad" in update_args:
+            more["grad"] = grads
+        updates, state = tx.update(grads, state, params, **extra, **more)
         return optax.apply_updates(params, updates), state
 
     start = time.perf_counter()

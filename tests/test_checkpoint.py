@@ -45,16 +45,9 @@ _WARMUP = (
     "the compute dtype, so the continued runs differ by 1e-10 to 2e-8 whatever "
     "the conversion (tests/test_reference.py lists the same case)"
 )
-_LBFGS_UNSTABLE = (
-    "L-BFGS with a decaying step (0.3 to 0.1) and no line search on the "
-    "example loss: the two jitted programs (ours, optax's chain) round the "
-    "same float64 arithmetic differently by 1e-16 and the trajectory amplifies "
-    "it about 4x per step: 5e-12 after the continued steps"
-)
 _KNOWN_DIFFERENT = {
     "schedule_free_sgd-1": _WARMUP,
     "schedule_free_adamw-1": _WARMUP,
-    "lbfgs-3": _LBFGS_UNSTABLE,
 }
 CONTINUED_CASES = [
     pytest.param(

@@ -42,6 +42,7 @@ from jaxopt_rules._core._state import (
 from jaxopt_rules._core._transform import build_transform as build_transform
 from jaxopt_rules._core._tree import (
     describe_mismatch as describe_mismatch,
+    fill_like as fill_like,
     is_hole as is_hole,
 )
 from jaxopt_rules._core._types import Array as Array, Scalar as Scalar

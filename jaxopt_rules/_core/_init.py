@@ -64,6 +64,10 @@ def _init_slot(
         return jnp.array(jnp.broadcast_to(value, shape), dtype=storage, copy=True)
     value = values[option.init] if isinstance(option.init, str) else option.init
     if tuple(shape) != tuple(p.shape):
+        if tuple(shape[len(shape) - p.ndim :]) == tuple(p.shape):
+            # A stack of parameter-shaped arrays (L-BFGS's ring buffers):
+            # sharded like the parameter on its trailing axes.
+            return jnp.broadcast_to(fill_like(p, value, storage), shape)
         return jnp.full(shape, value, storage)
     # Shaped like the parameter (always, or for this leaf): sharded like it.
     return fill_like(p, value, storage)

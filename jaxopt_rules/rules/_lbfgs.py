@@ -14,6 +14,8 @@ from jaxopt_rules._core import (
     abs_sq,
     checked_scalar_or_schedule,
     composite,
+    fill_like,
+    replicated,
     rule,
 )
 from jaxopt_rules.rules._spec import RuleSpec
@@ -144,6 +146,42 @@ def _sq_norm(a: Any) -> Array:
     return sum(terms[1:], terms[0]) if terms else jnp.zeros(())
 
 
+def _difference(a: Any, b: Any, params: Any) -> Any:
+    """``a - b`` on the leaves where ``params`` is floating (others: ``a``)."""
+    return jax.tree.map(lambda p, x, y: x - y if _floating(p) else x, params, a, b)
+
+
+class _Initable(NamedTuple):
+    """What ``optax.tree_utils.tree_map_params`` needs of a transform: ``init``."""
+
+    init: Any
+
+
+def _replicated(tree: Any) -> Any:
+    """Every array of ``tree`` replicated where it is sharded over explicit axes."""
+    return jax.tree.map(replicated, tree)
+
+
+def _resharded_like(tree: Any, like: Any) -> Any:
+    """``tree`` in ``like``'s shardings where those are over explicit axes."""
+
+    def reshard(x: Any, ref: Any) -> Any:
+        sharding = jax.typeof(ref).sharding
+        mesh = getattr(sharding, "mesh", None)
+        if mesh is None or mesh.empty or replicated(ref) is ref:
+            return x
+        return jax.sharding.reshard(x, sharding.spec)
+
+    return jax.tree.map(reshard, tree, like)
+
+
+def _strongly_typed(x: Any) -> Any:
+    """``x``, or a strongly typed copy of it where it is weakly typed."""
+    if isinstance(x, jax.Array) and jax.typeof(x).weak_type:
+        return jnp.array(x, dtype=x.dtype)
+    return x
+
+
 def _at(memory: Any, i: Array) -> Any:
     """Entry ``i`` of every leaf's ring buffer."""
     return jax.tree.map(lambda m: m[i] if _floating(m) else m, memory)
@@ -237,10 +275,11 @@ def _direction(
         passed, memory_state = memory.update(
             updates, inner_class(*state[:-1]), params, index=newest
         )
-        s, y = (
-            _at(memory_state.diff_params_memory, newest),
-            _at(memory_state.diff_updates_memory, newest),
-        )
+        # This step's pair, from the inputs: reading it back from the ring
+        # buffers at a traced index makes XLA copy both buffers (80 bytes per
+        # parameter at memory_size=10); these are the values written there.
+        s = _difference(params, state.params, params)
+        y = _difference(updates, state.updates, params)
         sy = _real_vdot(y, s)
         rho = jnp.where(count > 0, jnp.where(sy == 0.0, 0.0, 1.0 / sy), 0.0)
         rhos = state.weights_memory.at[newest].set(rho)
@@ -531,27 +570,39 @@ def _on_floating_leaves(
     def view(tree: Any, params: Any) -> Any:
         return jax.tree.map(lambda p, x: x if _floating(p) else None, params, tree)
 
+    def raw_init(floating: Any) -> Any:
+        if jax.tree.leaves(floating):
+            return search.init(floating)
+        lead = jnp.zeros((), jnp.float32)
+        structure = jax.tree.structure(floating)
+
+        def pair(node: Any) -> bool:
+            return (
+                type(node) is tuple
+                and len(node) == 2
+                and jax.tree.structure(node[1]) == structure
+            )
+
+        return jax.tree.map(
+            lambda node: node[1] if pair(node) else node,
+            search.init((lead, floating)),
+            is_leaf=pair,
+        )
+
     def init(params: Any) -> Any:
         floating = view(params, params)
+        state = raw_init(floating)
         if jax.tree.leaves(floating):
-            state = search.init(floating)
-        else:
-            lead = jnp.zeros((), jnp.float32)
-            structure = jax.tree.structure(floating)
-
-            def pair(node: Any) -> bool:
-                return (
-                    type(node) is tuple
-                    and len(node) == 2
-                    and jax.tree.structure(node[1]) == structure
-                )
-
-            state = jax.tree.map(
-                lambda node: node[1] if pair(node) else node,
-                search.init((lead, floating)),
-                is_leaf=pair,
+            # Parameter-shaped fields (the gradient kept for the next step)
+            # sharded like their parameters: a zeros_like inside jax.jit does
+            # not depend on the parameter, and lands on one device.
+            state = optax.tree_utils.tree_map_params(
+                _Initable(raw_init),
+                lambda leaf, p: fill_like(p, 0, leaf.dtype) + leaf,
+                state,
+                floating,
             )
-        return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), state)
+        return jax.tree.map(_strongly_typed, state)
 
     def update(
         updates: Any, state: Any, params: Any = None, **extra_args: Any
@@ -559,21 +610,38 @@ def _on_floating_leaves(
         if params is None:
             raise ValueError("lbfgs: update needs params (for the line search)")
         extra = _for_linesearch(extra_args)
+        floating = view(params, params)
+        # Under explicit sharding, optax's tree_vdot cannot contract a
+        # sharded axis (optax 0.2.8 compares jax versions as strings and takes
+        # jnp.vdot on jax 0.10), so the line search runs on replicated copies
+        # and its results are resharded like the parameters.
         value_fn = extra.get("value_fn")
         if value_fn is not None:
 
-            def restored(floating: Any, **kwargs: Any) -> Any:
+            def restored(trial: Any, **kwargs: Any) -> Any:
+                trial = _resharded_like(trial, floating)
                 full = jax.tree.map(
-                    lambda p, x: x if _floating(p) else p, params, floating
+                    lambda p, x: x if _floating(p) else p, params, trial
                 )
                 return value_fn(full, **kwargs)
 
             extra["value_fn"] = restored
         if "grad" in extra:
-            extra["grad"] = view(extra["grad"], params)
+            extra["grad"] = _replicated(view(extra["grad"], params))
         found, state = search.update(
-            view(updates, params), state, view(params, params), **extra
+            _replicated(view(updates, params)),
+            _replicated(state),
+            _replicated(floating),
+            **extra,
         )
+        found = _resharded_like(found, floating)
+        if jax.tree.leaves(floating):
+            state = optax.tree_utils.tree_map_params(
+                _Initable(raw_init),
+                lambda leaf, p: _resharded_like(leaf, p),
+                state,
+                floating,
+            )
         new = jax.tree.map(
             lambda p, d, x: x if _floating(p) else d, params, updates, found
         )
