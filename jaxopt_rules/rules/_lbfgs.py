@@ -1,5 +1,6 @@
 """L-BFGS: a quasi-Newton direction from past differences, and a line search."""
 
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -617,7 +618,9 @@ def _on_floating_leaves(
         # and its results are resharded like the parameters.
         value_fn = extra.get("value_fn")
         if value_fn is not None:
-
+            # value_fn's signature: optax's line search reads it to check
+            # that the extra arguments it hands on are value_fn's.
+            @functools.wraps(value_fn)
             def restored(trial: Any, **kwargs: Any) -> Any:
                 trial = _resharded_like(trial, floating)
                 full = jax.tree.map(
