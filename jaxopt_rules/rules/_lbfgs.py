@@ -152,6 +152,36 @@ def _difference(a: Any, b: Any, params: Any) -> Any:
     return jax.tree.map(lambda p, x, y: x - y if _floating(p) else x, params, a, b)
 
 
+def _inner_dtype(params: Any) -> Any:
+    """The real dtype of inner products over ``params``: its floats, promoted."""
+    floats = [
+        jnp.finfo(jnp.result_type(x)).dtype
+        for x in jax.tree.leaves(params)
+        if _floating(x)
+    ]
+    return jnp.result_type(*floats) if floats else jnp.dtype(jnp.float32)
+
+
+def _narrowed(state: Any, dtype: Any) -> Any:
+    """Floating scalars of ``state`` wider than ``dtype`` cast down to it.
+
+    optax's zoom line search keeps its errors in the default float dtype,
+    float64 under x64 whatever the parameters'.
+    """
+
+    def narrow(x: Any) -> Any:
+        if (
+            isinstance(x, jax.Array)
+            and x.ndim == 0
+            and jnp.issubdtype(x.dtype, jnp.floating)
+            and jnp.finfo(x.dtype).bits > jnp.finfo(dtype).bits
+        ):
+            return x.astype(dtype)
+        return x
+
+    return jax.tree.map(narrow, state)
+
+
 class _Initable(NamedTuple):
     """What ``optax.tree_utils.tree_map_params`` needs of a transform: ``init``."""
 
@@ -251,9 +281,11 @@ def _direction(
     def init(params: Any) -> Any:
         if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
             return jax.eval_shape(init, params)  # abstract params: abstract state
-        # optax keeps the weights in the default float dtype, whatever the params'.
+        # The weights in the dtype of the inner products: the parameters'
+        # floating dtypes promoted (optax keeps the default float dtype,
+        # float64 under x64 whatever the parameters).
         fields: Any = memory.init(params)
-        return state_class(*fields, jnp.zeros(memory_size))
+        return state_class(*fields, jnp.zeros(memory_size, _inner_dtype(params)))
 
     def update(
         updates: Any, state: Any, params: Any = None, **extra_args: Any
@@ -603,7 +635,7 @@ def _on_floating_leaves(
                 state,
                 floating,
             )
-        return jax.tree.map(_strongly_typed, state)
+        return _narrowed(jax.tree.map(_strongly_typed, state), _inner_dtype(params))
 
     def update(
         updates: Any, state: Any, params: Any = None, **extra_args: Any
@@ -648,7 +680,7 @@ def _on_floating_leaves(
         new = jax.tree.map(
             lambda p, d, x: x if _floating(p) else d, params, updates, found
         )
-        return new, state
+        return new, _narrowed(state, _inner_dtype(params))
 
     return optax.GradientTransformationExtraArgs(init, update)
 
