@@ -109,6 +109,7 @@ from jaxopt_rules.rules._sophia import (
 )
 from jaxopt_rules.wrappers import (
     FlatState as FlatState,
+    cautious as cautious,
     flat_leaves as flat_leaves,
 )
 
@@ -143,6 +144,7 @@ __all__ = [
     "ademamix",
     "adopt",
     "amsgrad",
+    "cautious",
     "checkpoint",
     "cocob",
     "composite",

@@ -1,0 +1,127 @@
+"""Cautious updates: the components that disagree with the gradient are dropped."""
+
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+_DIRECTIONS = ("descent", "gradient")
+
+
+def _agrees(update: jax.Array, grad: jax.Array, sign: int) -> jax.Array:
+    """1 where ``sign * update * grad > 0``, per real component, else 0."""
+    return (sign * update * grad > 0).astype(update.dtype)
+
+
+def _cautious_leaf(update: Any, grad: Any, sign: int) -> Any:
+    """One leaf: the kept components, scaled by ``size / (kept + 1)``."""
+    if update is None or grad is None:
+        return update
+    update = jnp.asarray(update)
+    if not jnp.issubdtype(update.dtype, jnp.inexact):
+        return update
+    grad = jnp.asarray(grad)
+    if jnp.iscomplexobj(update):
+        # Real and imaginary parts are separate components (as torch's
+        # view_as_real): each is kept or dropped on its own.
+        grad = grad.astype(update.dtype)
+        parts = (jnp.real(update), jnp.imag(update))
+        grad_parts = (jnp.real(grad), jnp.imag(grad))
+        masks = [_agrees(u, g, sign) for u, g in zip(parts, grad_parts, strict=True)]
+        kept = masks[0].sum() + masks[1].sum()
+        scale = (2 * update.size) / (kept + 1)
+        real, imag = (u * (m * scale) for u, m in zip(parts, masks, strict=True))
+        return jax.lax.complex(real, imag)
+    mask = _agrees(update, grad.astype(update.dtype), sign)
+    scale = update.size / (mask.sum() + 1)
+    return update * (mask * scale)
+
+
+def cautious(
+    inner: optax.GradientTransformation,
+    *,
+    direction: Literal["descent", "gradient"] = "descent",
+) -> optax.GradientTransformationExtraArgs:
+    r"""Keeps the components of ``inner``'s update that agree with the gradient.
+
+    For each leaf, with :math:`u` the update of ``inner`` and :math:`g` the
+    gradient given to ``update``,
+
+    .. math::
+
+        \phi = \mathbb{1}[s\, u \odot g > 0], \qquad
+        u' = u \odot \phi \cdot \frac{n}{\textstyle\sum \phi + 1},
+
+    where :math:`n` is the leaf's number of (real) components and :math:`s`
+    says which sign agrees: :math:`s = -1` for ``direction="descent"``, an
+    update that is added to the parameters (a whole optax optimizer: its update
+    points against the gradient), and :math:`s = +1` for
+    ``direction="gradient"``, a direction that is subtracted later (a
+    ``scale_by_*`` transform before the learning rate). The rescaling keeps the
+    update's size when few components are dropped. A complex leaf's real and
+    imaginary parts are components of their own; integer leaves and holes pass
+    through. The state is ``inner``'s, unchanged.
+
+    To drop components of the direction only, and not of a decoupled weight
+    decay, wrap the direction (the C-Lion of the paper, as in the example).
+
+    Args:
+        inner: the transform whose updates are masked; extra arguments of
+            ``update`` reach it.
+        direction: ``"descent"`` (default) or ``"gradient"``, as above.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` with ``inner``'s state.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> import jaxopt_rules as jr
+        >>> c_lion = optax.chain(
+        ...     jr.cautious(optax.scale_by_lion(b1=0.9, b2=0.99), direction="gradient"),
+        ...     optax.add_decayed_weights(0.1),
+        ...     optax.scale_by_learning_rate(1e-3),
+        ... )
+        >>> params = jnp.array([1.0, -2.0, 3.0, -4.0])
+        >>> state = c_lion.init(params)
+        >>> grads = jnp.array([1.0, 1.0, -1.0, -1.0])
+        >>> updates, state = c_lion.update(grads, state, params)
+
+    References:
+        Liang, Chen, Liu and Liu, "Cautious Optimizers: Improving Training with
+        One Line of Code", arXiv:2411.16085, 2024. Verified against
+        ``pytorch_optimizer`` 4.1's ``cautious=True`` (its Lion), which scales
+        by ``n / (sum(phi) + 1)``.
+    """
+    if not isinstance(inner, optax.GradientTransformation):
+        raise TypeError(
+            f"cautious wraps an optax transform; got {type(inner).__name__}"
+        )
+    if direction not in _DIRECTIONS:
+        raise ValueError(
+            f"cautious: direction must be 'descent' or 'gradient', got {direction!r}"
+        )
+    sign = -1 if direction == "descent" else 1
+    inner_ex = optax.with_extra_args_support(inner)
+
+    def update_fn(
+        updates: Any, state: Any, params: Any = None, **extra_args: Any
+    ) -> tuple[Any, Any]:
+        grads = updates
+        new_updates, new_state = inner_ex.update(updates, state, params, **extra_args)
+        try:
+            masked = jax.tree.map(
+                lambda u, g: _cautious_leaf(u, g, sign),
+                new_updates,
+                grads,
+                is_leaf=lambda x: x is None,
+            )
+        except ValueError as err:
+            raise ValueError(
+                "cautious: the inner transform's updates do not have the "
+                f"gradients' tree structure: {err}"
+            ) from None
+        return masked, new_state
+
+    return optax.GradientTransformationExtraArgs(inner_ex.init, update_fn)
