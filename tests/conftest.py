@@ -32,12 +32,12 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 # A crashed worker: one more run, on a fresh worker.
 #
-# Three times in four full runs on 2 cores (2026-12-03 and 12-04) a pytest
+# Four times in five full runs on 2 cores (2026-12-03 and 12-04) a pytest
 # worker died of a segmentation fault inside JAX's persistent-cache read
 # (``jax._src.compilation_cache.get_executable_and_time``, where XLA:CPU
 # deserialises an executable compiled earlier), each time for a control-flow
 # primitive run eagerly (``lax.cond`` in tests/test_sophia.py; ``lax.scan`` in
-# optax's L-BFGS, twice, in tests/test_drop_in.py's complex run). Each test
+# optax's L-BFGS, three times, in tests/test_drop_in.py's complex run). Each test
 # passed when run again, and no crash could be reproduced on purpose (thousands of
 # deserialisations, with two processes sharing the cache). A test whose worker
 # crashes is therefore scheduled once more; it passes only if that second run
