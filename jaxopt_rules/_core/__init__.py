@@ -21,7 +21,10 @@ from jaxopt_rules._core._factory import (
     RuleFactory as RuleFactory,
     rule as rule,
 )
-from jaxopt_rules._core._leaves import lowest_float as lowest_float
+from jaxopt_rules._core._leaves import (
+    lowest_float as lowest_float,
+    real_dtype as real_dtype,
+)
 from jaxopt_rules._core._math import abs_sq as abs_sq
 from jaxopt_rules._core._random import (
     KeySplit as KeySplit,

@@ -16,6 +16,7 @@ from jaxopt_rules._core import (
     checked_scalar_or_schedule,
     composite,
     fill_like,
+    real_dtype,
     replicated,
     rule,
 )
@@ -155,31 +156,34 @@ def _difference(a: Any, b: Any, params: Any) -> Any:
 def _inner_dtype(params: Any) -> Any:
     """The real dtype of inner products over ``params``: its floats, promoted."""
     floats = [
-        jnp.finfo(jnp.result_type(x)).dtype
-        for x in jax.tree.leaves(params)
-        if _floating(x)
+        real_dtype(jnp.result_type(x)) for x in jax.tree.leaves(params) if _floating(x)
     ]
     return jnp.result_type(*floats) if floats else jnp.dtype(jnp.float32)
 
 
-def _narrowed(state: Any, dtype: Any) -> Any:
-    """Floating scalars of ``state`` wider than ``dtype`` cast down to it.
+def _settled(state: Any, dtype: Any) -> Any:
+    """The line search's state with strong types, its wide float scalars narrowed.
 
-    optax's zoom line search keeps its errors in the default float dtype,
-    float64 under x64 whatever the parameters'.
+    optax's zoom line search leaves weakly typed scalars after ``init`` (a
+    jitted step would trace twice) and keeps its errors in the default float
+    dtype, float64 under x64 whatever the parameters': each weak leaf gets a
+    strong copy, and floating scalars wider than ``dtype`` are cast down to it.
     """
 
-    def narrow(x: Any) -> Any:
+    def settle(x: Any) -> Any:
+        if not isinstance(x, jax.Array):
+            return x
         if (
-            isinstance(x, jax.Array)
-            and x.ndim == 0
+            x.ndim == 0
             and jnp.issubdtype(x.dtype, jnp.floating)
             and jnp.finfo(x.dtype).bits > jnp.finfo(dtype).bits
         ):
             return x.astype(dtype)
+        if jax.typeof(x).weak_type:
+            return jnp.array(x, dtype=x.dtype)
         return x
 
-    return jax.tree.map(narrow, state)
+    return jax.tree.map(settle, state)
 
 
 class _Initable(NamedTuple):
@@ -204,13 +208,6 @@ def _resharded_like(tree: Any, like: Any) -> Any:
         return jax.sharding.reshard(x, sharding.spec)
 
     return jax.tree.map(reshard, tree, like)
-
-
-def _strongly_typed(x: Any) -> Any:
-    """``x``, or a strongly typed copy of it where it is weakly typed."""
-    if isinstance(x, jax.Array) and jax.typeof(x).weak_type:
-        return jnp.array(x, dtype=x.dtype)
-    return x
 
 
 def _at(memory: Any, i: Array) -> Any:
@@ -635,7 +632,7 @@ def _on_floating_leaves(
                 state,
                 floating,
             )
-        return _narrowed(jax.tree.map(_strongly_typed, state), _inner_dtype(params))
+        return _settled(state, _inner_dtype(params))
 
     def update(
         updates: Any, state: Any, params: Any = None, **extra_args: Any
@@ -680,7 +677,7 @@ def _on_floating_leaves(
         new = jax.tree.map(
             lambda p, d, x: x if _floating(p) else d, params, updates, found
         )
-        return new, _narrowed(state, _inner_dtype(params))
+        return new, _settled(state, _inner_dtype(params))
 
     return optax.GradientTransformationExtraArgs(init, update)
 

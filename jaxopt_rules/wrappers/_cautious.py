@@ -6,37 +6,34 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_rules._core import describe_mismatch, is_hole
+
 
 _DIRECTIONS = ("descent", "gradient")
 
 
-def _agrees(update: jax.Array, grad: jax.Array, sign: int) -> jax.Array:
-    """1 where ``sign * update * grad > 0``, per real component, else 0."""
-    return (sign * update * grad > 0).astype(update.dtype)
-
-
 def _cautious_leaf(update: Any, grad: Any, sign: int) -> Any:
-    """One leaf: the kept components, scaled by ``size / (kept + 1)``."""
-    if update is None or grad is None:
+    """One leaf: the kept components, scaled by ``size / (kept + 1)``.
+
+    A complex leaf's real and imaginary parts are components of their own (as
+    torch's ``view_as_real``): each is kept or dropped on its own.
+    """
+    if is_hole(update) or is_hole(grad):
         return update
     update = jnp.asarray(update)
     if not jnp.issubdtype(update.dtype, jnp.inexact):
         return update
-    grad = jnp.asarray(grad)
-    if jnp.iscomplexobj(update):
-        # Real and imaginary parts are separate components (as torch's
-        # view_as_real): each is kept or dropped on its own.
-        grad = grad.astype(update.dtype)
-        parts = (jnp.real(update), jnp.imag(update))
-        grad_parts = (jnp.real(grad), jnp.imag(grad))
-        masks = [_agrees(u, g, sign) for u, g in zip(parts, grad_parts, strict=True)]
-        kept = masks[0].sum() + masks[1].sum()
-        scale = (2 * update.size) / (kept + 1)
-        real, imag = (u * (m * scale) for u, m in zip(parts, masks, strict=True))
-        return jax.lax.complex(real, imag)
-    mask = _agrees(update, grad.astype(update.dtype), sign)
-    scale = update.size / (mask.sum() + 1)
-    return update * (mask * scale)
+    grad = jnp.asarray(grad).astype(update.dtype)
+    is_complex = jnp.iscomplexobj(update)
+    parts = (jnp.real(update), jnp.imag(update)) if is_complex else (update,)
+    grad_parts = (jnp.real(grad), jnp.imag(grad)) if is_complex else (grad,)
+    masks = [
+        (sign * u * g > 0).astype(u.dtype)
+        for u, g in zip(parts, grad_parts, strict=True)
+    ]
+    scale = sum(m.size for m in masks) / (sum(m.sum() for m in masks) + 1)
+    kept = [u * (m * scale) for u, m in zip(parts, masks, strict=True)]
+    return jax.lax.complex(*kept) if is_complex else kept[0]
 
 
 def cautious(
@@ -110,18 +107,16 @@ def cautious(
     ) -> tuple[Any, Any]:
         grads = updates
         new_updates, new_state = inner_ex.update(updates, state, params, **extra_args)
-        try:
-            masked = jax.tree.map(
-                lambda u, g: _cautious_leaf(u, g, sign),
-                new_updates,
-                grads,
-                is_leaf=lambda x: x is None,
-            )
-        except ValueError as err:
+        if jax.tree.structure(new_updates, is_leaf=is_hole) != jax.tree.structure(
+            grads, is_leaf=is_hole
+        ):
             raise ValueError(
                 "cautious: the inner transform's updates do not have the "
-                f"gradients' tree structure: {err}"
-            ) from None
+                f"gradients' tree structure: {describe_mismatch(grads, new_updates)}"
+            )
+        masked = jax.tree.map(
+            lambda u, g: _cautious_leaf(u, g, sign), new_updates, grads, is_leaf=is_hole
+        )
         return masked, new_state
 
     return optax.GradientTransformationExtraArgs(inner_ex.init, update_fn)
