@@ -51,6 +51,7 @@ from jaxopt_rules.quantized import (
 )
 from jaxopt_rules.rules import (
     REGISTRY as REGISTRY,
+    AuthorsReference as AuthorsReference,
     RuleSpec as RuleSpec,
     acprop as acprop,
     adabelief as adabelief,
@@ -103,7 +104,14 @@ from jaxopt_rules.rules import (
     sophia as sophia,
     yogi as yogi,
 )
+from jaxopt_rules.rules._ademamix import (
+    ademamix_alpha_scheduler as ademamix_alpha_scheduler,
+    ademamix_b3_scheduler as ademamix_b3_scheduler,
+)
 from jaxopt_rules.rules._lbfgs import scale_by_lbfgs as scale_by_lbfgs
+from jaxopt_rules.rules._schedule_free import (
+    schedule_free_eval_params as schedule_free_eval_params,
+)
 from jaxopt_rules.rules._sophia import (
     hutchinson_estimator_diag_hessian as hutchinson_estimator_diag_hessian,
 )
@@ -117,6 +125,7 @@ from jaxopt_rules.wrappers import (
 __all__ = [
     "REGISTRY",
     "Array",
+    "AuthorsReference",
     "CompositeFactory",
     "CsvSink",
     "FlatState",
@@ -142,6 +151,8 @@ __all__ = [
     "adamw",
     "adan",
     "ademamix",
+    "ademamix_alpha_scheduler",
+    "ademamix_b3_scheduler",
     "adopt",
     "amsgrad",
     "cautious",
@@ -191,6 +202,7 @@ __all__ = [
     "rules",
     "scale_by_lbfgs",
     "schedule_free_adamw",
+    "schedule_free_eval_params",
     "schedule_free_sgd",
     "sgd",
     "sign_sgd",

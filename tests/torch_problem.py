@@ -72,10 +72,33 @@ def run_jax(
         return {n: np.asarray(x, np.float64) for n, x in params.items()}
 
 
+def optimizer_class(name: str) -> Any:
+    """``torch.optim.<name>``, or the class at a dotted path (an authors' package)."""
+    import importlib
+
+    import torch
+
+    if "." not in name:
+        return getattr(torch.optim, name)
+    module, _, attribute = name.rpartition(".")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def run_torch(
-    torch_class: str, kwargs: dict[str, Any], data: dict[str, Any], dtype: Any
+    torch_class: str,
+    kwargs: dict[str, Any],
+    data: dict[str, Any],
+    dtype: Any,
+    evaluate: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Final parameters after ``STEPS`` steps of ``torch.optim.<torch_class>``."""
+    """Final parameters after ``STEPS`` steps of ``torch_class`` (see above).
+
+    Optimizers with train and eval modes (the authors' ``schedulefree``) are
+    put in train mode first; with ``evaluate``, in eval mode at the end, so
+    the parameters returned are their evaluation point.
+    """
+    import inspect
+
     import torch
 
     torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
@@ -89,14 +112,19 @@ def run_torch(
         c = {n: torch.tensor(v, dtype=torch_dtype) for n, v in data["c"].items()}
         t = {n: torch.tensor(v, dtype=torch_dtype) for n, v in data["t"].items()}
         options = dict(kwargs)
-        if torch_class != "Muon":  # Muon has no foreach (and no maximize)
+        cls = optimizer_class(torch_class)
+        if "foreach" in inspect.signature(cls).parameters:  # (Muon has none)
             options.setdefault("foreach", False)
-        optimizer = getattr(torch.optim, torch_class)(list(params.values()), **options)
+        optimizer = cls(list(params.values()), **options)
+        if hasattr(optimizer, "train"):
+            optimizer.train()
         sign = -1.0 if kwargs.get("maximize") else 1.0
         for _ in range(STEPS):
             for n, x in params.items():
                 x.grad = sign * (c[n] * (x - t[n]) + 0.9 * torch.cos(3 * x))
             optimizer.step()
+        if evaluate:
+            optimizer.eval()
         return {n: x.detach().numpy().astype(np.float64) for n, x in params.items()}
     finally:
         torch.set_default_dtype(previous)

@@ -5,7 +5,8 @@ table row per registry entry at build time, so the table always lists what the
 registry holds:
 
 * the rule, linked to its API entry (``jaxopt_rules.<name>``);
-* the reference it is verified against (``spec.reference``);
+* the reference it is verified against (``spec.reference``), and the
+  authors' code where it is another (``spec.authors``);
 * the paper: the first reference of the factory docstring's ``References:``
   section (authors and venue, with the title when short);
 * its state slots, with the condition of a slot that exists only with an
@@ -210,10 +211,13 @@ def catalog_rows(registry: Sequence[Any] | None = None) -> list[list[str]]:
     rows = []
     for spec in jr.REGISTRY if registry is None else registry:
         options = _options(spec.reference_cases)
+        reference = f"`{spec.reference}`"
+        if spec.authors is not None:  # the authors' code as well
+            reference += f"; `{spec.authors.optimizer}` ({spec.authors.requirement})"
         rows.append(
             [
                 f"[`{spec.name}`][jaxopt_rules.{spec.name}]",
-                f"`{spec.reference}`",
+                reference,
                 first_reference(spec.factory.__doc__),
                 _slots_cell(spec),
                 _bytes_cell(*state_bytes_per_parameter(spec)),

@@ -61,5 +61,8 @@ from jaxopt_rules.rules._simplified_ademamix import (
 )
 from jaxopt_rules.rules._sm3 import sm3 as sm3
 from jaxopt_rules.rules._sophia import sophia as sophia
-from jaxopt_rules.rules._spec import RuleSpec as RuleSpec
+from jaxopt_rules.rules._spec import (
+    AuthorsReference as AuthorsReference,
+    RuleSpec as RuleSpec,
+)
 from jaxopt_rules.rules._yogi import yogi as yogi

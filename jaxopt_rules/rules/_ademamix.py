@@ -1,5 +1,7 @@
 """AdEMAMix: AdamW with a mixture of a fast and a slow momentum."""
 
+import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -8,7 +10,83 @@ import optax
 import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, abs_sq, rule
-from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
+from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, AuthorsReference, RuleSpec
+
+
+def _alpha_at(count: Any, *, alpha: float, warmup_steps: int) -> Any:
+    step = jnp.asarray(count) + 1.0
+    return jnp.minimum(step * alpha / warmup_steps, alpha)
+
+
+def _b3_at(count: Any, *, b1: float, b3: float, warmup_steps: int) -> Any:
+    # (+ 1.0: a float as wide as x64 allows; an int32 divided gives float32.)
+    frac = (jnp.asarray(count) + 1.0) / warmup_steps
+    log_b1, log_b3 = math.log(b1), math.log(b3)
+    return jnp.minimum(
+        jnp.exp(log_b1 * log_b3 / ((1 - frac) * log_b3 + frac * log_b1)), b3
+    )
+
+
+def ademamix_alpha_scheduler(alpha: float, warmup_steps: int) -> optax.Schedule:
+    r"""The AdEMAMix paper's warm-up of ``alpha``: linear from 0 to ``alpha``.
+
+    For the ``alpha`` argument of :func:`ademamix`::
+
+        alpha_t = min(t * alpha / warmup_steps, alpha)     (t = 1, 2, ...)
+
+    Args:
+        alpha: the final weight of the slow average.
+        warmup_steps: steps to reach it (the paper's ``T_alpha``).
+
+    Returns:
+        An ``optax.Schedule`` of the (0-based) step count.
+
+    Example:
+        >>> from jaxopt_rules import ademamix_alpha_scheduler
+        >>> float(ademamix_alpha_scheduler(5.0, 10)(0))  # step 1: 5 / 10
+        0.5
+
+    References:
+        Pagliardini, Ablin and Grangier, "The AdEMAMix Optimizer: Better,
+        Faster, Older", ICLR 2025 (Appendix, the schedulers).
+    """
+    if warmup_steps <= 0:
+        raise ValueError(f"warmup_steps must be positive, got {warmup_steps}")
+    return functools.partial(_alpha_at, alpha=alpha, warmup_steps=warmup_steps)
+
+
+def ademamix_b3_scheduler(b1: float, b3: float, warmup_steps: int) -> optax.Schedule:
+    r"""The AdEMAMix paper's warm-up of ``b3``, from ``b1`` up to ``b3``.
+
+    For the ``b3`` argument of :func:`ademamix`; the slow average's
+    half-life grows linearly::
+
+        b3_t = min(exp(ln b1 * ln b3 / ((1 - t / T) * ln b3 + (t / T) * ln b1)), b3)
+
+    with ``T = warmup_steps`` and ``t = 1, 2, ...``.
+
+    Args:
+        b1: the fast average's decay, where the warm-up starts.
+        b3: the final decay of the slow average.
+        warmup_steps: steps to reach it (the paper's ``T_b3``).
+
+    Returns:
+        An ``optax.Schedule`` of the (0-based) step count.
+
+    Example:
+        >>> from jaxopt_rules import ademamix_b3_scheduler
+        >>> round(float(ademamix_b3_scheduler(0.9, 0.999, 100)(99)), 6)
+        0.999
+
+    References:
+        Pagliardini, Ablin and Grangier, "The AdEMAMix Optimizer: Better,
+        Faster, Older", ICLR 2025 (Appendix, the schedulers).
+    """
+    if warmup_steps <= 0:
+        raise ValueError(f"warmup_steps must be positive, got {warmup_steps}")
+    if not 0 < b1 <= b3 < 1:
+        raise ValueError(f"need 0 < b1 <= b3 < 1, got b1={b1}, b3={b3}")
+    return functools.partial(_b3_at, b1=b1, b3=b3, warmup_steps=warmup_steps)
 
 
 @rule(
@@ -115,8 +193,11 @@ def ademamix(
         Pagliardini, Ablin and Grangier, "The AdEMAMix Optimizer: Better,
         Faster, Older", ICLR 2025. The paper warms ``alpha`` and ``b3`` up
         with schedulers; here, as in optax, they are constants unless given
-        schedules (evaluated at the step count). Verified against
-        ``optax.contrib.ademamix``.
+        schedules (evaluated at the step count):
+        :func:`ademamix_alpha_scheduler` and :func:`ademamix_b3_scheduler`
+        are the paper's. Verified against ``optax.contrib.ademamix`` and
+        ``pytorch_optimizer.AdEMAMix`` 4.1.0 (its ``t_alpha_beta3`` is both
+        schedulers; its ``weight_decouple=True`` is this rule's decay).
     """
     m1 = (1 - b1) * grad + b1 * m1
     m2 = (1 - b3) * grad + b3 * m2
@@ -146,5 +227,39 @@ SPEC = RuleSpec(
         },
         {"learning_rate": 1e-2, "weight_decay": 0.1, "mask": WEIGHT_DECAY_MASK},
         {"learning_rate": 1e-2, "weight_decay": 0.1, "eps": 1e-6},
+    ),
+    authors=AuthorsReference(
+        requirement="pytorch-optimizer==4.1.0",
+        optimizer="pytorch_optimizer.AdEMAMix",
+        cases=(
+            ({"learning_rate": 1e-2}, {"lr": 1e-2}),
+            (
+                {
+                    "learning_rate": 1e-2,
+                    "b1": 0.8,
+                    "b2": 0.99,
+                    "b3": 0.999,
+                    "alpha": 2.0,
+                    "eps": 1e-6,
+                    "weight_decay": 0.1,
+                },
+                {
+                    "lr": 1e-2,
+                    "betas": (0.8, 0.99, 0.999),
+                    "alpha": 2.0,
+                    "eps": 1e-6,
+                    "weight_decay": 0.1,
+                    "weight_decouple": True,
+                },
+            ),
+            (
+                {
+                    "learning_rate": 1e-2,
+                    "alpha": ademamix_alpha_scheduler(5.0, 50),
+                    "b3": ademamix_b3_scheduler(0.9, 0.9999, 50),
+                },
+                {"lr": 1e-2, "t_alpha_beta3": 50},
+            ),
+        ),
     ),
 )

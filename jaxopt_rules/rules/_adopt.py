@@ -10,7 +10,7 @@ import optax
 import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.rules._spec import RuleSpec
+from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
 
 # optax's default clipping function (``count ** 0.25``), the object itself, so
@@ -18,6 +18,11 @@ from jaxopt_rules.rules._spec import RuleSpec
 _QUARTER_ROOT: Callable[[jax.Array], jax.Array] = (
     inspect.signature(optax.contrib.adopt).parameters["clip_value_fn"].default
 )
+
+
+def _quarter_root_of_step(count: Any) -> Any:
+    """The authors' clip: the 1-based step's quarter root (optax: the count's)."""
+    return (count + 1) ** 0.25
 
 
 @rule(
@@ -102,7 +107,11 @@ def adopt(
         with the Optimal Rate", NeurIPS 2024. The paper initialises ``v`` from
         a gradient before the loop; optax (and this rule) spends the first
         update on it, with a zero step. Nesterov momentum is optax's addition.
-        Verified against ``optax.contrib.adopt``.
+        The authors' code (and ``pytorch_optimizer.ADOPT``) clips at the
+        1-based step's quarter root, optax at the count's (one less):
+        ``clip_value_fn=lambda count: (count + 1) ** 0.25`` gives their
+        numbers. Verified against ``optax.contrib.adopt`` and
+        ``pytorch_optimizer.ADOPT`` 4.1.0.
     """
     first = step <= 1
     b1_ = jnp.where(first, 1.0, b1)
@@ -128,5 +137,25 @@ SPEC = RuleSpec(
         {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-4, "nesterov": True},
         {"learning_rate": 1e-2, "use_clipping": False},
         {"learning_rate": 1e-2, "clip_value_fn": lambda count: 0.5 + 0.1 * count},
+    ),
+    authors=AuthorsReference(
+        requirement="pytorch-optimizer==4.1.0",
+        optimizer="pytorch_optimizer.ADOPT",
+        cases=(
+            (
+                {"learning_rate": 1e-2, "clip_value_fn": _quarter_root_of_step},
+                {"lr": 1e-2},
+            ),
+            (
+                {
+                    "learning_rate": 1e-2,
+                    "b1": 0.8,
+                    "b2": 0.99,
+                    "eps": 1e-4,
+                    "use_clipping": False,
+                },
+                {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-4, "clip_lambda": None},
+            ),
+        ),
     ),
 )

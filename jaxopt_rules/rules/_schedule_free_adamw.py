@@ -4,8 +4,12 @@ import jax.numpy as jnp
 import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.rules._schedule_free import averaging, schedule_free_step
-from jaxopt_rules.rules._spec import RuleSpec
+from jaxopt_rules.rules._schedule_free import (
+    averaging_weight,
+    schedule_free_step,
+    warmup_rates,
+)
+from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
 
 @rule(
@@ -15,7 +19,7 @@ from jaxopt_rules.rules._spec import RuleSpec
         "weight_sum": Slot(per_tree=True),
         "max_lr": Slot(per_tree=True),
     },
-    static=("warmup_steps",),
+    static=("warmup_steps", "warmup_from_zero"),
     constraints={
         "learning_rate": ">= 0",
         "warmup_steps": ">= 0",
@@ -23,6 +27,7 @@ from jaxopt_rules.rules._spec import RuleSpec
         "b2": "[0, 1)",
         "eps": ">= 0",
         "weight_decay": ">= 0",
+        "r": ">= 0",
     },
     positional=(
         "learning_rate",
@@ -51,6 +56,8 @@ def schedule_free_adamw(
     eps: Scalar = 1e-8,
     weight_decay: Scalar = 0.0,
     weight_lr_power: Scalar = 2.0,
+    r: Scalar = 0.0,
+    warmup_from_zero: bool = True,
 ) -> tuple[Array, Array, Array, Array, Array]:
     r"""Schedule-free AdamW: RMS-scaled steps on ``z``, parameters near its average.
 
@@ -70,7 +77,7 @@ def schedule_free_adamw(
         v_t = b2 * v_{t-1} + (1 - b2) * g_t**2
         d_t = g_t / (sqrt(v_t / (1 - b2**t)) + eps) + wd * y_{t-1}
         z_t = z_{t-1} - lr_{t-1} * d_t
-        L_t = max(L_{t-1}, lr_t);  w_t = L_t**weight_lr_power
+        L_t = max(L_{t-1}, lr_t);  w_t = t**r * L_t**weight_lr_power
         c_t = w_t / (w_1 + ... + w_t)
         x_{t-1} = (y_{t-1} - (1 - b1) * z_{t-1}) / b1
         x_t = (1 - c_t) * x_{t-1} + c_t * z_t
@@ -81,7 +88,9 @@ def schedule_free_adamw(
     which leaves an error of y's last bit in the much smaller change.)
 
     (``lr`` indexed by the 0-based step count: the step uses the count's rate,
-    the weight the next one's, as optax does.) A schedule passed as
+    the weight the next one's, as optax does; ``warmup_from_zero=False`` gives
+    both the next one's, ``lr * min(t, warmup_steps) / warmup_steps`` at the
+    1-based step ``t``, as the authors' ``schedulefree`` does.) A schedule passed as
     ``learning_rate`` is evaluated at the step count for both; optax evaluates
     the weight's at the count plus one.
 
@@ -96,6 +105,11 @@ def schedule_free_adamw(
         eps: added to the root of the bias-corrected second moment.
         weight_decay: coefficient of ``y`` added to the scaled step.
         weight_lr_power: the averaging weights are ``max_lr**power``.
+        r: polynomial weighting: the weights are multiplied by ``t**r``
+            (the authors' ``r``; 0, the default, is optax's weighting).
+        warmup_from_zero: ``True`` (optax): the first step's rate is 0;
+            ``False``: ``learning_rate / warmup_steps``, as the authors'
+            ``schedulefree``. Structural, like ``warmup_steps``.
         nu_dtype: storage dtype of the second moment (default: the
             parameter's).
         state_dtype: storage dtype of ``z`` (default: the parameter's).
@@ -123,10 +137,14 @@ def schedule_free_adamw(
         Defazio, Yang, Mehta, Mishchenko, Khaled and Cutkosky, "The Road Less
         Scheduled", NeurIPS 2024 (Algorithm 1, the AdamW version, without
         the first moment: ``b1`` is the interpolation).
-        Verified against ``optax.contrib.schedule_free_adamw``.
+        Verified against ``schedulefree`` 1.4.1 (the authors' code;
+        ``warmup_from_zero=False``) and ``optax.contrib.schedule_free_adamw``.
     """
-    lr_step, ck, max_lr, weight_sum = averaging(
-        learning_rate, warmup_steps, step, max_lr, weight_sum, weight_lr_power
+    lr_step, weight_rate = warmup_rates(
+        learning_rate, warmup_steps, step, warmup_from_zero
+    )
+    ck, max_lr, weight_sum = averaging_weight(
+        weight_rate, step, max_lr, weight_sum, weight_lr_power, r
     )
     nu = (1 - b2) * (grad * grad) + b2 * nu
     nu_hat = nu / (1 - b2**step)
@@ -146,5 +164,32 @@ SPEC = RuleSpec(
         {"learning_rate": 1e-2},
         {"learning_rate": 1e-2, "warmup_steps": 10, "b1": 0.8, "b2": 0.99},
         {"learning_rate": 1e-2, "weight_decay": 0.1, "eps": 1e-6},
+    ),
+    authors=AuthorsReference(
+        requirement="schedulefree==1.4.1",
+        optimizer="schedulefree.AdamWScheduleFree",
+        cases=(
+            ({"learning_rate": 1e-2}, {"lr": 1e-2}),
+            (
+                {
+                    "learning_rate": 1e-2,
+                    "warmup_steps": 10,
+                    "warmup_from_zero": False,
+                    "b1": 0.8,
+                    "b2": 0.99,
+                    "r": 1.0,
+                },
+                {"lr": 1e-2, "warmup_steps": 10, "betas": (0.8, 0.99), "r": 1.0},
+            ),
+            (
+                {
+                    "learning_rate": 1e-2,
+                    "weight_decay": 0.1,
+                    "eps": 1e-6,
+                    "weight_lr_power": 1.0,
+                },
+                {"lr": 1e-2, "weight_decay": 0.1, "eps": 1e-6, "weight_lr_power": 1.0},
+            ),
+        ),
     ),
 )

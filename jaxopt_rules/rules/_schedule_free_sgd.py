@@ -3,8 +3,12 @@
 import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
-from jaxopt_rules.rules._schedule_free import averaging, schedule_free_step
-from jaxopt_rules.rules._spec import RuleSpec
+from jaxopt_rules.rules._schedule_free import (
+    averaging_weight,
+    schedule_free_step,
+    warmup_rates,
+)
+from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 from jaxopt_rules.rules._tree_sums import decayed
 
 
@@ -15,12 +19,13 @@ from jaxopt_rules.rules._tree_sums import decayed
         "weight_sum": Slot(per_tree=True),
         "max_lr": Slot(per_tree=True),
     },
-    static=("warmup_steps",),
+    static=("warmup_steps", "warmup_from_zero"),
     constraints={
         "learning_rate": ">= 0",
         "warmup_steps": ">= 0",
         "b1": "(0, 1)",
         "weight_decay": ">= 0",
+        "r": ">= 0",
     },
     positional=(
         "learning_rate",
@@ -44,6 +49,8 @@ def schedule_free_sgd(
     b1: Scalar = 0.9,
     weight_decay: Scalar | None = None,
     weight_lr_power: Scalar = 2.0,
+    r: Scalar = 0.0,
+    warmup_from_zero: bool = True,
 ) -> tuple[Array, Array, Array, Array]:
     r"""Schedule-free SGD: SGD steps on ``z``, parameters near its average.
 
@@ -60,7 +67,7 @@ def schedule_free_sgd(
 
         lr_t: learning_rate, warmed up linearly from 0 over warmup_steps
         z_t = z_{t-1} - lr_{t-1} * (g_t + wd * y_{t-1})       (wd if given)
-        L_t = max(L_{t-1}, lr_t);  w_t = L_t**weight_lr_power
+        L_t = max(L_{t-1}, lr_t);  w_t = t**r * L_t**weight_lr_power
         c_t = w_t / (w_1 + ... + w_t)
         x_{t-1} = (y_{t-1} - (1 - b1) * z_{t-1}) / b1
         x_t = (1 - c_t) * x_{t-1} + c_t * z_t
@@ -71,7 +78,9 @@ def schedule_free_sgd(
     which leaves an error of y's last bit in the much smaller change.)
 
     (``lr`` indexed by the 0-based step count: the step uses the count's rate,
-    the weight the next one's, as optax does.) A schedule passed as
+    the weight the next one's, as optax does; ``warmup_from_zero=False`` gives
+    both the next one's, ``lr * min(t, warmup_steps) / warmup_steps`` at the
+    1-based step ``t``, as the authors' ``schedulefree`` does.) A schedule passed as
     ``learning_rate`` is evaluated at the step count for both; optax evaluates
     the weight's at the count plus one.
 
@@ -85,6 +94,11 @@ def schedule_free_sgd(
         weight_decay: coefficient of ``y`` added to the gradient (``None``:
             no decay).
         weight_lr_power: the averaging weights are ``max_lr**power``.
+        r: polynomial weighting: the weights are multiplied by ``t**r``
+            (the authors' ``r``; 0, the default, is optax's weighting).
+        warmup_from_zero: ``True`` (optax): the first step's rate is 0;
+            ``False``: ``learning_rate / warmup_steps``, as the authors'
+            ``schedulefree``. Structural, like ``warmup_steps``.
         state_dtype: storage dtype of ``z`` (default: the parameter's).
         weight_sum_dtype: storage dtype of the sum of weights (default: the
             lowest floating dtype of the parameters, as optax).
@@ -110,10 +124,14 @@ def schedule_free_sgd(
         Defazio, Yang, Mehta, Mishchenko, Khaled and Cutkosky, "The Road Less
         Scheduled", NeurIPS 2024 (Algorithm 1 with the warm-up weighting
         ``c_t = lr_t**2 / sum lr_i**2`` of its Section 4).
-        Verified against ``optax.contrib.schedule_free_sgd``.
+        Verified against ``schedulefree`` 1.4.1 (the authors' code;
+        ``warmup_from_zero=False``) and ``optax.contrib.schedule_free_sgd``.
     """
-    lr_step, ck, max_lr, weight_sum = averaging(
-        learning_rate, warmup_steps, step, max_lr, weight_sum, weight_lr_power
+    lr_step, weight_rate = warmup_rates(
+        learning_rate, warmup_steps, step, warmup_from_zero
+    )
+    ck, max_lr, weight_sum = averaging_weight(
+        weight_rate, step, max_lr, weight_sum, weight_lr_power, r
     )
     step_z = -lr_step * decayed(grad, param, weight_decay, True)
     update = schedule_free_step(param, z, step_z, ck, b1)
@@ -130,5 +148,26 @@ SPEC = RuleSpec(
         {"learning_rate": 0.1},
         {"learning_rate": 0.1, "warmup_steps": 10, "b1": 0.8},
         {"learning_rate": 0.1, "weight_decay": 0.1, "weight_lr_power": 1.0},
+    ),
+    authors=AuthorsReference(
+        requirement="schedulefree==1.4.1",
+        optimizer="schedulefree.SGDScheduleFree",
+        cases=(
+            ({"learning_rate": 0.1}, {"lr": 0.1}),
+            (
+                {
+                    "learning_rate": 0.1,
+                    "warmup_steps": 10,
+                    "warmup_from_zero": False,
+                    "b1": 0.8,
+                    "r": 0.5,
+                },
+                {"lr": 0.1, "warmup_steps": 10, "momentum": 0.8, "r": 0.5},
+            ),
+            (
+                {"learning_rate": 0.1, "weight_decay": 0.1, "weight_lr_power": 1.0},
+                {"lr": 0.1, "weight_decay": 0.1, "weight_lr_power": 1.0},
+            ),
+        ),
     ),
 )

@@ -10,6 +10,29 @@ from jaxopt_rules._core import CatalogSpec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class AuthorsReference:
+    """The authors' implementation (PyTorch, from PyPI) a rule is checked against.
+
+    Attributes:
+        requirement: what to install, pinned (``"schedulefree==1.4.1"``).
+        optimizer: the ``torch.optim.Optimizer`` class, as a dotted path
+            (``"schedulefree.AdamWScheduleFree"``).
+        cases: pairs ``(ours, theirs)``: this rule's keyword arguments and the
+            reference's for the same algorithm; ``tests/make_authors_fixtures.py``
+            stores the reference's trajectories.
+        tolerance: relative tolerance of the final parameters after 100
+            steps, per dtype.
+    """
+
+    requirement: str
+    optimizer: str
+    cases: tuple[tuple[Mapping[str, Any], Mapping[str, Any]], ...]
+    tolerance: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: {"float64": 1e-10, "float32": 1e-5}
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RuleSpec(CatalogSpec):
     """A catalog rule, with what it is tested with and verified against.
 
@@ -24,11 +47,14 @@ class RuleSpec(CatalogSpec):
             arguments as ``factory``.
         reference_cases: hyperparameter sets (covering every option) on which
             trajectories are compared with the reference.
+        authors: the authors' own implementation, where it is not the
+            reference above (``None``: none to compare with).
     """
 
     reference: str
     reference_factory: Callable[..., optax.GradientTransformation]
     reference_cases: tuple[Mapping[str, Any], ...]
+    authors: AuthorsReference | None = None
 
 
 WEIGHT_DECAY_MASK = {

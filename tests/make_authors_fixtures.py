@@ -1,0 +1,103 @@
+"""Regenerates tests/fixtures/authors.npz: the authors' code's trajectories.
+
+For every catalog rule with an ``authors`` reference and every case pair in
+it, runs the authors' PyTorch optimizer (CPU) in float64 and float32 on the
+problem of ``torch_problem.py`` and stores the final parameters (and, for
+optimizers with an eval mode, the parameters in eval mode). The tests compare
+against these files, so they need neither torch nor the authors' packages.
+Needs torch 2.13.0 (CPU) and each ``requirement`` (installed without its
+dependencies, so that pip keeps the CPU torch)::
+
+    pip install torch==2.13.0
+    pip install pytorch-optimizer==4.1.0
+    pip install --no-deps schedulefree==1.4.1 prodigyopt==1.1.2
+    python tests/make_authors_fixtures.py
+"""
+
+import functools
+import importlib.metadata
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+import jaxopt_rules as jr
+
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import torch_problem
+
+
+HERE = pathlib.Path(__file__).parent
+FIXTURES = HERE / "fixtures"
+SEED = 0
+
+
+def case_key(spec_name: str, index: int, dtype: str) -> str:
+    return f"{spec_name}/{index}/{dtype}"
+
+
+def _stable(value: object) -> object:
+    """``value``, with functions named instead of shown at their address."""
+    if isinstance(value, functools.partial):
+        return (value.func.__qualname__, value.args, sorted(value.keywords.items()))
+    if callable(value):
+        return getattr(value, "__qualname__", type(value).__name__)
+    return value
+
+
+def describe(reference: jr.AuthorsReference) -> list[str]:
+    """The stored cases, for the test that the fixtures are current."""
+    return [
+        repr(
+            (
+                sorted((k, _stable(v)) for k, v in ours.items()),
+                sorted((k, _stable(v)) for k, v in theirs.items()),
+            )
+        )
+        for ours, theirs in reference.cases
+    ]
+
+
+def main() -> None:
+    import torch
+
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, object] = {"torch": torch.__version__, "seed": SEED}
+    cases: dict[str, list[str]] = {}
+    versions: dict[str, str] = {}
+    for spec in jr.REGISTRY:
+        reference = spec.authors
+        if reference is None:
+            continue
+        package = reference.requirement.partition("==")[0]
+        installed = importlib.metadata.version(package)
+        if installed != reference.requirement.partition("==")[2]:
+            raise SystemExit(f"{spec.name}: needs {reference.requirement}, {installed}")
+        versions[spec.name] = reference.requirement
+        cases[spec.name] = describe(reference)
+        data = torch_problem.problem(SEED)
+        evaluates = hasattr(torch_problem.optimizer_class(reference.optimizer), "eval")
+        for index, (_, theirs) in enumerate(reference.cases):
+            for dtype in reference.tolerance:
+                key = case_key(spec.name, index, dtype)
+                for evaluate in (False, True) if evaluates else (False,):
+                    final = torch_problem.run_torch(
+                        reference.optimizer,
+                        dict(theirs),
+                        data,
+                        np.dtype(dtype),
+                        evaluate,
+                    )
+                    for leaf, value in final.items():
+                        arrays[f"{key}/{'eval/' if evaluate else ''}{leaf}"] = value
+        print(f"{spec.name}: {len(reference.cases)} cases", file=sys.stderr)
+    meta.update(requirements=versions, cases=cases)
+    FIXTURES.mkdir(exist_ok=True)
+    np.savez_compressed(FIXTURES / "authors.npz", **arrays)
+    (FIXTURES / "authors.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
