@@ -331,9 +331,7 @@ def bench_tree(
     grad_leaves = numpy_tree(shapes, seed=1)
     groups: dict[str, dict[str, Candidate]] = {}
     for spec in rules:
-        kwargs = BENCH_HYPERPARAMS.get(
-            spec.name, {**spec.hyperparams, **spec.reference_cases[0]}
-        )
+        kwargs = BENCH_HYPERPARAMS.get(spec.name, {**spec.hyperparams, **spec.cases[0]})
         extra = spec.update_args
         group: dict[str, Candidate] = {}
         if testing.takes_per_example(spec.factory):
@@ -345,9 +343,15 @@ def bench_tree(
             "jaxopt_rules", spec.name, spec.factory(**kwargs), leaves, grads, extra
         )
         group["jaxopt_rules"] = ours
-        group["optax"] = jax_candidate(
-            "optax", spec.name, spec.reference_factory(**kwargs), leaves, grads, extra
-        )
+        if spec.reference_factory is not None:  # (a rule optax has)
+            group["optax"] = jax_candidate(
+                "optax",
+                spec.name,
+                spec.reference_factory(**kwargs),
+                leaves,
+                grads,
+                extra,
+            )
         dtype_args = [a for a in spec.static_args if a.endswith("_dtype")]
         if dtype_args and not args.no_bf16:
             bf16 = {a: jnp.bfloat16 for a in dtype_args}
@@ -404,7 +408,7 @@ def bench_tree(
                     gbps=c.nominal_bytes * n / (ms * 1e-3) / 1e9,
                     frac_ref=None if c is ref else 1.0 / paired_ratio(c, ref),  # type: ignore[operator]
                     x_optax=paired_ratio(c, group["optax"])
-                    if label != "optax"
+                    if label != "optax" and "optax" in group
                     else None,
                     x_torch_fused=paired_ratio(c, group.get("torch fused"))
                     if label != "torch fused"

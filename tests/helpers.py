@@ -12,6 +12,9 @@ import jaxopt_rules as jr
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+DROP_INS = [spec for spec in jr.REGISTRY if spec.is_drop_in]
+"""The catalog rules that are drop-ins for an optax function (the others are
+verified against their authors' code only: tests/test_authors.py)."""
 
 
 def load_example(name: str) -> ModuleType:
@@ -135,4 +138,6 @@ def build_reference(spec: Any, /, **kwargs: Any) -> Any:
     """``spec``'s reference with ``kwargs``, fed as :func:`build` feeds the rule."""
     from jaxopt_rules import testing
 
+    if spec.reference_factory is None:
+        raise ValueError(f"{spec.name} has no optax reference")
     return testing.fed_plain_gradients(spec.reference_factory(**kwargs), spec.factory)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import build, build_reference
+from helpers import DROP_INS, build, build_reference
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing, torch_compat
@@ -28,7 +28,7 @@ def _definition(factory):
 
 COMPLEX_CASES = [
     pytest.param(spec, i, id=f"{spec.name}-{i}")
-    for spec in jr.REGISTRY
+    for spec in DROP_INS
     if _definition(spec.factory).complex_params
     for i, case in enumerate(spec.reference_cases)
     # (Masks and dimension numbers are trees of the example params, not of
@@ -244,7 +244,7 @@ def _every_state():
     params = {"w": jnp.ones((4, 4)), "b": jnp.ones(4)}
     states = [jr.normalized_sgd(0.1).init(params)]
     for spec in jr.REGISTRY:
-        for case in (spec.hyperparams, *spec.reference_cases):
+        for case in (spec.hyperparams, *spec.cases):
             # (Per-leaf values, a mask or dimension numbers, are trees of the
             # example params: these params are another tree.)
             per_leaf = spec.factory.definition.per_leaf

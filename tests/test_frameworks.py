@@ -12,7 +12,7 @@ utilities, for every drop-in of the catalog.
   (float64, 10 steps, 1e-12 relative).
 * orbax: a state restored into ``jax.eval_shape(tx.init, params)`` has the
   rule's own state classes and continues bit-identically, for every option set
-  in each rule's ``reference_cases``.
+  in each rule's ``cases`` (its reference's and its authors' option sets).
 """
 
 from typing import Any
@@ -28,17 +28,18 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 from flax.training import train_state
-from helpers import build, build_reference
+from helpers import DROP_INS, build, build_reference
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing
 
 
 SPECS = [pytest.param(spec, id=spec.name) for spec in jr.REGISTRY]
+FOLLOWERS = [pytest.param(spec, id=spec.name) for spec in DROP_INS]
 CASES = [
     pytest.param(spec, i, id=f"{spec.name}-{i}")
     for spec in jr.REGISTRY
-    for i in range(len(spec.reference_cases))
+    for i in range(len(spec.cases))
 ]
 
 
@@ -167,7 +168,7 @@ def _assert_follows_optax(spec: Any, params_after: Any) -> None:
     assert testing.relative_error(actual, expected) <= 1e-12
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", FOLLOWERS)
 def test_nnx_optimizer_follows_optax(spec):
     _assert_follows_optax(spec, _nnx_params_after)
 
@@ -202,7 +203,7 @@ def _eqx_params_after(
     return eqx.filter(model, eqx.is_array)
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", FOLLOWERS)
 def test_equinox_training_follows_optax(spec):
     _assert_follows_optax(spec, _eqx_params_after)
 
@@ -215,7 +216,7 @@ def test_orbax_restore_into_abstract_state_continues_bit_identically(
     spec, case, tmp_path
 ):
     kwargs = testing.reference_arguments(
-        spec.factory, spec.reference_factory, spec.reference_cases[case]
+        spec.factory, spec.reference_factory or spec.factory, spec.cases[case]
     )
     tx = testing.with_update_args(build(spec.factory, **kwargs), spec.update_args)
     params = testing.example_params()

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 import optax.contrib
 import pytest
-from helpers import build, build_reference
+from helpers import DROP_INS, build, build_reference
 
 import jaxopt_rules as jr
 from jaxopt_rules import testing
@@ -246,7 +246,7 @@ def _cases() -> list:
             else (pytest.mark.slow,),
         )
         for wrapper in WRAPPERS
-        for spec in jr.REGISTRY
+        for spec in DROP_INS
     ]
 
 

@@ -118,7 +118,7 @@ def _bytes_tree() -> Any:
 def state_bytes_per_parameter(spec: Any) -> tuple[float, float]:
     """The least and most bytes of state per float32 parameter over a rule's options.
 
-    Each of ``spec.hyperparams`` and ``spec.reference_cases`` builds the rule;
+    Each of ``spec.hyperparams`` and ``spec.cases`` builds the rule;
     ``jax.eval_shape`` of its ``init`` gives the state's shapes and dtypes
     (nothing is computed), and ``jaxopt_rules.tree_bytes`` their size, divided
     by the parameter count of a float32 tree of about 140,000 elements. The
@@ -139,7 +139,7 @@ def state_bytes_per_parameter(spec: Any) -> tuple[float, float]:
     count = sum(leaf.size for leaf in jax.tree.leaves(params))
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
     sizes = []
-    for case in (spec.hyperparams, *spec.reference_cases):
+    for case in (spec.hyperparams, *spec.cases):
         try:
             state = jax.eval_shape(spec.factory(**case).init, zeros)
         except Exception as error:
@@ -210,10 +210,12 @@ def catalog_rows(registry: Sequence[Any] | None = None) -> list[list[str]]:
     checks = f"all {len(testing.CHECKS)}; 8- and 4-bit state"
     rows = []
     for spec in jr.REGISTRY if registry is None else registry:
-        options = _options(spec.reference_cases)
-        reference = f"`{spec.reference}`"
-        if spec.authors is not None:  # the authors' code as well
-            reference += f"; `{spec.authors.optimizer}` ({spec.authors.requirement})"
+        options = _options(spec.cases)
+        references = [f"`{spec.reference}`"] if spec.is_drop_in else []
+        if spec.authors is not None:  # the authors' code
+            a = spec.authors
+            references.append(f"`{a.optimizer}` ({a.requirement})")
+        reference = "; ".join(references)
         rows.append(
             [
                 f"[`{spec.name}`][jaxopt_rules.{spec.name}]",
@@ -258,7 +260,8 @@ def catalog_table(registry: Sequence[Any] | None = None) -> str:
         "quantized to 8 and to 4 bits (`jr.quantized_state`); "
         "`tests/test_conformance.py` runs them on every registry entry and "
         "fails on any failed or skipped check. *Options*: the arguments the "
-        "reference comparison sets besides `learning_rate`."
+        "comparison sets (with optax's and the authors' code) set besides "
+        "`learning_rate`."
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
 

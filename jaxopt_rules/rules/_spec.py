@@ -41,20 +41,46 @@ class RuleSpec(CatalogSpec):
         factory: the public factory.
         hyperparams: hyperparameters for the conformance kit; they make the rule
             converge on the parabola and Rosenbrock problems in 10,000 steps.
-        reference: the independent implementation the rule is verified
-            against, in words (``"optax.adam"``).
+        reference: the optax implementation the rule is a drop-in for, in
+            words (``"optax.adam"``); empty for a rule optax does not have.
         reference_factory: that implementation, called with the same keyword
-            arguments as ``factory``.
+            arguments as ``factory`` (``None`` with no optax counterpart).
         reference_cases: hyperparameter sets (covering every option) on which
             trajectories are compared with the reference.
         authors: the authors' own implementation, where it is not the
-            reference above (``None``: none to compare with).
+            reference above (``None``: none to compare with). A rule needs a
+            reference, the authors' code, or both.
     """
 
-    reference: str
-    reference_factory: Callable[..., optax.GradientTransformation]
-    reference_cases: tuple[Mapping[str, Any], ...]
+    reference: str = ""
+    reference_factory: Callable[..., optax.GradientTransformation] | None = None
+    reference_cases: tuple[Mapping[str, Any], ...] = ()
     authors: AuthorsReference | None = None
+
+    def __post_init__(self) -> None:
+        if self.reference_factory is None and self.authors is None:
+            raise ValueError(f"{self.name}: a rule needs a reference or authors=")
+        if (self.reference_factory is None) != (not self.reference_cases) or (
+            self.reference_factory is None
+        ) != (not self.reference):
+            raise ValueError(
+                f"{self.name}: reference, reference_factory and reference_cases "
+                "go together"
+            )
+
+    @property
+    def is_drop_in(self) -> bool:
+        """Whether the rule is a drop-in for an optax function (``reference``)."""
+        return self.reference_factory is not None
+
+    @property
+    def cases(self) -> tuple[Mapping[str, Any], ...]:
+        """The option sets the rule is checked with.
+
+        The reference's, then the authors' (this rule's side of each pair).
+        """
+        authors = () if self.authors is None else self.authors.cases
+        return (*self.reference_cases, *(ours for ours, _ in authors))
 
 
 WEIGHT_DECAY_MASK = {
