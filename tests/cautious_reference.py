@@ -1,12 +1,13 @@
-"""pytorch-optimizer's cautious Lion on a fixed problem, and the fixture it writes.
+"""pytorch-optimizer's cautious optimizers on a fixed problem, and their fixture.
 
 The problem: three float64 leaves (shapes (4, 3), (5,) and ()) with the
 elementwise gradient ``g = a * w + b * cos(3 w)``, computed by hand on both
 sides (no autograd), so the two runs differ only in the optimizer.
 ``python tests/cautious_reference.py`` (needs torch 2.13.0 and
 pytorch-optimizer 4.1.0) rewrites tests/fixtures/cautious_lion.npz with
-100 steps of ``pytorch_optimizer.Lion(..., cautious=True)`` per case; the
-tests read the file, so they need neither package.
+100 steps of ``pytorch_optimizer.Lion(..., cautious=True)`` per case, and of
+``ADOPT`` and ``LaProp`` with ``cautious=True`` (``OTHERS``); the tests read
+the file, so they need neither package.
 """
 
 import pathlib
@@ -21,6 +22,8 @@ CASES = (
     {"lr": 0.01, "b1": 0.9, "b2": 0.99, "weight_decay": 0.0},
     {"lr": 0.003, "b1": 0.8, "b2": 0.95, "weight_decay": 0.5},
 )
+OTHERS = {"ADOPT": {"lr": 0.01}, "LaProp": {"lr": 0.01}}
+"""pytorch-optimizer classes with a ``cautious`` option, and their arguments."""
 
 
 def problem() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
@@ -33,22 +36,29 @@ def problem() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
 
 
 def torch_trajectory(case: dict[str, float]) -> np.ndarray:
-    """The parameters after every step, flattened and stacked: (STEPS, n)."""
+    """Cautious Lion's parameters after every step, stacked: (STEPS, n)."""
+    return other_trajectory(
+        "Lion",
+        {
+            "lr": case["lr"],
+            "betas": (case["b1"], case["b2"]),
+            "weight_decay": case["weight_decay"],
+            "weight_decouple": True,
+        },
+    )
+
+
+def other_trajectory(name: str, kwargs: dict[str, object]) -> np.ndarray:
+    """``pytorch_optimizer.<name>(..., cautious=True)``'s parameters per step."""
+    import pytorch_optimizer
     import torch
-    from pytorch_optimizer import Lion
 
     w0, a, b = problem()
     params = [torch.tensor(w, dtype=torch.float64, requires_grad=True) for w in w0]
     at = [torch.tensor(x) for x in a]
     bt = [torch.tensor(x) for x in b]
-    opt = Lion(
-        params,
-        lr=case["lr"],
-        betas=(case["b1"], case["b2"]),
-        weight_decay=case["weight_decay"],
-        weight_decouple=True,
-        cautious=True,
-        foreach=False,
+    opt = getattr(pytorch_optimizer, name)(
+        params, **kwargs, cautious=True, foreach=False
     )
     rows = []
     for _ in range(STEPS):
@@ -62,6 +72,7 @@ def torch_trajectory(case: dict[str, float]) -> np.ndarray:
 
 def main() -> None:
     arrays = {f"case{i}": torch_trajectory(c) for i, c in enumerate(CASES)}
+    arrays.update({name: other_trajectory(name, k) for name, k in OTHERS.items()})
     FIXTURE.parent.mkdir(exist_ok=True)
     np.savez(FIXTURE, **arrays)
 

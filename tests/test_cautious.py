@@ -92,6 +92,30 @@ def test_c_lion_matches_pytorch_optimizer_fixture(index):
     assert np.abs(plain - theirs).max() / scale > 1e-3
 
 
+def _authors_adopt() -> optax.GradientTransformation:
+    # ADOPT clipped at the 1-based step's quarter root, as the authors' code.
+    return jr.adopt(0.01, clip_value_fn=lambda count: (count + 1) ** 0.25)
+
+
+OTHERS = {
+    "ADOPT": (lambda: jr.cautious(_authors_adopt()), _authors_adopt),
+    "LaProp": (lambda: jr.cautious(jr.laprop(0.01)), lambda: jr.laprop(0.01)),
+}
+"""Our cautious rule and its plain rule, per pytorch-optimizer class."""
+
+
+@pytest.mark.parametrize("name", sorted(OTHERS))
+def test_cautious_rules_match_pytorch_optimizer_fixture(name):
+    cautious_tx, plain_tx = OTHERS[name]
+    with jax.enable_x64(True):
+        ours = _trajectory(cautious_tx())
+        plain = _trajectory(plain_tx())
+    theirs = np.load(ref.FIXTURE)[name]
+    scale = np.abs(theirs).max()
+    assert np.abs(ours - theirs).max() / scale <= 1e-12
+    assert np.abs(plain - theirs).max() / scale > 1e-3  # the mask matters
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("torch") is None
     or importlib.util.find_spec("pytorch_optimizer") is None,
@@ -100,6 +124,9 @@ def test_c_lion_matches_pytorch_optimizer_fixture(index):
 def test_the_fixture_is_what_pytorch_optimizer_computes():
     theirs = ref.torch_trajectory(ref.CASES[1])
     np.testing.assert_array_equal(theirs, np.load(ref.FIXTURE)["case1"])
+    for name, kwargs in ref.OTHERS.items():
+        theirs = ref.other_trajectory(name, kwargs)
+        np.testing.assert_array_equal(theirs, np.load(ref.FIXTURE)[name])
 
 
 def test_bad_arguments_are_named():

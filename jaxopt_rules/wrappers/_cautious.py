@@ -88,8 +88,13 @@ def cautious(
     References:
         Liang, Chen, Liu and Liu, "Cautious Optimizers: Improving Training with
         One Line of Code", arXiv:2411.16085, 2024. Verified against
-        ``pytorch_optimizer`` 4.1's ``cautious=True`` (its Lion), which scales
-        by ``n / (sum(phi) + 1)``.
+        ``pytorch_optimizer`` 4.1's ``cautious=True``, which scales by
+        ``n / (sum(phi) + 1)``: its Lion, ADOPT and LaProp, as
+        ``cautious(scale_by_lion(...), direction="gradient")`` chained with
+        the decay and the step, ``cautious(jr.adopt(...))`` and
+        ``cautious(jr.laprop(...))``. (Its AdEMAMix and MARS mask the first
+        moment only, before the rest of the step is added: not a wrapper of
+        the whole update.)
     """
     if not isinstance(inner, optax.GradientTransformation):
         raise TypeError(
