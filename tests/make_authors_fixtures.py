@@ -10,7 +10,7 @@ dependencies, so that pip keeps the CPU torch)::
 
     pip install torch==2.13.0
     pip install pytorch-optimizer==4.1.0
-    pip install --no-deps schedulefree==1.4.1 prodigyopt==1.1.2
+    pip install --no-deps schedulefree==1.4.1 prodigyopt==1.1.2 came-pytorch==0.1.3
     python tests/make_authors_fixtures.py
 """
 

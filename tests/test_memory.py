@@ -156,6 +156,19 @@ _KNOWN_TEMPORARIES["momo-bfloat16"] = (
     "moment, which is also stored rounded to bfloat16: XLA materialises it "
     "once (4 bytes per parameter; float32 slots: none, as optax.contrib.momo)"
 )
+_KNOWN_TEMPORARIES["came"] = (
+    "as adafactor: the clipping needs the RMS of each leaf's normalised step "
+    "before the step is scaled, so XLA materialises the step, 4.0 bytes per "
+    "parameter (the same with bfloat16 slots; the authors' code allocates it "
+    "too)"
+)
+_KNOWN_TEMPORARIES["mars"] = (
+    "each matrix's corrected gradient is clipped to norm 1, so its norm is "
+    "needed before any element of it is used: XLA:CPU materialises the "
+    "correction, 4.0 bytes per parameter (8.0 with bfloat16 slots), as the "
+    "reference (pytorch_optimizer.MARS) allocates its c_t. Measured with the "
+    "previous gradient left unchanged too: the same 4.0"
+)
 for _rule in ("prodigy", "momo"):
     _KNOWN_TEMPORARIES[f"{_rule}-bfloat16-stochastic"] = _KNOWN_TEMPORARIES[
         f"{_rule}-bfloat16"

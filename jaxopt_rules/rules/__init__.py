@@ -16,6 +16,7 @@ from jaxopt_rules.rules._adan import adan as adan
 from jaxopt_rules.rules._ademamix import ademamix as ademamix
 from jaxopt_rules.rules._adopt import adopt as adopt
 from jaxopt_rules.rules._amsgrad import amsgrad as amsgrad
+from jaxopt_rules.rules._came import came as came
 from jaxopt_rules.rules._cocob import cocob as cocob
 from jaxopt_rules.rules._dadapt_adamw import dadapt_adamw as dadapt_adamw
 from jaxopt_rules.rules._dog import dog as dog
@@ -23,11 +24,14 @@ from jaxopt_rules.rules._dowg import dowg as dowg
 from jaxopt_rules.rules._dpsgd import dpsgd as dpsgd
 from jaxopt_rules.rules._fromage import fromage as fromage
 from jaxopt_rules.rules._galore import galore as galore
+from jaxopt_rules.rules._grams import grams as grams
 from jaxopt_rules.rules._lamb import lamb as lamb
+from jaxopt_rules.rules._laprop import laprop as laprop
 from jaxopt_rules.rules._lars import lars as lars
 from jaxopt_rules.rules._lbfgs import lbfgs as lbfgs
 from jaxopt_rules.rules._lion import lion as lion
 from jaxopt_rules.rules._madgrad import madgrad as madgrad
+from jaxopt_rules.rules._mars import mars as mars
 from jaxopt_rules.rules._momo import momo as momo
 from jaxopt_rules.rules._momo_adam import momo_adam as momo_adam
 from jaxopt_rules.rules._muon import muon as muon
@@ -65,4 +69,5 @@ from jaxopt_rules.rules._spec import (
     AuthorsReference as AuthorsReference,
     RuleSpec as RuleSpec,
 )
+from jaxopt_rules.rules._tiger import tiger as tiger
 from jaxopt_rules.rules._yogi import yogi as yogi

@@ -19,6 +19,7 @@ from jaxopt_rules.rules import (
     _ademamix,
     _adopt,
     _amsgrad,
+    _came,
     _cocob,
     _dadapt_adamw,
     _dog,
@@ -26,11 +27,14 @@ from jaxopt_rules.rules import (
     _dpsgd,
     _fromage,
     _galore,
+    _grams,
     _lamb,
+    _laprop,
     _lars,
     _lbfgs,
     _lion,
     _madgrad,
+    _mars,
     _momo,
     _momo_adam,
     _muon,
@@ -55,6 +59,7 @@ from jaxopt_rules.rules import (
     _simplified_ademamix,
     _sm3,
     _sophia,
+    _tiger,
     _yogi,
 )
 from jaxopt_rules.rules._spec import RuleSpec
@@ -111,6 +116,13 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _sophia.SPEC,
     _dpsgd.SPEC,
     _lbfgs.SPEC,
+    _laprop.SPEC,
+    _grams.SPEC,
+    _tiger.SPEC,
+    _mars.SPEC,
+    _came.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
-reference comparison over each entry, so a rule added here is fully checked."""
+reference comparisons (optax's and the authors' code) over each entry, so a
+rule added here is fully checked. The optax drop-ins come first; after them,
+the rules optax does not have."""
