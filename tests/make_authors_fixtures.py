@@ -5,12 +5,10 @@ it, runs the authors' PyTorch optimizer (CPU) in float64 and float32 on the
 problem of ``torch_problem.py`` and stores the final parameters (and, for
 optimizers with an eval mode, the parameters in eval mode). The tests compare
 against these files, so they need neither torch nor the authors' packages.
-Needs torch 2.13.0 (CPU) and each ``requirement`` (installed without its
-dependencies, so that pip keeps the CPU torch)::
+Needs torch 2.13.0 (CPU) and each ``requirement`` (the ``references``
+extra)::
 
-    pip install torch==2.13.0
-    pip install pytorch-optimizer==4.1.0
-    pip install --no-deps schedulefree==1.4.1 prodigyopt==1.1.2 came-pytorch==0.1.3
+    pip install -e ".[references]"
     python tests/make_authors_fixtures.py
 """
 
