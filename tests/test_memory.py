@@ -156,6 +156,12 @@ _KNOWN_TEMPORARIES["momo-bfloat16"] = (
     "moment, which is also stored rounded to bfloat16: XLA materialises it "
     "once (4 bytes per parameter; float32 slots: none, as optax.contrib.momo)"
 )
+_KNOWN_TEMPORARIES["schedule_free_radam"] = (
+    "as schedule_free_adamw: the step reads the old z (to recover the "
+    "average x) and the old second moment, both overwritten in place; XLA:CPU "
+    "copies both first: 8.0 bytes per parameter (6.0 with bfloat16 slots, "
+    "10.0 with stochastic rounding)"
+)
 _KNOWN_TEMPORARIES["came"] = (
     "as adafactor: the clipping needs the RMS of each leaf's normalised step "
     "before the step is scaled, so XLA materialises the step, 4.0 bytes per "

@@ -56,6 +56,9 @@ from jaxopt_rules.rules._rprop import rprop as rprop
 from jaxopt_rules.rules._schedule_free_adamw import (
     schedule_free_adamw as schedule_free_adamw,
 )
+from jaxopt_rules.rules._schedule_free_radam import (
+    schedule_free_radam as schedule_free_radam,
+)
 from jaxopt_rules.rules._schedule_free_sgd import schedule_free_sgd as schedule_free_sgd
 from jaxopt_rules.rules._sgd import sgd as sgd
 from jaxopt_rules.rules._sign_sgd import sign_sgd as sign_sgd

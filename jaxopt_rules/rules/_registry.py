@@ -52,6 +52,7 @@ from jaxopt_rules.rules import (
     _rmsprop,
     _rprop,
     _schedule_free_adamw,
+    _schedule_free_radam,
     _schedule_free_sgd,
     _sgd,
     _sign_sgd,
@@ -121,6 +122,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _tiger.SPEC,
     _mars.SPEC,
     _came.SPEC,
+    _schedule_free_radam.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparisons (optax's and the authors' code) over each entry, so a
