@@ -12,7 +12,7 @@ utilities, for every drop-in of the catalog.
   (float64, 10 steps, 1e-12 relative).
 * orbax: a state restored into ``jax.eval_shape(tx.init, params)`` has the
   rule's own state classes and continues bit-identically, for every option set
-  in each rule's ``cases`` (its reference's and its authors' option sets).
+  of each rule's reference (the authors' option sets, for a rule optax lacks).
 """
 
 from typing import Any
@@ -36,10 +36,12 @@ from jaxopt_rules import testing
 
 SPECS = [pytest.param(spec, id=spec.name) for spec in jr.REGISTRY]
 FOLLOWERS = [pytest.param(spec, id=spec.name) for spec in DROP_INS]
+# Every option set of the reference (for a drop-in) or of the authors' code:
+# the options that change the state's structure are among them.
 CASES = [
     pytest.param(spec, i, id=f"{spec.name}-{i}")
     for spec in jr.REGISTRY
-    for i in range(len(spec.cases))
+    for i in range(len(spec.reference_cases or spec.cases))
 ]
 
 
@@ -216,7 +218,9 @@ def test_orbax_restore_into_abstract_state_continues_bit_identically(
     spec, case, tmp_path
 ):
     kwargs = testing.reference_arguments(
-        spec.factory, spec.reference_factory or spec.factory, spec.cases[case]
+        spec.factory,
+        spec.reference_factory or spec.factory,
+        (spec.reference_cases or spec.cases)[case],
     )
     tx = testing.with_update_args(build(spec.factory, **kwargs), spec.update_args)
     params = testing.example_params()
