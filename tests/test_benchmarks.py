@@ -257,3 +257,24 @@ def test_a_script_runs_from_the_repo_root(command):
     )
     assert result.returncode == 0, result.stderr
     assert "| 2 | per-leaf |" in result.stdout
+
+
+def test_leaderboard_sweeps_then_reruns_the_best_rate_with_seeds(capsys):
+    leaderboard = load_benchmark("leaderboard")
+    args = ["--quick", "--rules", "adamw", "--steps", "50", "--no-plots"]
+    (entry,) = leaderboard.main(args)
+    assert "adamw" in capsys.readouterr().out
+    # Five rates, and five more past an end of the grid that holds the best.
+    assert len(entry.rates) == len(entry.sweep_final)
+    assert len(entry.rates) in (5, 10, 15)
+    assert entry.rates == sorted(entry.rates)
+    finite = [f if math.isfinite(f) else math.inf for f in entry.sweep_final]
+    assert entry.best_rate == entry.rates[int(np.argmin(finite))]
+    assert entry.curves.shape == (len(leaderboard.SEEDS), len(entry.eval_steps))
+    # Every seed learns, from different starts.
+    assert (entry.curves[:, -1] < entry.curves[:, 0]).all()
+    assert len(set(entry.curves[:, 0].tolist())) == len(leaderboard.SEEDS)
+    # Seed 0 at the best rate is the sweep's run at that rate (both seed 0).
+    index = entry.rates.index(entry.best_rate)
+    assert entry.curves[0, -1] == pytest.approx(entry.sweep_final[index], rel=1e-5)
+    assert entry.state_bytes_per_param == pytest.approx(8.0, rel=1e-3)  # m and v

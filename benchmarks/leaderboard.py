@@ -1,0 +1,320 @@
+"""Which rule should I use? Every catalog rule, tuned and rerun with seeds.
+
+For each task and each rule: a learning-rate sweep (five rates, a factor of
+10 either side of the rule's usual rate, on a log grid) run as one compiled
+program (``jr.sweep``: the rates are injected hyperparameters, the runs are
+``jax.vmap``-ed), the best rate chosen by final loss, then three seeds at
+that rate, again one program. Reported per rule: steps to the task's target
+(the first evaluation at or below it; mean and standard deviation over the
+seeds that reach it), final loss (mean and standard deviation over seeds),
+the seeds program's wall time, and optimizer state bytes per parameter. A
+table per task, sorted by final loss, with each rule's difference from
+tuned AdamW; plots of the best rules' loss curves and of steps to target
+with error bars go to ``benchmarks/plots/``.
+
+The tasks are those of ``benchmarks/convergence.py`` that need no download:
+an MLP on scikit-learn's digits (train cross-entropy, target 0.05) and a
+byte-level transformer on the standard library's source (held-out
+nats/byte, target 2.2). Rules whose ``update`` needs more than the gradient
+(the loss, a line search, per-example gradients) are listed and skipped.
+
+Usage::
+
+    python -m benchmarks.leaderboard               # every rule, both tasks
+    python -m benchmarks.leaderboard --quick       # 3 rules, digits, 200 steps
+    python -m benchmarks.leaderboard --rules adamw lion --tasks digits
+"""
+
+import argparse
+import dataclasses
+import math
+import pathlib
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxopt_rules as jr
+from benchmarks import _table, convergence
+
+
+PLOTS = pathlib.Path(__file__).parent / "plots"
+GRID = (0.1, 10**-0.5, 1.0, 10**0.5, 10.0)
+"""Multiples of a rule's usual learning rate that the sweep tries."""
+EXTENSIONS = 2
+"""Times the grid is extended (by 5 rates) past an end that holds the best rate."""
+SEEDS = (0, 1, 2)
+QUICK_RULES = ("adamw", "lion", "laprop")
+
+
+@dataclasses.dataclass
+class Entry:
+    """One rule on one task: its sweep and its seeded runs at the best rate."""
+
+    rule: str
+    task: str
+    rates: list[float]
+    sweep_final: list[float]  # final loss per rate (NaN: diverged)
+    best_rate: float
+    eval_steps: list[int]
+    curves: np.ndarray  # (seeds, evaluations) losses at the best rate
+    target: float
+    wall_s: float
+    state_bytes_per_param: float
+
+    @property
+    def finals(self) -> list[float]:
+        return [float(c[-1]) for c in self.curves]
+
+    @property
+    def steps_to_target(self) -> list[int]:
+        """Per seed that reaches the target, the first evaluated step that does."""
+        reached = []
+        for curve in self.curves:
+            hits = [
+                s
+                for s, x in zip(self.eval_steps, curve, strict=True)
+                if x <= self.target
+            ]
+            if hits:
+                reached.append(hits[0])
+        return reached
+
+
+def eligible(spec: jr.RuleSpec) -> bool:
+    """Rules trained from the gradient alone, with a ``learning_rate``."""
+    import inspect
+
+    if spec.update_args or jr.testing.takes_per_example(spec.factory):
+        return False
+    return "learning_rate" in inspect.signature(spec.factory).parameters
+
+
+def usual_rate(rule: str, task: str) -> float:
+    rates = convergence.LEARNING_RATES.get(task, {"default": 1e-3})
+    return float(rates.get(rule, rates["default"]))
+
+
+def _stacked_batches(task: convergence.Task, steps: int) -> Any:
+    batches = [task.batch(i) for i in range(steps)]
+    return jax.tree.map(lambda *xs: np.stack(xs), *batches)
+
+
+def _program(task: convergence.Task, tx: optax.GradientTransformation, every: int):
+    """A jitted training run of N vmapped runs: losses at every evaluation."""
+    grad = jax.vmap(jax.grad(task.loss), in_axes=(0, None))
+    evaluate = jax.vmap(task.eval_loss)
+
+    def body(carry: Any, batch: Any) -> tuple[Any, None]:
+        params, state = carry
+        updates, state = tx.update(grad(params, batch), state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    def chunk(carry: Any, batches: Any) -> tuple[Any, jax.Array]:
+        carry, _ = jax.lax.scan(body, carry, batches)
+        return carry, evaluate(carry[0])
+
+    @jax.jit
+    def run(params: Any, state: Any, batches: Any) -> jax.Array:
+        first = evaluate(params)
+        chunks = jax.tree.map(lambda b: b.reshape(-1, every, *b.shape[1:]), batches)
+        _, losses = jax.lax.scan(chunk, (params, state), chunks)
+        return jnp.concatenate([first[None], losses])  # (evaluations, runs)
+
+    return run
+
+
+def _runs(task, spec, rates, seeds, batches, every) -> tuple[np.ndarray, float]:
+    """Losses (runs, evaluations) of one run per (rate, seed), and the wall time."""
+    fixed = dict(convergence.RULE_KWARGS.get(spec.name, {}))
+    tx = jr.sweep(spec.factory, {"learning_rate": list(rates)}, **fixed)
+    inits = [task.init(jax.random.key(s)) for s in seeds]
+    params = jax.tree.map(lambda *xs: jnp.stack(xs), *inits)
+    state = tx.init(params)
+    run = _program(task, tx, every)
+    compiled = run.lower(params, state, batches).compile()
+    start = time.perf_counter()
+    losses = np.asarray(jax.block_until_ready(compiled(params, state, batches)))
+    return losses.T, time.perf_counter() - start
+
+
+def _state_bytes(task: convergence.Task, spec: jr.RuleSpec, rate: float) -> float:
+    params = task.init(jax.random.key(0))
+    fixed = dict(convergence.RULE_KWARGS.get(spec.name, {}))
+    state = jax.eval_shape(spec.factory(learning_rate=rate, **fixed).init, params)
+    n = sum(x.size for x in jax.tree.leaves(params))
+    return jr.tree_bytes(state) / n
+
+
+def evaluate_rule(task, spec, batches, steps, every) -> Entry:
+    """The sweep, the choice of rate, and the seeded runs of one rule."""
+    base = usual_rate(spec.name, task.name)
+    rates: list[float] = []
+    finals: list[float] = []
+    grid = [base * m for m in GRID]
+    for _ in range(1 + EXTENSIONS):
+        sweep, _ = _runs(task, spec, grid, [SEEDS[0]] * len(grid), batches, every)
+        rates += grid
+        finals += [float(x) if math.isfinite(x) else math.nan for x in sweep[:, -1]]
+        order = sorted(range(len(rates)), key=lambda i: rates[i])
+        rates, finals = [rates[i] for i in order], [finals[i] for i in order]
+        ranked = [f if math.isfinite(f) else math.inf for f in finals]
+        at = int(np.argmin(ranked))
+        if 0 < at < len(rates) - 1 or not math.isfinite(ranked[at]):
+            break
+        # The best rate is at an end of the grid: try 5 more beyond it.
+        step = GRID[-1] / GRID[0]
+        shift = step * 10**0.5  # (the next five rates, a half-decade apart)
+        grid = [g * (shift if at else 1 / shift) for g in grid]
+    ranked = [f if math.isfinite(f) else math.inf for f in finals]
+    best = rates[int(np.argmin(ranked))]
+    curves, wall = _runs(task, spec, [best] * len(SEEDS), SEEDS, batches, every)
+    return Entry(
+        rule=spec.name,
+        task=task.name,
+        rates=rates,
+        sweep_final=finals,
+        best_rate=best,
+        eval_steps=list(range(0, steps + 1, every)),
+        curves=curves,
+        target=task.target,
+        wall_s=wall,
+        state_bytes_per_param=_state_bytes(task, spec, best),
+    )
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return float(values[0]), 0.0
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+COLUMNS = (
+    "rule",
+    "best lr",
+    "final loss",
+    "vs adamw",
+    "steps to target",
+    "reached",
+    "x adamw steps",
+    "wall s",
+    "state B/param",
+)
+
+
+def rows(entries: list[Entry]) -> list[tuple[str, ...]]:
+    """One row per rule, sorted by mean final loss; differences from AdamW's."""
+    adamw = next((e for e in entries if e.rule == "adamw"), None)
+    ref_final = _mean_std(adamw.finals)[0] if adamw else math.nan
+    ref_steps = _mean_std(adamw.steps_to_target)[0] if adamw else math.nan
+    out = []
+    for e in sorted(entries, key=lambda e: _mean_std(e.finals)[0]):
+        final, final_sd = _mean_std(e.finals)
+        steps, steps_sd = _mean_std(e.steps_to_target)
+        out.append(
+            (
+                e.rule,
+                f"{e.best_rate:.3g}",
+                f"{final:.4f} ± {final_sd:.4f}",
+                f"{final - ref_final:+.4f}",
+                "-" if math.isnan(steps) else f"{steps:.0f} ± {steps_sd:.0f}",
+                f"{len(e.steps_to_target)}/{len(e.curves)}",
+                "-" if math.isnan(steps) else f"{steps / ref_steps:.2f}",
+                f"{e.wall_s:.2f}",
+                f"{e.state_bytes_per_param:.2f}",
+            )
+        )
+    return out
+
+
+def save_plots(entries: list[Entry], top: int = 6) -> list[pathlib.Path]:
+    """Loss curves of the best rules (and AdamW), steps to target with error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    PLOTS.mkdir(exist_ok=True)
+    task = entries[0].task
+    ranked = sorted(entries, key=lambda e: _mean_std(e.finals)[0])
+    shown = ranked[:top] + [e for e in ranked[top:] if e.rule == "adamw"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for e in shown:
+        mean = e.curves.mean(axis=0)
+        ax.plot(e.eval_steps, mean, label=f"{e.rule} (lr {e.best_rate:.3g})")
+        ax.fill_between(e.eval_steps, e.curves.min(0), e.curves.max(0), alpha=0.2)
+    ax.axhline(entries[0].target, color="gray", linestyle=":", label="target")
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"{task}: best rules")
+    ax.legend(fontsize=7)
+    curves = PLOTS / f"leaderboard_{task}_curves.png"
+    fig.savefig(curves, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    reached = [e for e in ranked if e.steps_to_target]
+    reached.sort(key=lambda e: _mean_std(e.steps_to_target)[0])
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(reached) + 1.5))
+    means = [_mean_std(e.steps_to_target) for e in reached]
+    ax.barh(
+        [f"{e.rule} ({len(e.steps_to_target)}/{len(e.curves)})" for e in reached],
+        [m for m, _ in means],
+        xerr=[s for _, s in means],
+    )
+    ax.invert_yaxis()
+    ax.set(xlabel=f"steps to loss {entries[0].target}", title=f"{task}")
+    bars = PLOTS / f"leaderboard_{task}_steps.png"
+    fig.savefig(bars, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return [curves, bars]
+
+
+def main(argv: Sequence[str] | None = None) -> list[Entry]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="*", default=["digits", "charlm"])
+    parser.add_argument("--rules", nargs="*", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks, args.steps = ["digits"], args.steps or 200
+        args.rules = args.rules or list(QUICK_RULES)
+    specs = [s for s in jr.REGISTRY if args.rules is None or s.name in args.rules]
+    skipped = [s.name for s in specs if not eligible(s)]
+    specs = [s for s in specs if eligible(s)]
+    if skipped:
+        print(f"skipped (update needs more than the gradient): {', '.join(skipped)}")
+    entries: list[Entry] = []
+    for name in args.tasks:
+        task = convergence.TASKS[name]()
+        steps = args.steps or task.steps
+        every = task.eval_every if steps % task.eval_every == 0 else steps
+        batches = _stacked_batches(task, steps)
+        start = time.perf_counter()
+        found = []
+        for spec in specs:
+            found.append(evaluate_rule(task, spec, batches, steps, every))
+            print(
+                f"  {name}/{spec.name}: lr {found[-1].best_rate:.3g}, "
+                f"final {_mean_std(found[-1].finals)[0]:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(f"\n== {name} ({steps} steps, {time.perf_counter() - start:.0f} s)")
+        _table.print_table(COLUMNS, rows(found), "lrrrrrrrr", markdown=args.markdown)
+        if not args.no_plots and found:
+            for path in save_plots(found):
+                print(f"saved {path}")
+        entries += found
+    return entries
+
+
+if __name__ == "__main__":
+    main()
