@@ -1,0 +1,62 @@
+"""Each catalog rule against its authors' code: relative error after 100 steps.
+
+Runs every case pair of each ``RuleSpec.authors`` (``jaxopt_rules.REGISTRY``)
+on the verification problem of ``tests/torch_problem.py``, against the
+stored trajectories of the authors' PyTorch optimizers
+(``tests/fixtures/authors.npz``, written by ``tests/make_authors_fixtures.py``),
+in each dtype the entry states a tolerance for, and prints
+``max |ours - theirs| / max |theirs|`` per case, the tolerance, and the worst
+per rule.
+
+Usage::
+
+    python -m benchmarks.authors_agreement
+"""
+
+import json
+
+import numpy as np
+
+import jaxopt_rules as jr
+from benchmarks import _table
+from benchmarks.torch_agreement import TESTS, load_torch_problem
+
+
+def main() -> None:
+    torch_problem = load_torch_problem()
+    fixtures = np.load(TESTS / "fixtures" / "authors.npz")
+    meta = json.loads((TESTS / "fixtures" / "authors.json").read_text())
+    data = torch_problem.problem(meta["seed"])
+    print(f"torch {meta['torch']}, {torch_problem.STEPS} steps")
+    columns = ["rule", "authors' code", "case", "float64", "float32"]
+    print(_table.markdown_header(columns, "lllrr"))
+    for spec in jr.REGISTRY:
+        reference = spec.authors
+        if reference is None:
+            continue
+        worst: dict[str, float] = {}
+        for index, (ours, _) in enumerate(reference.cases):
+            cells = []
+            for dtype in ("float64", "float32"):
+                if dtype not in reference.tolerance:
+                    cells.append("-")
+                    continue
+                run = torch_problem.run_jax(
+                    spec.factory, dict(ours), data, np.dtype(dtype).type
+                )
+                key = f"{spec.name}/{index}/{dtype}"
+                theirs = {leaf: fixtures[f"{key}/{leaf}"] for leaf in data["init"]}
+                error = torch_problem.relative_error(run, theirs)
+                worst[dtype] = max(worst.get(dtype, 0.0), error)
+                cells.append(f"{error:.1e}")
+            print(_table.markdown_row([spec.name, "", str(index), *cells]))
+        cells = [
+            f"{worst[d]:.1e} (<= {reference.tolerance[d]:.0e})" if d in worst else "-"
+            for d in ("float64", "float32")
+        ]
+        name = f"{reference.optimizer} ({reference.requirement})"
+        print(_table.markdown_row([f"**{spec.name}**", name, "worst", *cells]))
+
+
+if __name__ == "__main__":
+    main()
