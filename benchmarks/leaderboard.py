@@ -258,6 +258,8 @@ def save_plots(entries: list[Entry], top: int = 6) -> list[pathlib.Path]:
     fig.savefig(curves, dpi=120, bbox_inches="tight")
     plt.close(fig)
     reached = [e for e in ranked if e.steps_to_target]
+    if not reached:  # (no bars to draw)
+        return [curves]
     reached.sort(key=lambda e: _mean_std(e.steps_to_target)[0])
     fig, ax = plt.subplots(figsize=(7, 0.25 * len(reached) + 1.5))
     means = [_mean_std(e.steps_to_target) for e in reached]
