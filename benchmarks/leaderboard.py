@@ -27,6 +27,7 @@ Usage::
 
 import argparse
 import dataclasses
+import inspect
 import math
 import pathlib
 import statistics
@@ -89,8 +90,6 @@ class Entry:
 
 def eligible(spec: jr.RuleSpec) -> bool:
     """Rules trained from the gradient alone, with a ``learning_rate``."""
-    import inspect
-
     if spec.update_args or jr.testing.takes_per_example(spec.factory):
         return False
     return "learning_rate" in inspect.signature(spec.factory).parameters

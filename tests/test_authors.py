@@ -11,10 +11,7 @@ be current, and the rule is compared with a live run on another problem.
 import importlib.util
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch_problem as tp
 
@@ -63,32 +60,6 @@ def test_trajectory_matches_the_authors_code(spec, index, dtype):
     assert tp.relative_error(ours, expected) <= _reference(spec).tolerance[dtype]
 
 
-def _run_with_state(factory, kwargs, data, dtype):
-    """``run_jax``, returning the state as well (for the evaluation point)."""
-    with jax.enable_x64(dtype == np.float64):
-        cast = {
-            k: {n: jnp.asarray(v, dtype) for n, v in d.items()} for k, d in data.items()
-        }
-        tx = factory(**kwargs)
-
-        @jax.jit
-        def step(params, state):
-            grads = {
-                n: cast["c"][n] * (x - cast["t"][n]) + 0.9 * jnp.cos(3 * x)
-                for n, x in params.items()
-            }
-            updates, state = tx.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
-        params = cast["init"]
-        state = tx.init(params)
-        for _ in range(tp.STEPS):
-            params, state = step(params, state)
-        b1 = kwargs.get("b1", 0.9)
-        x = jr.schedule_free_eval_params(state, params, b1=b1)
-        return {n: np.asarray(v, np.float64) for n, v in x.items()}
-
-
 SCHEDULE_FREE = [n for n in SPECS if n.startswith("schedule_free")]
 
 
@@ -98,7 +69,16 @@ def test_eval_params_match_the_authors_eval_mode(name, index):
     spec = SPECS[name]
     ours_kwargs, _ = _reference(spec).cases[index]
     data = tp.problem(META["seed"])
-    ours = _run_with_state(spec.factory, dict(ours_kwargs), data, np.float64)
+    b1 = ours_kwargs.get("b1", 0.9)
+    ours = tp.run_jax(
+        spec.factory,
+        dict(ours_kwargs),
+        data,
+        np.float64,
+        evaluate=lambda state, params: jr.schedule_free_eval_params(
+            state, params, b1=b1
+        ),
+    )
     expected = _stored(spec, index, "float64", evaluated=True)
     trained = _stored(spec, index, "float64")
     assert tp.relative_error(expected, trained) > 1e-4  # x is not y

@@ -39,9 +39,17 @@ def problem(
 
 
 def run_jax(
-    factory: Any, kwargs: dict[str, Any], data: dict[str, Any], dtype: Any
+    factory: Any,
+    kwargs: dict[str, Any],
+    data: dict[str, Any],
+    dtype: Any,
+    evaluate: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Final parameters after ``STEPS`` jitted steps of ``factory(**kwargs)``."""
+    """Final parameters after ``STEPS`` jitted steps of ``factory(**kwargs)``.
+
+    With ``evaluate``, ``evaluate(state, params)`` instead: the parameters to
+    evaluate the model at (a schedule-free run's average).
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -69,6 +77,8 @@ def run_jax(
         state = tx.init(params)
         for _ in range(STEPS):
             params, state = step(params, state)
+        if evaluate is not None:
+            params = evaluate(state, params)
         return {n: np.asarray(x, np.float64) for n, x in params.items()}
 
 

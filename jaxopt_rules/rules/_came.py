@@ -6,6 +6,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._adafactor import _rms
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
 
@@ -25,10 +26,6 @@ def _full_shape(shape: tuple[int, ...], hyper: Mapping[str, Any]) -> tuple[int, 
     """The unfactored second moment of vectors and scalars, ``(1,)`` otherwise."""
     del hyper
     return shape if len(shape) < 2 else (1,)
-
-
-def _rms(x: Array) -> Array:
-    return jnp.sqrt(jnp.mean(x * x))
 
 
 def _factored_rsqrt(row: Array, col: Array) -> Array:

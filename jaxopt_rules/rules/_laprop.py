@@ -6,8 +6,9 @@ from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
 
-_SQ_EPS = 1e-15
-"""Added to the second moment under the root, as pytorch-optimizer does."""
+SQ_EPS = 1e-15
+"""Added to the second moment under the root, as pytorch-optimizer does (its
+LaProp and MARS)."""
 
 
 @rule(
@@ -126,7 +127,7 @@ def laprop(
     # division by a bias-corrected denominator array, the sharded program
     # rounded one element differently, enough to flip an 8-bit state code.)
     scale = (1 - b1) * learning_rate * jnp.sqrt(1 - b2**step)
-    mu = b1 * mu + scale * grad / (jnp.sqrt(second + _SQ_EPS) + eps)
+    mu = b1 * mu + scale * grad / (jnp.sqrt(second + SQ_EPS) + eps)
     step_size = jnp.where(learning_rate != 0, learning_rate / lr_avg, 1.0)
     moved = param - step_size * mu
     decay = weight_decay * (1.0 if fixed_decay else learning_rate)

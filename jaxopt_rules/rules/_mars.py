@@ -3,17 +3,14 @@
 import jax.numpy as jnp
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._laprop import SQ_EPS
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
-
-
-_SQ_EPS = 1e-15
-"""Added to the second moment under the root, as the reference does."""
 
 
 def _adamw_direction(
     mu: Array, nu: Array, step: Array, b1: Scalar, b2: Scalar, eps: Scalar
 ) -> Array:
-    denom = (jnp.sqrt(nu + _SQ_EPS) + eps) / jnp.sqrt(1 - b2**step)
+    denom = (jnp.sqrt(nu + SQ_EPS) + eps) / jnp.sqrt(1 - b2**step)
     return mu / (denom * (1 - b1**step))
 
 

@@ -5,7 +5,7 @@ import optax.contrib
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
-from jaxopt_rules.rules._tree_sums import estimated_step_size, inner
+from jaxopt_rules.rules._tree_sums import decayed, estimated_step_size, inner
 
 
 def _beta3(beta2: Scalar, beta3: Scalar | None) -> Scalar:
@@ -24,11 +24,6 @@ def _step_size(
     if bias_correction:
         return estimated_step_size(estim_lr, learning_rate, step, beta1, beta2)
     return estim_lr * learning_rate
-
-
-def _decayed(grad: Array, param: Array, weight_decay: Scalar, decouple: bool) -> Array:
-    """The gradient the moments see: with the L2 term unless decay is decoupled."""
-    return grad if decouple else grad + weight_decay * param
 
 
 def _new_grad_sum(
@@ -72,7 +67,7 @@ def _sums(
     decouple: bool,
 ) -> dict[str, Array]:
     """One leaf's ``<g, theta_0 - theta>`` and ``|s_t|_1`` (summed over the tree)."""
-    grad = _decayed(grad, param, weight_decay, decouple)
+    grad = decayed(grad, param, weight_decay, not decouple)
     new = _new_grad_sum(
         grad,
         grad_sum,
@@ -228,7 +223,7 @@ def prodigy(
     """
     b3 = _beta3(beta2, beta3)
     dlr = _step_size(estim_lr, learning_rate, step, beta1, beta2, bias_correction)
-    grad = _decayed(grad, param, weight_decay, decouple)
+    grad = decayed(grad, param, weight_decay, not decouple)
     dg = estim_lr * grad
     exp_avg = beta1 * exp_avg + (1 - beta1) * dg
     exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * dg * dg

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 
 from jaxopt_rules._core import Array, Scalar, rule
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
+from jaxopt_rules.rules._tree_sums import decayed
 
 
 @rule(
@@ -69,8 +70,7 @@ def tiger(
         per-shape learning-rate scaling and gradient accumulation, which
         this rule leaves to ``optax.MultiSteps`` and schedules).
     """
-    if not decouple:
-        grad = grad + weight_decay * param
+    grad = decayed(grad, param, weight_decay, not decouple)
     mu = (1 - beta) * grad + beta * mu
     step = jnp.sign(mu)
     if not decouple:
