@@ -3,14 +3,19 @@
 Run once before a refactor of the core: ``python tests/make_trajectory_fixtures.py``;
 ``tests/test_bit_identical.py`` then replays each saved step (the saved state and
 gradients in, the saved update and state out) and asks for the same bits.
+``python tests/make_trajectory_fixtures.py --this-machine`` stores, beside the
+fixture, the outputs another kind of machine computes from the same saved inputs
+(XLA's CPU code differs by CPU model), so that the bits are asked for there too.
 
 Covered: every catalog rule on every reference case, every torch_compat rule on
 every case, in float32 and float64, plus bfloat16 slots, stochastic rounding and
 8-bit quantized state for a few rules.
 """
 
+import hashlib
 import pathlib
 import platform
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -193,13 +198,66 @@ def trajectory(make: Callable[[], Any], dtype: str, matrices: bool) -> np.ndarra
     return pack(trees)
 
 
+def layout(tx: Any, dtype: str, matrices: bool) -> list[Any]:
+    """Trees like a packed trajectory: state, params and update per step; state."""
+    p0 = params(np.dtype(dtype), matrices)
+    state0 = tx.init(p0)
+    return [state0, p0, jax.tree.map(np.zeros_like, p0)] * STEPS + [state0]
+
+
+def replay(
+    make: Callable[[], Any], dtype: str, matrices: bool, saved: np.ndarray
+) -> tuple[list[Any], list[Any]]:
+    """Each saved step run again from its saved inputs (teacher-forced).
+
+    Returns:
+        ``(computed, expected)``: per step the update and the new state this
+        machine computes from the saved state, parameters and gradients, and
+        the saved ones, as flat lists of trees ``[u_0, state_1, u_1, ...]``.
+    """
+    tx = make()
+    trees = unpack(saved, layout(tx, dtype, matrices))
+    update = jax.jit(tx.update)
+    computed, expected = [], []
+    for k in range(STEPS):
+        state, p, saved_u = trees[3 * k : 3 * k + 3]
+        u, new_state = update(grads(p, k), state, p)
+        computed += [u, new_state]
+        expected += [saved_u, trees[3 * k + 3]]
+    return computed, expected
+
+
+def machine_fixture(name: str) -> pathlib.Path:
+    """Where this machine's replayed outputs of the fixture are stored."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return HERE / "fixtures" / f"trajectories.{digest}.npz"
+
+
 def main() -> None:
-    arrays: dict[str, np.ndarray] = {"machine": np.asarray(machine())}
-    for key, make, dtype, matrices in cases():
-        with jax.enable_x64(dtype == "float64"):
-            arrays[key] = trajectory(make, dtype, matrices)
-    np.savez_compressed(FIXTURE, **arrays)
-    print(f"{FIXTURE}: {len(arrays)} arrays, machine {machine()}")
+    """Writes the fixture, or (``--this-machine``) this machine's replay of it.
+
+    The fixture is a free run of every case on the machine that writes it.
+    ``--this-machine`` keeps that fixture and stores, beside it, the outputs
+    this machine computes from each of its saved steps' inputs: the bits that
+    ``test_bit_identical`` then asks for here. Write it only from code whose
+    replay of the fixture passes the cross-machine check (the test does so).
+    """
+    if sys.argv[1:] == ["--this-machine"]:
+        saved = np.load(FIXTURE)
+        arrays: dict[str, np.ndarray] = {"machine": np.asarray(machine())}
+        for key, make, dtype, matrices in cases():
+            if key in saved.files:
+                with jax.enable_x64(dtype == "float64"):
+                    arrays[key] = pack(replay(make, dtype, matrices, saved[key])[0])
+        path = machine_fixture(machine())
+    else:
+        arrays = {"machine": np.asarray(machine())}
+        for key, make, dtype, matrices in cases():
+            with jax.enable_x64(dtype == "float64"):
+                arrays[key] = trajectory(make, dtype, matrices)
+        path = FIXTURE
+    np.savez_compressed(path, **arrays)
+    print(f"{path}: {len(arrays)} arrays, machine {machine()}")
 
 
 if __name__ == "__main__":

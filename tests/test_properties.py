@@ -129,9 +129,22 @@ def test_adam_matches_optax_on_any_tree(spec, b1, b2):
 
 # --- Wrapper stacks give the bare rule's updates ----------------------------------
 
+
 # flat_leaves gives per-leaf numbers only for rules that treat elements
-# independently of the rest of their leaf (trust ratios and norms do not).
-_ELEMENTWISE = {s.name for s in jr.REGISTRY if not s.reads_whole_leaves}
+# independently of the rest of their leaf (trust ratios and norms do not), and
+# draw no random numbers (one key per leaf: a flat buffer draws other numbers,
+# as its docstring says; noisy_sgd, dpsgd). dpsgd's per-example gradients have
+# no meaning in a flat buffer either (the batch axis is flattened away).
+def _draws_random_numbers(spec: jr.RuleSpec) -> bool:
+    definition = getattr(spec.factory, "definition", None)
+    return definition is not None and definition.takes_key
+
+
+_ELEMENTWISE = {
+    s.name
+    for s in jr.REGISTRY
+    if not s.reads_whole_leaves and not _draws_random_numbers(s)
+}
 
 
 def _gradients(params, k):
