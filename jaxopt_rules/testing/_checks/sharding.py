@@ -12,7 +12,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxopt_rules.quantized import is_quantized
 from jaxopt_rules.testing._compare import assert_trees_close, fail
-from jaxopt_rules.testing._problems import example_grads
+from jaxopt_rules.testing._programs import example_grads_jit
 from jaxopt_rules.testing._subject import ATOL, RTOL, CheckSkipped, RuleUnderTest
 
 
@@ -69,12 +69,27 @@ def sharding_problem(
 
 def _example_step(
     tx: optax.GradientTransformationExtraArgs,
-) -> Callable[[Any, Any], tuple[Any, Any]]:
-    def step(params: Any, state: Any) -> tuple[Any, Any]:
-        updates, state = tx.update(example_grads(params), state, params)
+) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+    def step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+        updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
     return step
+
+
+def _gradients(params: Any) -> Any:
+    """``example_grads`` of the values of ``params``, laid out like them.
+
+    Computed by one single-device program whatever the layout of ``params``,
+    so that both runs take their gradients from the same compiled code and the
+    check compares the rule's arithmetic across layouts, not the loss's: XLA
+    compiles the loss's gradient for each layout (seen: 1-ulp differences in
+    ``sin``'s derivative between the sharded and the single-device program,
+    enough to move a 4-bit code of a quantized state).
+    """
+    on_one = jax.device_put(jax.device_get(params), jax.devices()[0])
+    grads = example_grads_jit(on_one)
+    return jax.tree.map(lambda g, p: jax.device_put(g, p.sharding), grads, params)
 
 
 def check_sharding(rule: RuleUnderTest) -> None:
@@ -83,7 +98,8 @@ def check_sharding(rule: RuleUnderTest) -> None:
     Runs on a mesh with ``Auto`` axes (sharding decided by the compiler, where a
     ``zeros_like`` init lands on one device) and with ``Explicit`` axes
     (sharding in the types, under ``jax.set_mesh``). Two steps on each must
-    give the numbers of two steps on one device.
+    give the numbers of two steps on one device; each step's gradients come
+    from one single-device program in every run (:func:`_gradients`).
     """
     devices = jax.devices()
     if len(devices) < 2:
@@ -98,7 +114,9 @@ def check_sharding(rule: RuleUnderTest) -> None:
     step_fn = jax.jit(_example_step(rule.tx))
     plain_state = rule.tx.init(plain_params)
     for _ in range(2):
-        plain_params, plain_state = step_fn(plain_params, plain_state)
+        plain_params, plain_state = step_fn(
+            plain_params, plain_state, _gradients(plain_params)
+        )
     for axis_type in (AxisType.Auto, AxisType.Explicit):
         mesh = jax.make_mesh(
             (rows, cols),
@@ -106,17 +124,23 @@ def check_sharding(rule: RuleUnderTest) -> None:
             axis_types=(axis_type, axis_type),
             devices=devices[: rows * cols],
         )
-        context = jax.set_mesh(mesh) if axis_type == AxisType.Explicit else None
-        with context or contextlib.nullcontext():
-            _check_on(
-                rule, step_fn, mesh, host, plain_params, f"{axis_type.name} mesh axes"
-            )
+        explicit = axis_type == AxisType.Explicit
+        _check_on(
+            rule,
+            step_fn,
+            mesh,
+            (lambda m=mesh: jax.set_mesh(m)) if explicit else contextlib.nullcontext,
+            host,
+            plain_params,
+            f"{axis_type.name} mesh axes",
+        )
 
 
 def _check_on(
     rule: RuleUnderTest,
-    step_fn: Callable[[Any, Any], tuple[Any, Any]],
+    step_fn: Callable[[Any, Any, Any], tuple[Any, Any]],
     mesh: Mesh,
+    in_mesh: Callable[[], contextlib.AbstractContextManager[Any]],
     host: dict[str, np.ndarray],
     expected: Any,
     label: str,
@@ -146,19 +170,25 @@ def _check_on(
                 )
             return leaf
 
-        optax.tree_utils.tree_map_params(
-            tx, check_leaf, state, params, is_leaf=is_quantized
-        )
+        with in_mesh():
+            optax.tree_utils.tree_map_params(
+                tx, check_leaf, state, params, is_leaf=is_quantized
+            )
 
     try:
-        state = jax.jit(tx.init)(params)
+        with in_mesh():
+            state = jax.jit(tx.init)(params)
     except ValueError as error:
         raise fail("sharding", f"{label}: jitted init failed: {error}") from None
     check_state(state, "after jitted init")
 
     sharded_params, sharded_state = params, state
     for _ in range(2):
-        sharded_params, sharded_state = step_fn(sharded_params, sharded_state)
+        grads = _gradients(sharded_params)  # outside the mesh: one device
+        with in_mesh():
+            sharded_params, sharded_state = step_fn(
+                sharded_params, sharded_state, grads
+            )
     check_state(sharded_state, "after jitted update")
     for k, sharding in shardings.items():
         if not sharded_params[k].sharding.is_equivalent_to(sharding, host[k].ndim):
