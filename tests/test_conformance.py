@@ -104,7 +104,27 @@ _LBFGS_EAGER = (
     "which amplifies last-bit differences of XLA's fusions. optax.lbfgs fails "
     "this check with the same numbers, with and without its line search"
 )
+_SOAP_SECOND_STEP = (
+    "SOAP's first step only gathers the Kronecker factors, so the example's "
+    "second gradient equals its first, and rotated into the eigenbases of "
+    "that gradient's own factors it is diagonal up to rounding: the "
+    "off-diagonal entries are rounding noise, and Adam's m / (sqrt(v) + eps) "
+    "turns noise of 1e-9 into steps of up to 1e-2 of the learning rate. Two "
+    "programs that round differently (jitted and eager, sharded and on one "
+    "device) take different second steps (0.00998 against -0.00251 at one "
+    "element). pytorch_optimizer.SOAP has the same sensitivity (its float64 "
+    "run moves by 1e-6 when the start is nudged by one part in 1e15); with "
+    "minibatch gradients the second gradient is not the first. The state's "
+    "layout under both mesh types passes"
+)
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
+    **{
+        f"soap{variant}": {
+            "jit_matches_eager": _SOAP_SECOND_STEP,
+            "sharding": _SOAP_SECOND_STEP,
+        }
+        for variant in ("", "+quantized8", "+quantized4")
+    },
     **{
         f"schedule_free_sgd{variant}": {"jit_matches_eager": _AVERAGE_FROM_PARAMS}
         for variant in ("", "+quantized8", "+quantized4")

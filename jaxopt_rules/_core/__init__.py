@@ -37,7 +37,10 @@ from jaxopt_rules._core._rounding import (
     element_bits as element_bits,
     stochastic_round_bf16 as stochastic_round_bf16,
 )
-from jaxopt_rules._core._sharding import replicated as replicated
+from jaxopt_rules._core._sharding import (
+    replicated as replicated,
+    sharded_like as sharded_like,
+)
 from jaxopt_rules._core._state import (
     safe_increment as safe_increment,
     state_class as state_class,

@@ -31,3 +31,28 @@ def replicated(x: Array) -> Array:
     if not explicit or all(entry is None for entry in sharding.spec):
         return x
     return jax.sharding.reshard(x, PartitionSpec())
+
+
+def sharded_like(x: Array, like: Array) -> Array:
+    """``x`` laid out like ``like`` when that is sharded over ``Explicit`` axes.
+
+    The way back from :func:`replicated`: a rule that computed a leaf-shaped
+    result on replicated operands (a rotation by whole-matrix eigenbases)
+    returns it, and its leaf-shaped slots, sharded like the parameter.
+
+    Args:
+        x: an array (or tracer) of the shape of ``like``.
+        like: the array whose layout to take.
+
+    Returns:
+        ``x`` resharded to ``like``'s explicit layout, or ``x`` itself.
+    """
+    sharding = jax.typeof(like).sharding
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or mesh.empty:
+        return x
+    if not any(kind == AxisType.Explicit for kind in mesh.axis_types):
+        return x
+    if jax.typeof(x).sharding.spec == sharding.spec:
+        return x
+    return jax.sharding.reshard(x, sharding.spec)

@@ -67,7 +67,9 @@ from jaxopt_rules.rules._simplified_ademamix import (
     simplified_ademamix as simplified_ademamix,
 )
 from jaxopt_rules.rules._sm3 import sm3 as sm3
+from jaxopt_rules.rules._soap import soap as soap
 from jaxopt_rules.rules._sophia import sophia as sophia
+from jaxopt_rules.rules._spam import spam as spam
 from jaxopt_rules.rules._spec import (
     AuthorsReference as AuthorsReference,
     RuleSpec as RuleSpec,

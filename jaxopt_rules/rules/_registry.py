@@ -59,7 +59,9 @@ from jaxopt_rules.rules import (
     _signum,
     _simplified_ademamix,
     _sm3,
+    _soap,
     _sophia,
+    _spam,
     _tiger,
     _yogi,
 )
@@ -123,6 +125,8 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _mars.SPEC,
     _came.SPEC,
     _schedule_free_radam.SPEC,
+    _spam.SPEC,
+    _soap.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparisons (optax's and the authors' code) over each entry, so a

@@ -114,7 +114,8 @@ def with_update_args(
     def update(
         updates: Any, state: Any, params: Any = None, **extra: Any
     ) -> tuple[Any, Any]:
-        if params is None:
+        # An empty tree (``None`` at the root) is its own parameters.
+        if params is None and jax.tree.leaves(updates):
             raise ValueError(
                 f"the rule needs {list(names)} from the loss, so update needs params"
             )

@@ -1,0 +1,122 @@
+"""SOAP's matrix machinery: refreshes behind lax.switch, safeguards, sharding.
+
+Its numbers are verified against pytorch_optimizer.SOAP in test_authors.py.
+"""
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+import jaxopt_rules as jr
+
+
+def _grads(k: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.Array]:
+    """Gradients that differ from step to step (so SOAP's second step is real)."""
+    rng = np.random.default_rng(100 + k)
+    return {n: jnp.asarray(rng.normal(size=s), jnp.float32) for n, s in shapes.items()}
+
+
+def test_bases_change_only_at_refresh_steps_and_the_program_has_a_switch():
+    tx = jr.soap(1e-2, precondition_frequency=3)
+    params = {"w": jnp.zeros((4, 3))}
+    update = jax.jit(tx.update)
+    state = tx.init(params)
+    jaxpr = str(jax.make_jaxpr(tx.update)(params, state, params))
+    assert "cond[" in jaxpr  # lax.switch lowers to a cond with three branches
+    changed = []
+    for k in range(10):
+        before = state.eigenbases["w"]
+        _, state = update(_grads(k, {"w": (4, 3)}), state, params)
+        assert state.eigenbases["w"].dtype == before.dtype
+        assert state.eigenbases["w"].shape == before.shape
+        changed.append(not np.array_equal(before, state.eigenbases["w"]))
+    # Step 1: eigh; then a power iteration at steps s = t - 1 = 3, 6, 9.
+    assert changed == [True, False, False, True, False, False, True, False, False, True]
+    q = np.asarray(state.eigenbases["w"][:16]).reshape(4, 4)
+    np.testing.assert_allclose(q.T @ q, np.eye(4), atol=1e-5)  # orthonormal
+
+
+@pytest.mark.parametrize("frequency", [1, 4])
+def test_ill_conditioned_and_degenerate_gradients_give_no_nan(frequency):
+    tx = jr.soap(1e-2, precondition_frequency=frequency, precondition_1d=True)
+    params = {
+        "scaled": jnp.zeros((5, 4)),
+        "rank_one": jnp.zeros((6, 6)),
+        "zero": jnp.zeros((3, 3)),
+        "vec": jnp.zeros(5),
+    }
+    update = jax.jit(tx.update)
+    state = tx.init(params)
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        u = rng.normal(size=6)
+        grads = {
+            # Rows 30 orders of magnitude apart: condition number 1e60 of
+            # the factor, beyond float32's range of ratios.
+            "scaled": jnp.asarray(
+                rng.normal(size=(5, 4)) * np.logspace(-15, 15, 5)[:, None],
+                jnp.float32,
+            ),
+            "rank_one": jnp.asarray(np.outer(u, u) * 10.0 ** (k % 3), jnp.float32),
+            "zero": jnp.zeros((3, 3)),
+            "vec": jnp.asarray(rng.normal(size=5), jnp.float32),
+        }
+        updates, state = update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        for leaf in jax.tree.leaves((updates, state, params)):
+            if jnp.issubdtype(leaf.dtype, jnp.inexact):
+                assert np.all(np.isfinite(leaf)), k
+    assert np.all(np.asarray(params["zero"]) == 0.0)  # no gradient, no step
+
+
+def test_sharded_like_the_params_and_the_numbers_of_one_device():
+    devices = jax.devices()
+    assert len(devices) >= 8  # conftest.py: 8 virtual CPU devices
+    shapes = {"w": (8, 4), "v": (8,), "c": (4, 2, 6)}
+    specs = {
+        "w": PartitionSpec("x", "y"),
+        "v": PartitionSpec("x"),
+        "c": PartitionSpec("x", None, "y"),
+    }
+    # eps 1e-3 and gradients that change from step to step: the second step
+    # is not dominated by rounding noise (test_conformance's KNOWN_FAILURES).
+    tx = jr.soap(1e-2, eps=1e-3, precondition_frequency=2, weight_decay=0.1)
+    host = {n: np.random.default_rng(1).normal(size=s) for n, s in shapes.items()}
+
+    def run(params, put):
+        state = jax.jit(tx.init)(params)
+        step = jax.jit(tx.update)
+        for k in range(6):
+            updates, state = step(put(_grads(k, shapes)), state, params)
+            params = jax.jit(optax.apply_updates)(params, updates)
+        return params, state
+
+    plain, _ = run(
+        {n: jnp.asarray(v, jnp.float32) for n, v in host.items()}, lambda g: g
+    )
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+        mesh = jax.make_mesh(
+            (4, 2), ("x", "y"), axis_types=(axis_type, axis_type), devices=devices[:8]
+        )
+
+        def put(tree, mesh=mesh):
+            return {
+                n: jax.device_put(
+                    jnp.asarray(x, jnp.float32), NamedSharding(mesh, specs[n])
+                )
+                for n, x in tree.items()
+            }
+
+        explicit = axis_type == AxisType.Explicit
+        with jax.set_mesh(mesh) if explicit else contextlib.nullcontext():
+            params, state = run(put(host), put)
+        for n in shapes:
+            want = NamedSharding(mesh, specs[n])
+            for leaf in (params[n], state.mu[n], state.nu[n]):
+                assert leaf.sharding.is_equivalent_to(want, len(shapes[n])), n
+            np.testing.assert_allclose(params[n], plain[n], rtol=1e-5, atol=1e-6)
