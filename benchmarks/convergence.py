@@ -66,8 +66,8 @@ class Task:
     extra: Callable[[Any], dict[str, float]] = lambda params: {}
 
 
-def digits_task() -> Task:
-    """MLP on scikit-learn's digits; reported loss: train cross-entropy."""
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits scaled to [0, 1], shuffled: 1437 to train, 360 held out."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -75,8 +75,46 @@ def digits_task() -> Task:
     y = data.target.astype(np.int32)
     order = np.random.default_rng(0).permutation(len(x))
     x, y = x[order], y[order]
-    x_train, y_train, x_test, y_test = x[:1437], y[:1437], x[1437:], y[1437:]
-    batches = np.random.default_rng(1).integers(0, len(x_train), size=(4000, 64))
+    return x[:1437], y[:1437], x[1437:], y[1437:]
+
+
+def _classifier(
+    name: str,
+    logits: Callable[[Any, jax.Array], jax.Array],
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    batches: np.ndarray,
+    **schedule: Any,
+) -> Task:
+    """A cross-entropy task on ``data`` (train x, y, held-out x, y).
+
+    ``schedule``: the Task's ``init``, ``steps``, ``target``, ``eval_every``
+    and ``held_out`` (report the held-out loss instead of the training loss).
+    """
+    x_train, y_train, x_test, y_test = data
+    held_out = schedule.pop("held_out")
+
+    def loss(params: Any, batch: Any) -> jax.Array:
+        x, y = batch
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits(params, x), y
+        ).mean()
+
+    def accuracy(params: Any) -> dict[str, float]:
+        return {"test_acc": float((logits(params, x_test).argmax(-1) == y_test).mean())}
+
+    reported = (x_test, y_test) if held_out else (x_train, y_train)
+    return Task(
+        name=name,
+        batch=lambda step: (x_train[batches[step]], y_train[batches[step]]),
+        loss=loss,
+        eval_loss=lambda params: loss(params, reported),
+        extra=accuracy,
+        **schedule,
+    )
+
+
+def digits_task() -> Task:
+    """MLP on scikit-learn's digits; reported loss: train cross-entropy."""
 
     def init(key: jax.Array) -> Any:
         k1, k2 = jax.random.split(key)
@@ -95,25 +133,73 @@ def digits_task() -> Task:
         h = jax.nn.relu(x @ params["hidden"]["w"] + params["hidden"]["b"])
         return h @ params["out"]["w"] + params["out"]["b"]
 
-    def loss(params: Any, batch: Any) -> jax.Array:
-        x, y = batch
-        return optax.softmax_cross_entropy_with_integer_labels(
-            logits(params, x), y
-        ).mean()
-
-    def accuracy(params: Any) -> dict[str, float]:
-        return {"test_acc": float((logits(params, x_test).argmax(-1) == y_test).mean())}
-
-    return Task(
-        name="digits",
+    batches = np.random.default_rng(1).integers(0, 1437, size=(4000, 64))
+    return _classifier(
+        "digits",
+        logits,
+        _digits(),
+        batches,
+        init=init,
         steps=1000,
         target=0.05,
         eval_every=25,
+        held_out=False,
+    )
+
+
+def conv_task() -> Task:
+    """A small CNN on scikit-learn's digits as 8x8 images; held-out cross-entropy.
+
+    Two 3x3 convolutions (1 -> 16 channels, then 16 -> 32 with stride 2),
+    global average pooling and a linear layer: 5,130 parameters, batches of
+    32, 300 steps. The reported loss is the cross-entropy on the 360 held-out
+    images (target 0.15), so a rule is ranked by how fast it generalises,
+    not by how far it drives the training loss down.
+    """
+
+    def init(key: jax.Array) -> Any:
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {
+            "conv1": {
+                "w": jax.random.normal(k1, (3, 3, 1, 16)) * jnp.sqrt(2 / 9),
+                "b": jnp.zeros(16),
+            },
+            "conv2": {
+                "w": jax.random.normal(k2, (3, 3, 16, 32)) * jnp.sqrt(2 / 144),
+                "b": jnp.zeros(32),
+            },
+            "out": {
+                "w": jax.random.normal(k3, (32, 10)) * jnp.sqrt(1 / 32),
+                "b": jnp.zeros(10),
+            },
+        }
+
+    def conv(x: jax.Array, layer: Any, stride: int) -> jax.Array:
+        y = jax.lax.conv_general_dilated(
+            x,
+            layer["w"],
+            window_strides=(stride, stride),
+            padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return jax.nn.relu(y + layer["b"])
+
+    def logits(params: Any, x: jax.Array) -> jax.Array:
+        images = x.reshape(-1, 8, 8, 1)
+        h = conv(conv(images, params["conv1"], 1), params["conv2"], 2)
+        return h.mean(axis=(1, 2)) @ params["out"]["w"] + params["out"]["b"]
+
+    batches = np.random.default_rng(2).integers(0, 1437, size=(4000, 32))
+    return _classifier(
+        "conv",
+        logits,
+        _digits(),
+        batches,
         init=init,
-        batch=lambda step: (x_train[batches[step]], y_train[batches[step]]),
-        loss=loss,
-        eval_loss=lambda params: loss(params, (x_train, y_train)),
-        extra=accuracy,
+        steps=300,
+        target=0.15,
+        eval_every=25,
+        held_out=True,
     )
 
 
@@ -247,6 +333,7 @@ def rosenbrock_task() -> Task:
 
 TASKS: dict[str, Callable[[], Task]] = {
     "digits": digits_task,
+    "conv": conv_task,
     "charlm": charlm_task,
     "quadratic": quadratic_task,
     "rosenbrock": rosenbrock_task,
@@ -373,6 +460,8 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
         "radam": 1e-3,
     },
 }
+# The CNN on the same digits starts its sweeps where the MLP's tuned rates are.
+LEARNING_RATES["conv"] = dict(LEARNING_RATES["digits"])
 # Fixed extra hyperparameters per rule (the rest are the rule's defaults).
 RULE_KWARGS: dict[str, dict[str, Any]] = {
     "sgd": {"momentum": 0.9},

@@ -71,7 +71,7 @@ def test_stdlib_text_is_available():
     assert b"def " in text
 
 
-@pytest.mark.parametrize("task_name", ["quadratic", "rosenbrock", "digits"])
+@pytest.mark.parametrize("task_name", ["quadratic", "rosenbrock", "digits", "conv"])
 def test_convergence_tasks_train(task_name):
     task = convergence.TASKS[task_name]()
     result = convergence.train(
