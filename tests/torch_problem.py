@@ -125,13 +125,24 @@ def run_torch(
         cls = optimizer_class(torch_class)
         if "foreach" in inspect.signature(cls).parameters:  # (Muon has none)
             options.setdefault("foreach", False)
-        optimizer = cls(list(params.values()), **options)
+        # Optimizers that read parameter names (Adam-mini) get them, renamed
+        # by the case's "named_parameters" mapping where it has one.
+        # (Adam-mini skips parameters that do not require gradients.)
+        names = options.pop("named_parameters", None)
+        if "named_parameters" in inspect.signature(cls).parameters:
+            for x in params.values():
+                x.requires_grad_(True)
+            named = [((names or {}).get(n, n), x) for n, x in params.items()]
+            optimizer = cls(named, **options)
+        else:
+            optimizer = cls(list(params.values()), **options)
         if hasattr(optimizer, "train"):
             optimizer.train()
         sign = -1.0 if kwargs.get("maximize") else 1.0
         for _ in range(STEPS):
-            for n, x in params.items():
-                x.grad = sign * (c[n] * (x - t[n]) + 0.9 * torch.cos(3 * x))
+            with torch.no_grad():
+                for n, x in params.items():
+                    x.grad = sign * (c[n] * (x - t[n]) + 0.9 * torch.cos(3 * x))
             optimizer.step()
         if evaluate:
             optimizer.eval()

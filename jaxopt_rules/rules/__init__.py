@@ -9,6 +9,7 @@ from jaxopt_rules.rules._adadelta import adadelta as adadelta
 from jaxopt_rules.rules._adafactor import adafactor as adafactor
 from jaxopt_rules.rules._adagrad import adagrad as adagrad
 from jaxopt_rules.rules._adam import adam as adam
+from jaxopt_rules.rules._adam_mini import adam_mini as adam_mini
 from jaxopt_rules.rules._adamax import adamax as adamax
 from jaxopt_rules.rules._adamaxw import adamaxw as adamaxw
 from jaxopt_rules.rules._adamw import adamw as adamw

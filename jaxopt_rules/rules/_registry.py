@@ -12,6 +12,7 @@ from jaxopt_rules.rules import (
     _adafactor,
     _adagrad,
     _adam,
+    _adam_mini,
     _adamax,
     _adamaxw,
     _adamw,
@@ -127,6 +128,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _schedule_free_radam.SPEC,
     _spam.SPEC,
     _soap.SPEC,
+    _adam_mini.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparisons (optax's and the authors' code) over each entry, so a
