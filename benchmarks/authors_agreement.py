@@ -26,7 +26,6 @@ def main() -> None:
     torch_problem = load_torch_problem()
     fixtures = np.load(TESTS / "fixtures" / "authors.npz")
     meta = json.loads((TESTS / "fixtures" / "authors.json").read_text())
-    data = torch_problem.problem(meta["seed"])
     print(f"torch {meta['torch']}, {torch_problem.STEPS} steps")
     columns = ["rule", "authors' code", "case", "float64", "float32"]
     print(_table.markdown_header(columns, "lllrr"))
@@ -35,6 +34,7 @@ def main() -> None:
         if reference is None:
             continue
         worst: dict[str, float] = {}
+        data = torch_problem.problem(meta["seed"], torch_problem.shapes_for(reference))
         for index, (ours, _) in enumerate(reference.cases):
             cells = []
             for dtype in ("float64", "float32"):

@@ -75,7 +75,7 @@ def main() -> None:
             raise SystemExit(f"{spec.name}: needs {reference.requirement}, {installed}")
         versions[spec.name] = reference.requirement
         cases[spec.name] = describe(reference)
-        data = torch_problem.problem(SEED)
+        data = torch_problem.problem(SEED, torch_problem.shapes_for(reference))
         evaluates = hasattr(torch_problem.optimizer_class(reference.optimizer), "eval")
         for index, (_, theirs) in enumerate(reference.cases):
             for dtype in reference.tolerance:

@@ -38,7 +38,15 @@ def _reference(spec: jr.RuleSpec) -> jr.AuthorsReference:
 def _stored(spec: jr.RuleSpec, index: int, dtype: str, evaluated: bool = False):
     key = maker.case_key(spec.name, index, dtype)
     prefix = f"{key}/eval/" if evaluated else f"{key}/"
-    return {leaf: FIXTURES[prefix + leaf] for leaf in tp.SHAPES}
+    return {leaf: FIXTURES[prefix + leaf] for leaf in _shapes(spec)}
+
+
+def _shapes(spec: jr.RuleSpec) -> dict[str, tuple[int, ...]]:
+    return tp.shapes_for(_reference(spec))
+
+
+def _problem(spec: jr.RuleSpec, seed: int | None = None):
+    return tp.problem(META["seed"] if seed is None else seed, _shapes(spec))
 
 
 def test_fixtures_cover_exactly_the_registered_cases():
@@ -53,7 +61,7 @@ def test_fixtures_cover_exactly_the_registered_cases():
 @pytest.mark.parametrize(("spec", "index", "dtype"), CASES)
 def test_trajectory_matches_the_authors_code(spec, index, dtype):
     ours_kwargs, _ = _reference(spec).cases[index]
-    data = tp.problem(META["seed"])
+    data = _problem(spec)
     ours = tp.run_jax(spec.factory, dict(ours_kwargs), data, np.dtype(dtype).type)
     expected = _stored(spec, index, dtype)
     assert tp.relative_error(expected, data["init"]) > 1e-3  # the run moved
@@ -110,8 +118,8 @@ def test_fixtures_are_current_and_live_runs_agree(name):
     reference = _reference(spec)
     if not _installed(reference):
         pytest.skip(f"needs torch and {reference.requirement}")
-    data = tp.problem(META["seed"])
-    other = tp.problem(7)
+    data = _problem(spec)
+    other = _problem(spec, 7)
     for index, (ours_kwargs, theirs) in enumerate(reference.cases):
         live = tp.run_torch(reference.optimizer, dict(theirs), data, np.float64)
         assert tp.relative_error(live, _stored(spec, index, "float64")) == 0.0

@@ -21,8 +21,8 @@ STEPS = 100
 
 
 def shapes_for(spec: Any) -> dict[str, tuple[int, ...]]:
-    """The leaves a registered factory is verified on."""
-    return MATRIX_SHAPES if spec.matrices_only else SHAPES
+    """The leaves a torch_compat spec or an ``AuthorsReference`` is verified on."""
+    return MATRIX_SHAPES if getattr(spec, "matrices_only", False) else SHAPES
 
 
 def problem(

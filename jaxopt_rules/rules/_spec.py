@@ -22,6 +22,8 @@ class AuthorsReference:
             stores the reference's trajectories.
         tolerance: relative tolerance of the final parameters after 100
             steps, per dtype.
+        matrices_only: the reference takes matrices only (Keller Jordan's
+            Muon): the comparison problem's leaves are all 2-d.
     """
 
     requirement: str
@@ -30,6 +32,7 @@ class AuthorsReference:
     tolerance: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: {"float64": 1e-10, "float32": 1e-5}
     )
+    matrices_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
