@@ -25,6 +25,21 @@ def _check_lengths(name: str, values: Mapping[str, jax.Array]) -> None:
         )
 
 
+def _step_counts(state: Any) -> Any:
+    """Which leaves of a sweep's state are step counts (integer ``count`` fields)."""
+
+    def is_count(path: Any, leaf: Any) -> bool:
+        last = path[-1] if path else None
+        return (
+            isinstance(last, jax.tree_util.GetAttrKey)
+            and last.name == "count"
+            and jnp.issubdtype(jnp.result_type(leaf), jnp.integer)
+            and jnp.ndim(leaf) == 1
+        )
+
+    return jax.tree_util.tree_map_with_path(is_count, state)
+
+
 def sweep(
     factory: Callable[..., optax.GradientTransformation],
     swept: Mapping[str, Any],
@@ -38,7 +53,11 @@ def sweep(
     state in, and the values are inputs of that program, not constants in
     it: a new grid of the same length reuses it (and the persistent
     compilation cache). Run ``i`` computes exactly what
-    ``factory(**fixed, **{k: v[i]})`` computes on its own.
+    ``factory(**fixed, **{k: v[i]})`` computes on its own. The runs step
+    together: their step counts (the states' integer ``count`` fields) are
+    read from the first run, so a rule that branches on the count (a
+    preconditioner refreshed every k steps behind ``lax.cond``) branches
+    once for all runs instead of computing every branch in each.
 
     Parameters, gradients, updates and states carry a leading axis of length
     N, one entry per run (stack the initial parameters, or broadcast one
@@ -103,6 +122,13 @@ def sweep(
         def one(u: Any, s: Any, p: Any, e: Mapping[str, Any]) -> tuple[Any, Any]:
             return injected.update(u, s, p, **e, **functions)
 
-        return jax.vmap(one)(updates, state, params, arrays)
+        # The runs step together, so their step counts are one value: read
+        # unbatched, a branch on the count (a preconditioner refreshed every
+        # k steps behind lax.cond) stays a branch under vmap instead of a
+        # select that runs every branch. The new counts come back batched.
+        shared = _step_counts(state)
+        state = jax.tree.map(lambda x, c: x[0] if c else x, state, shared)
+        axes = jax.tree.map(lambda c: None if c else 0, shared)
+        return jax.vmap(one, in_axes=(0, axes, 0, 0))(updates, state, params, arrays)
 
     return optax.GradientTransformationExtraArgs(init, update)

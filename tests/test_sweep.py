@@ -121,3 +121,26 @@ def test_sweep_refuses_bad_grids():
         jr.sweep(jr.adam, {"learning_rate": [0.1]}, learning_rate=0.1)
     with pytest.raises(ValueError, match="at least one"):
         jr.sweep(jr.adam, {}, learning_rate=0.1)
+
+
+def test_a_branch_on_the_step_count_stays_a_branch_in_every_run():
+    # SOAP refreshes its eigenbases behind lax.switch on the count; under a
+    # plain vmap the batched count turns it into a select of every branch.
+    rates = [1e-3, 3e-2]
+    tx = jr.sweep(jr.soap, {"learning_rate": rates}, precondition_frequency=2)
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float32)}
+    state = tx.init(params)
+    assert "cond[" in str(jax.make_jaxpr(tx.update)(params, state, params))
+    update = jax.jit(tx.update)
+    solo = [jr.soap(r, precondition_frequency=2) for r in rates]
+    singles = [jax.tree.map(lambda x, i=i: x[i], params) for i in range(2)]
+    solo_states = [t.init(p) for t, p in zip(solo, singles, strict=True)]
+    for k in range(5):
+        grads = {"w": jnp.cos(params["w"] * (k + 1))}
+        updates, state = update(grads, state, params)
+        for i, t in enumerate(solo):
+            g = jax.tree.map(lambda x, i=i: x[i], grads)
+            u, solo_states[i] = jax.jit(t.update)(g, solo_states[i], singles[i])
+            np.testing.assert_array_equal(updates["w"][i], u["w"])
+    assert state.count.tolist() == [5, 5]
