@@ -32,7 +32,7 @@ def _step_counts(state: Any) -> Any:
         last = path[-1] if path else None
         return (
             isinstance(last, jax.tree_util.GetAttrKey)
-            and last.name == "count"
+            and getattr(last, "name", None) == "count"
             and jnp.issubdtype(jnp.result_type(leaf), jnp.integer)
             and jnp.ndim(leaf) == 1
         )
