@@ -83,15 +83,16 @@ def _classifier(
     logits: Callable[[Any, jax.Array], jax.Array],
     data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     batches: np.ndarray,
+    *,
+    held_out: bool,
     **schedule: Any,
 ) -> Task:
     """A cross-entropy task on ``data`` (train x, y, held-out x, y).
 
-    ``schedule``: the Task's ``init``, ``steps``, ``target``, ``eval_every``
-    and ``held_out`` (report the held-out loss instead of the training loss).
+    ``held_out``: report the held-out loss instead of the training loss;
+    ``schedule``: the Task's ``init``, ``steps``, ``target`` and ``eval_every``.
     """
     x_train, y_train, x_test, y_test = data
-    held_out = schedule.pop("held_out")
 
     def loss(params: Any, batch: Any) -> jax.Array:
         x, y = batch

@@ -35,6 +35,7 @@ from jaxopt_rules._core._random import (
 from jaxopt_rules._core._report import collecting as collecting, report as report
 from jaxopt_rules._core._rounding import (
     element_bits as element_bits,
+    round_to_bf16 as round_to_bf16,
     stochastic_round_bf16 as stochastic_round_bf16,
 )
 from jaxopt_rules._core._sharding import (

@@ -83,3 +83,14 @@ def slot_keys(
 def new_state_key(seed: int | jax.Array) -> jax.Array:
     """The raw (uint32) key data that a rule's state carries for ``seed``."""
     return jax.random.key_data(jax.random.key(seed))
+
+
+def round_to_bf16(x: jax.Array) -> jax.Array:
+    """``x`` rounded to nearest bfloat16, kept in its own dtype.
+
+    For emulating arithmetic done on bfloat16 tensors (a reference's
+    Newton-Schulz iteration): ``lax.reduce_precision`` is kept by XLA, where a
+    plain ``astype(bfloat16)`` round trip may be dropped inside a jit
+    (XLA:CPU computes bfloat16 arithmetic in float32).
+    """
+    return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)

@@ -23,12 +23,8 @@ def replicated(x: Array) -> Array:
     Returns:
         ``x`` replicated over its mesh, or ``x`` itself.
     """
-    sharding = jax.typeof(x).sharding
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or mesh.empty:
-        return x
-    explicit = any(kind == AxisType.Explicit for kind in mesh.axis_types)
-    if not explicit or all(entry is None for entry in sharding.spec):
+    spec = _explicit_spec(x)
+    if spec is None or all(entry is None for entry in spec):
         return x
     return jax.sharding.reshard(x, PartitionSpec())
 
@@ -47,12 +43,18 @@ def sharded_like(x: Array, like: Array) -> Array:
     Returns:
         ``x`` resharded to ``like``'s explicit layout, or ``x`` itself.
     """
-    sharding = jax.typeof(like).sharding
+    spec = _explicit_spec(like)
+    if spec is None or jax.typeof(x).sharding.spec == spec:
+        return x
+    return jax.sharding.reshard(x, spec)
+
+
+def _explicit_spec(x: Array) -> PartitionSpec | None:
+    """``x``'s partition spec when its mesh has ``Explicit`` axes, else ``None``."""
+    sharding = jax.typeof(x).sharding
     mesh = getattr(sharding, "mesh", None)
     if mesh is None or mesh.empty:
-        return x
+        return None
     if not any(kind == AxisType.Explicit for kind in mesh.axis_types):
-        return x
-    if jax.typeof(x).sharding.spec == sharding.spec:
-        return x
-    return jax.sharding.reshard(x, sharding.spec)
+        return None
+    return sharding.spec

@@ -9,7 +9,14 @@ import jax.numpy as jnp
 import optax.contrib
 from optax.contrib import MuonDimensionNumbers
 
-from jaxopt_rules._core import Array, Scalar, Slot, replicated, rule
+from jaxopt_rules._core import (
+    Array,
+    Scalar,
+    Slot,
+    replicated,
+    round_to_bf16,
+    rule,
+)
 from jaxopt_rules.rules._adam import adam_direction, adam_moments
 from jaxopt_rules.rules._matrix_axes import check_dimension_numbers, split_axes
 from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, AuthorsReference, RuleSpec
@@ -142,15 +149,6 @@ def _newton_schulz(x: Array, c: Array, first: bool, preconditioning: str) -> Arr
     return c[0] * x + b @ x
 
 
-def _bf16(x: Array) -> Array:
-    """``x`` rounded to bfloat16 precision, kept in its dtype.
-
-    XLA keeps this rounding, which an ``astype`` round trip inside a jit may
-    drop.
-    """
-    return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
-
-
 def _newton_schulz_bf16(m: Array, rows: list[Any], eps: Scalar) -> Array:
     """The iteration as Keller Jordan's code runs it on bfloat16 tensors.
 
@@ -158,14 +156,15 @@ def _newton_schulz_bf16(m: Array, rows: list[Any], eps: Scalar) -> Array:
     float32), in the reference's order: ``X / (|X|_F + eps)``, then
     ``A = X X^T``, ``B = b A + (c A) A``, ``X = a X + B X``.
     """
-    x = _bf16(m.astype(jnp.float32))
-    norm = _bf16(jnp.sqrt(jnp.sum(x * x)))
-    x = _bf16(x / _bf16(norm + eps))
+    r = round_to_bf16
+    x = r(m.astype(jnp.float32))
+    norm = r(jnp.sqrt(jnp.sum(x * x)))
+    x = r(x / r(norm + eps))
     for row in rows:
         a, b, c = row[0], row[1], row[2]
-        gram = _bf16(x @ x.T)
-        update = _bf16(_bf16(b * gram) + _bf16(_bf16(c * gram) @ gram))
-        x = _bf16(_bf16(a * x) + _bf16(update @ x))
+        gram = r(x @ x.T)
+        update = r(r(b * gram) + r(r(c * gram) @ gram))
+        x = r(r(a * x) + r(update @ x))
     return x.astype(m.dtype)
 
 
@@ -432,7 +431,7 @@ def muon(
     else:
         x = jnp.sqrt(jnp.maximum(fan_in, fan_out)) * consistent_rms * x
     if bfloat16:
-        x = _bf16(x)  # the reference scales its bfloat16 result in bfloat16
+        x = round_to_bf16(x)  # the reference scales its bfloat16 result in bfloat16
     if weight_decay_mask:
         x = x + weight_decay * param
     return -learning_rate * x, mu, nu

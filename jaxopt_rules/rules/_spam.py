@@ -118,12 +118,8 @@ def spam(
     reset = phase == 0
     mu = jnp.where(reset, 0.0, mu).astype(mu.dtype)
     nu = jnp.where(reset, 0.0, nu).astype(nu.dtype)
-    if clip_delay == 0:
-        clip = True
-    else:
-        clip = phase >= clip_delay
     bound = threshold * nu
-    spike = clip & (threshold != 0) & (grad * grad > bound)
+    spike = (phase >= clip_delay) & (threshold != 0) & (grad * grad > bound)
     grad = jnp.where(spike, jnp.sign(grad) * jnp.sqrt(bound), grad)
     mu = mu + (1 - b1) * (grad - mu)
     nu = b2 * nu + (1 - b2) * (grad * grad)

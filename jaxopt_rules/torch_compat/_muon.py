@@ -8,21 +8,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxopt_rules._core import Array, Scalar, Slot, replicated, rule
+from jaxopt_rules._core import (
+    Array,
+    Scalar,
+    Slot,
+    replicated,
+    round_to_bf16,
+    rule,
+)
 from jaxopt_rules.torch_compat._common import decoupled_decay, lerp
 
 
 _ADJUSTMENTS = (None, "original", "match_rms_adamw")
-
-
-def _bf16(x: Array) -> Array:
-    """Rounds float32 values to bfloat16 precision, and stays float32.
-
-    ``lax.reduce_precision`` is kept by XLA; a plain ``astype(bfloat16)``
-    round trip is not (XLA:CPU computes bfloat16 arithmetic in float32 and
-    drops the intermediate roundings inside a jit).
-    """
-    return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -37,16 +34,20 @@ def _newton_schulz(
     step runs eagerly), so eager and jitted steps sum the products alike.
     """
     a, b, c = coefficients
-    x = _bf16(matrix.astype(jnp.float32))
+    x = round_to_bf16(matrix.astype(jnp.float32))
     tall = matrix.shape[0] > matrix.shape[1]
     if tall:
         x = x.T
-    norm = _bf16(jnp.sqrt(jnp.sum(x * x)))
-    x = _bf16(x / jnp.maximum(norm, _bf16(jnp.asarray(eps, jnp.float32))))
+    norm = round_to_bf16(jnp.sqrt(jnp.sum(x * x)))
+    x = round_to_bf16(
+        x / jnp.maximum(norm, round_to_bf16(jnp.asarray(eps, jnp.float32)))
+    )
     for _ in range(steps):
-        gram = _bf16(x @ x.T)
-        gram_update = _bf16(b * gram + c * (gram @ gram))  # addmm(gram, gram, gram)
-        x = _bf16(a * x + gram_update @ x)  # addmm(x, gram_update, x)
+        gram = round_to_bf16(x @ x.T)
+        gram_update = round_to_bf16(
+            b * gram + c * (gram @ gram)
+        )  # addmm(gram, gram, gram)
+        x = round_to_bf16(a * x + gram_update @ x)  # addmm(x, gram_update, x)
     return x.T if tall else x
 
 
