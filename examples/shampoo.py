@@ -16,6 +16,11 @@ is cut into blocks and resharded after (:func:`to_blocks`,
 :func:`from_blocks`), because the core hands a rule each leaf as it is sharded
 and offers no replicated view of it.
 
+The catalog's ``jr.shampoo`` is the full algorithm (Anil et al.'s grafts,
+momentum and schedules of statistics and roots), verified against
+``pytorch_optimizer.ScalableShampoo``; this example is the short version, to
+read as a template for matrix rules.
+
 Run: ``python examples/shampoo.py`` trains an MLP on scikit-learn's digits
 with Shampoo and with Adam and prints both (about 20 s on 2 shared CPU cores).
 """

@@ -117,6 +117,17 @@ _SOAP_SECOND_STEP = (
     "minibatch gradients the second gradient is not the first. The state's "
     "layout under both mesh types passes"
 )
+_SHAMPOO_FUSED = (
+    "the jitted and eager first steps differ by 4e-6 relative at one element "
+    "of 24 of the example's (6, 2) leaf: XLA fuses the factors' update "
+    "b2 L + (1 - b2) G G^T into multiply-adds under jit, which moves the "
+    "factors by one unit in the last place (measured: 2.9e-8 of the largest "
+    "entry; none with b2 = 0.5, whose products are exact), and the inverse "
+    "fourth roots and the block products, whose terms cancel at that "
+    "element, carry it to 4e-6 there (7e-8 of the leaf's largest). The "
+    "reference rounds its own way; the float64 comparison with it agrees to "
+    "1e-14"
+)
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
     **{
         f"soap{variant}": {
@@ -127,6 +138,10 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
     },
     **{
         f"schedule_free_sgd{variant}": {"jit_matches_eager": _AVERAGE_FROM_PARAMS}
+        for variant in ("", "+quantized8", "+quantized4")
+    },
+    **{
+        f"shampoo{variant}": {"jit_matches_eager": _SHAMPOO_FUSED}
         for variant in ("", "+quantized8", "+quantized4")
     },
     "momo": {"jit_matches_eager": _POLYAK_CAP},

@@ -75,15 +75,16 @@ FULL_PRECISION_SLOTS = frozenset(
         "init_params",  # optax.contrib.dog, dowg: the initial parameters
         "params0",  # optax.contrib.prodigy: the initial parameters
         "z",  # optax.contrib.schedule_free: the parameters are read from it
-        "factors",  # soap: Kronecker factors, eigendecomposed
+        "factors",  # soap, shampoo: Kronecker factors, eigendecomposed
         "eigenbases",  # soap: orthonormal bases the gradient is rotated by
+        "roots",  # shampoo: the factors' inverse roots
     }
 )
 """State fields that stay in full precision: copies of the parameters (a rule
 that steps from them, ``theta_0 + ...``, would move the parameters by their
-quantization error every step), and SOAP's Kronecker factors and eigenbases
-(an eigenbasis is orthonormal only to its own precision; the reference keeps
-both in full precision)."""
+quantization error every step), and SOAP's and Shampoo's Kronecker factors,
+eigenbases and inverse roots (an eigenbasis is orthonormal only to its own
+precision; the references keep them in full precision)."""
 
 KeyPath = tuple[Any, ...]
 

@@ -62,6 +62,7 @@ from jaxopt_rules.rules._schedule_free_radam import (
 )
 from jaxopt_rules.rules._schedule_free_sgd import schedule_free_sgd as schedule_free_sgd
 from jaxopt_rules.rules._sgd import sgd as sgd
+from jaxopt_rules.rules._shampoo import shampoo as shampoo
 from jaxopt_rules.rules._sign_sgd import sign_sgd as sign_sgd
 from jaxopt_rules.rules._signum import signum as signum
 from jaxopt_rules.rules._simplified_ademamix import (

@@ -56,6 +56,7 @@ from jaxopt_rules.rules import (
     _schedule_free_radam,
     _schedule_free_sgd,
     _sgd,
+    _shampoo,
     _sign_sgd,
     _signum,
     _simplified_ademamix,
@@ -129,6 +130,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _spam.SPEC,
     _soap.SPEC,
     _adam_mini.SPEC,
+    _shampoo.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparisons (optax's and the authors' code) over each entry, so a

@@ -1,0 +1,148 @@
+"""Shampoo's matrix machinery: refreshes behind lax.cond, blocks, safeguards.
+
+Its numbers are verified against pytorch_optimizer.ScalableShampoo in
+test_authors.py (blocks of 3 and 4 on leaves that are not multiples of them,
+so the zero padding is covered there).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxopt_rules as jr
+from jaxopt_rules.rules._shampoo import from_blocks, layout, merge_dims, to_blocks
+
+
+def _grads(k: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(200 + k)
+    return {n: jnp.asarray(rng.normal(size=s), jnp.float32) for n, s in shapes.items()}
+
+
+def test_roots_change_only_at_refresh_steps_and_the_program_has_a_cond():
+    tx = jr.shampoo(
+        1e-2,
+        block_size=3,
+        start_preconditioning_step=1,
+        preconditioning_compute_steps=3,
+    )
+    params = {"w": jnp.zeros((4, 5))}
+    state = tx.init(params)
+    assert "cond[" in str(jax.make_jaxpr(tx.update)(params, state, params))
+    update = jax.jit(tx.update)
+    changed = []
+    for k in range(1, 10):
+        before = state.roots["w"]
+        _, state = update(_grads(k, {"w": (4, 5)}), state, params)
+        assert state.roots["w"].dtype == before.dtype
+        assert state.roots["w"].shape == before.shape
+        changed.append(not np.array_equal(before, state.roots["w"]))
+    assert changed == [k % 3 == 0 for k in range(1, 10)]
+
+
+def test_statistics_every_k_steps():
+    tx = jr.shampoo(1e-2, block_size=4, statistics_compute_steps=2)
+    params = {"w": jnp.zeros((3, 4))}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    changed = []
+    for k in range(1, 7):
+        before = state.factors["w"]
+        _, state = update(_grads(k, {"w": (3, 4)}), state, params)
+        changed.append(not np.array_equal(before, state.factors["w"]))
+    assert changed == [False, True, False, True, False, True]
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (7, 3, 2), (6, 6)])
+def test_blocks_round_trip(shape):
+    lay = layout(shape, 3, False, 8192)
+    assert lay is not None
+    x = jnp.arange(np.prod(shape), dtype=jnp.float32).reshape(shape)
+    blocks = to_blocks(x, lay)
+    assert blocks.shape == (np.prod(lay.counts), *lay.block)
+    np.testing.assert_array_equal(from_blocks(blocks, lay), x)
+    # The first block is the leaf's corner.
+    np.testing.assert_array_equal(blocks[0], x[tuple(slice(0, b) for b in lay.block)])
+
+
+def test_merge_dims_drops_ones_and_merges_while_a_block_fits():
+    assert merge_dims((3, 3, 64, 128), 1024) == (576, 128)
+    assert merge_dims((1, 600, 600), 512) == (600, 600)
+    assert merge_dims((1, 1), 8) == (1,)
+    # A merged leaf of rank one is stepped by the graft alone.
+    assert layout((4, 5), 512, True, 8192) is None
+    assert layout((4, 5), 512, False, 8192) is not None
+    assert layout((4, 9000), 512, False, 8192) is None  # max_precondition_dim
+
+
+@pytest.mark.parametrize("frequency", [1, 4])
+@pytest.mark.parametrize("graft", ["sgd", "adagrad", "none"])
+def test_ill_conditioned_and_degenerate_gradients_give_no_nan(frequency, graft):
+    tx = jr.shampoo(
+        1e-3,
+        graft=graft,
+        block_size=4,
+        start_preconditioning_step=1,
+        preconditioning_compute_steps=frequency,
+    )
+    params = {
+        "scaled": jnp.zeros((5, 4)),
+        "rank_one": jnp.zeros((6, 6)),
+        "zero": jnp.zeros((3, 3)),
+        "vec": jnp.zeros(5),
+    }
+    update = jax.jit(tx.update)
+    state = tx.init(params)
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        u = rng.normal(size=6)
+        grads = {
+            # Rows 30 orders of magnitude apart: the factors' condition
+            # numbers are beyond float32's range of ratios.
+            "scaled": jnp.asarray(
+                rng.normal(size=(5, 4)) * np.logspace(-15, 15, 5)[:, None],
+                jnp.float32,
+            ),
+            "rank_one": jnp.asarray(np.outer(u, u) * 10.0 ** (k % 3), jnp.float32),
+            "zero": jnp.zeros((3, 3)),
+            "vec": jnp.asarray(rng.normal(size=5), jnp.float32),
+        }
+        updates, state = update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        for leaf in jax.tree.leaves((updates, state, params)):
+            if jnp.issubdtype(leaf.dtype, jnp.inexact):
+                assert np.all(np.isfinite(leaf)), k
+    assert np.all(np.asarray(params["zero"]) == 0.0)  # no gradient, no step
+
+
+def test_the_graft_sets_the_norm_and_shampoo_the_direction():
+    """Without momentum, each step has the SGD graft's norm, lr |g|."""
+    tx = jr.shampoo(
+        0.1,
+        b1=0.0,
+        block_size=4,
+        start_preconditioning_step=1,
+        preconditioning_compute_steps=1,
+    )
+    params = {"w": jnp.zeros((4, 6))}
+    state = tx.init(params)
+    for k in range(3):
+        g = _grads(k, {"w": (4, 6)})
+        updates, state = tx.update(g, state, params)
+        np.testing.assert_allclose(
+            jnp.linalg.norm(updates["w"]), 0.1 * jnp.linalg.norm(g["w"]), rtol=1e-5
+        )
+        cosine = jnp.vdot(updates["w"], -g["w"]) / (
+            jnp.linalg.norm(updates["w"]) * jnp.linalg.norm(g["w"])
+        )
+        assert 0.0 < cosine < 0.999  # a descent direction, not the gradient's
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="graft must be one of"):
+        jr.shampoo(graft="adam")
+    with pytest.raises(TypeError, match="block_size must be an int"):
+        jr.shampoo(block_size=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="inverse_exponent"):
+        jr.shampoo(inverse_exponent=0)
