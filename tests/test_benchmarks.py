@@ -194,7 +194,13 @@ def test_tables_print_markdown_and_aligned_text(capsys):
 # -- how the scripts are written and run ------------------------------------------
 
 SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py"))
-TIMING_SCRIPTS = ["leaf_batching", "logging_overhead", "quantized_state", "step"]
+TIMING_SCRIPTS = [
+    "leaf_batching",
+    "logging_overhead",
+    "matrix_scaling",
+    "quantized_state",
+    "step",
+]
 
 
 def _tree(name: str) -> ast.Module:

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import optax.contrib
 import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from optax.contrib import MuonDimensionNumbers
 
 import jaxopt_rules as jr
@@ -79,3 +80,52 @@ def test_what_the_drop_in_refuses_is_named():
     tx = jr.muon(0.1, muon_weight_dimension_numbers=MuonDimensionNumbers())
     with pytest.raises(ValueError, match="must have two or more axes"):
         tx.init(vec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "owners"),
+    [
+        # Sharded over the matrices' rows (FSDP): moved onto the stack axis.
+        (PartitionSpec(None, "x", None), PartitionSpec("x", None, None)),
+        # Already whole matrices per device: unchanged.
+        (PartitionSpec("x", None, None), PartitionSpec("x", None, None)),
+    ],
+)
+def test_a_stacks_matrices_are_iterated_whole_on_their_owners(spec, owners):
+    """Under explicit sharding each device runs Newton-Schulz on its own matrices.
+
+    A (16, 32, 24) stack on 8 devices: the program moves the row sharding to
+    the stack axis (two whole matrices per device) with all-to-alls, gathers
+    nothing, and gives the numbers of one device.
+    """
+    from jaxopt_rules._core import whole_matrices
+
+    dims = MuonDimensionNumbers(reduction_axis=1, output_axis=2)
+    tx = jr.muon(1e-2, muon_weight_dimension_numbers={"w": dims})
+    rng = np.random.default_rng(0)
+    host = {"w": rng.normal(size=(16, 32, 24)).astype(np.float32)}
+    grads = [{"w": rng.normal(size=(16, 32, 24)).astype(np.float32)} for _ in range(3)]
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
+
+    def run(put):
+        params = put(host)
+        state = tx.init(params)
+        step = jax.jit(tx.update)
+        for g in grads:
+            updates, state = step(put(g), state, params)
+            params = optax.apply_updates(params, updates)
+        return params, step
+
+    single, _ = run(lambda t: jax.tree.map(jnp.asarray, t))
+    with jax.set_mesh(mesh):
+        sharding = NamedSharding(mesh, spec)
+        x = jax.device_put(jnp.zeros((16, 32, 24)), sharding)
+        assert jax.typeof(whole_matrices(x, (0,))).sharding.spec == owners
+        sharded, step = run(lambda t: jax.device_put(t, sharding))
+        state = tx.init(sharded)
+        hlo = step.lower(host, state, sharded).compile().as_text()
+    assert "all-gather" not in hlo
+    if spec != owners:
+        assert "all-to-all" in hlo
+    assert jax.typeof(sharded["w"]).sharding.spec == spec
+    np.testing.assert_allclose(sharded["w"], single["w"], rtol=1e-5, atol=1e-6)

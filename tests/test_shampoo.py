@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 import jaxopt_rules as jr
 from jaxopt_rules.rules._shampoo import from_blocks, layout, merge_dims, to_blocks
@@ -146,3 +147,42 @@ def test_bad_options_are_named():
         jr.shampoo(block_size=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="inverse_exponent"):
         jr.shampoo(inverse_exponent=0)
+
+
+def test_under_explicit_sharding_each_device_decomposes_its_share_of_blocks():
+    """A (16, 16) leaf in blocks of 4 on 8 devices: 2 of the 16 blocks each.
+
+    The compiled program's eigendecompositions take 2 blocks per device (not
+    16), the moments stay sharded like the parameter, and the numbers are
+    those of one device.
+    """
+    tx = jr.shampoo(
+        1e-2,
+        block_size=4,
+        start_preconditioning_step=1,
+        preconditioning_compute_steps=1,
+    )
+    rng = np.random.default_rng(0)
+    host = {"w": rng.normal(size=(16, 16)).astype(np.float32)}
+    grads = [{"w": rng.normal(size=(16, 16)).astype(np.float32)} for _ in range(3)]
+
+    def run(put):
+        params = put(host)
+        state = tx.init(params)
+        step = jax.jit(tx.update)
+        for g in grads:
+            updates, state = step(put(g), state, params)
+            params = optax.apply_updates(params, updates)
+        return params, state, step
+
+    single, _, _ = run(lambda t: jax.tree.map(jnp.asarray, t))
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(mesh):
+        sharding = NamedSharding(mesh, PartitionSpec("x", None))
+        sharded, state, step = run(lambda t: jax.device_put(t, sharding))
+        hlo = step.lower(host, state, sharded).compile().as_text()
+    eigh_calls = [line for line in hlo.splitlines() if "syevd" in line]
+    assert eigh_calls
+    assert all("f32[2,4,4]" in line for line in eigh_calls)
+    assert jax.typeof(state.mu["w"]).sharding.spec == PartitionSpec("x", None)
+    np.testing.assert_allclose(sharded["w"], single["w"], rtol=1e-5, atol=1e-6)

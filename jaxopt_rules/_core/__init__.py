@@ -41,6 +41,8 @@ from jaxopt_rules._core._rounding import (
 from jaxopt_rules._core._sharding import (
     replicated as replicated,
     sharded_like as sharded_like,
+    spread as spread,
+    whole_matrices as whole_matrices,
 )
 from jaxopt_rules._core._state import (
     safe_increment as safe_increment,

@@ -13,9 +13,10 @@ from jaxopt_rules._core import (
     Array,
     Scalar,
     Slot,
-    replicated,
     round_to_bf16,
     rule,
+    sharded_like,
+    whole_matrices,
 )
 from jaxopt_rules.rules._adam import adam_direction, adam_moments
 from jaxopt_rules.rules._matrix_axes import check_dimension_numbers, split_axes
@@ -71,6 +72,7 @@ def _layout(shape: tuple[int, ...], dims: Any) -> dict[str, Any] | None:
     order = batch + rows + cols
     size = lambda axes: math.prod(shape[a] for a in axes)
     return {
+        "batch": batch,
         "order": order,
         "flat": (size(batch), size(rows), size(cols)),
         "unflat": tuple(shape[a] for a in order),
@@ -316,8 +318,14 @@ def muon(
     orthogonalised on its own. The state is ``mu`` (every leaf) and ``nu``
     (AdamW leaves; one zero for a Muon leaf, where optax keeps nothing);
     ``jr.from_optax`` and ``jr.to_optax`` merge optax's two masked ``mu``
-    trees into one and back. Under an explicit mesh, each matrix is
-    replicated for the iterations (as ``torch_compat.muon``).
+    trees into one and back. Under an explicit mesh, each device iterates
+    on whole matrices (:func:`~jaxopt_rules._core.whole_matrices`): a stack
+    sharded over its matrices' own axes is resharded, by one all-to-all, so
+    that each device owns whole matrices of it (a ``(L, m, n)`` stack on
+    ``N`` devices: ``L / N`` matrices each, when ``N`` divides ``L``); a
+    lone matrix is gathered and iterated on every device. Under
+    ``shard_map``, shard stacks along their batch axes: each device then
+    sees whole matrices.
 
     Args:
         learning_rate: step size, a number or a schedule of the step count.
@@ -417,14 +425,17 @@ def muon(
         )
     else:
         mu_hat = mu / (1 - beta**step)
-    ns_input = replicated(mu_hat)
+    # Under explicit sharding each device iterates on whole matrices: those
+    # of a stack it owns, or (a lone sharded matrix) the matrix gathered.
+    ns_input = whole_matrices(mu_hat, layout["batch"])
     coeffs = _coefficients({"ns_coeffs": ns_coeffs})
     bfloat16 = ns_precision == "bfloat16"
     x = _orthogonalize(
         ns_input, layout, coeffs, ns_steps, preconditioning, eps, bfloat16
     )
+    x = sharded_like(x, mu_hat)
     if adaptive:
-        x = jnp.sum(ns_input.conj() * x) * x
+        x = jnp.sum(mu_hat.conj() * x) * x
     fan_in, fan_out = layout["fan_in"], layout["fan_out"]
     if consistent_rms is None:
         x = jnp.sqrt(jnp.maximum(1, fan_out / fan_in)) * x

@@ -16,6 +16,7 @@ from jaxopt_rules._core import (
     replicated,
     rule,
     sharded_like,
+    spread,
 )
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
@@ -379,8 +380,10 @@ def shampoo(
     AdaGrad and RMSProp grafts, and ``2 (m^2 + n^2) / (m n)`` for the
     factors and roots, each times the dtype's size. Under
     ``quantized_state`` the moments are quantized and the factors and roots
-    kept in full precision. Under explicit sharding the blocks' work runs on
-    the leaf replicated.
+    kept in full precision. Under explicit sharding the blocks are spread
+    over the devices (each computes the Gram matrices, roots and products of
+    its share) and the results gathered; the moments are sharded like the
+    parameter, the factors and roots replicated.
 
     Args:
         learning_rate: step size, a number or a schedule of the step count.
@@ -466,9 +469,12 @@ def shampoo(
         s = h
     else:
         work = jnp.float64 if factors.dtype == jnp.float64 else jnp.float32
-        blocks = to_blocks(g.reshape(lay.shape).astype(work), lay)
-        stats = _cut(factors.astype(work), lay)
-        old_roots = _cut(roots.astype(work), lay)
+        # Under explicit sharding each device works on its share of the
+        # blocks (spread along the stack's axis), and the results are
+        # gathered.
+        blocks = spread(to_blocks(g.reshape(lay.shape).astype(work), lay))
+        stats = [spread(f) for f in _cut(replicated(factors).astype(work), lay)]
+        old_roots = [spread(r) for r in _cut(replicated(roots).astype(work), lay)]
         w2 = jnp.where(b2 == 1, 1.0, 1 - b2)
         fresh = [b2 * st + w2 * _gram(blocks, a) for a, st in enumerate(stats)]
         if statistics_compute_steps > 1:
@@ -483,10 +489,10 @@ def shampoo(
             ],
             lambda: old_roots,
         )
-        done = from_blocks(_precondition(blocks, current), lay)
+        done = from_blocks(replicated(_precondition(blocks, current)), lay)
         s = done.reshape(grad.shape).astype(g.dtype)
-        new_factors = jnp.concatenate([f.reshape(-1) for f in fresh])
-        new_roots = jnp.concatenate([r.reshape(-1) for r in current])
+        new_factors = jnp.concatenate([replicated(f).reshape(-1) for f in fresh])
+        new_roots = jnp.concatenate([replicated(r).reshape(-1) for r in current])
     if graft != "none":
         s = s * (jnp.linalg.norm(h) / (jnp.linalg.norm(s) + 1e-16))
     if not decoupled_weight_decay:

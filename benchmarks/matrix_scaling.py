@@ -1,0 +1,161 @@
+"""Matrix rules on 1, 2, 4 and 8 devices: state bytes per device and step time.
+
+Muon and Shampoo do whole-matrix work (Newton-Schulz, eigendecompositions)
+that does not shard elementwise. Under explicit sharding, ``jr.muon`` moves
+a stack of matrices sharded over their rows onto its stack axis (one
+all-to-all each way), so each device iterates on its own whole matrices,
+and ``jr.shampoo`` spreads a leaf's blocks over the devices. For each
+device count ``N`` this script builds an explicit mesh of ``N`` devices and
+times one jitted step (median over rounds) of:
+
+- ``muon stack``: one ``(L, m, m)`` leaf sharded ``P(None, 'x', None)``
+  (each device owns ``L / N`` whole matrices);
+- ``muon separate``: the same matrices as ``L`` separate ``(m, m)`` leaves
+  sharded ``P('x', None)`` (each matrix gathered and iterated on every
+  device: the layout the per-leaf rule cannot distribute);
+- ``shampoo``: one ``(k b, k b)`` leaf in blocks of ``b`` sharded
+  ``P('x', None)`` (``k^2`` blocks spread over the devices).
+
+State bytes per device are read from the state's shards (the most any one
+device holds). On a CPU host the ``N`` devices are virtual and share the
+host's cores, so the step times show the work each layout does in all (a
+gathered matrix is iterated ``N`` times), not a speed-up from more hardware.
+
+Usage::
+
+    python -m benchmarks.matrix_scaling            # ~1 minute on 2 cores
+    python -m benchmarks.matrix_scaling --markdown
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+if __name__ == "__main__" and "jax" not in sys.modules:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    )
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from optax.contrib import MuonDimensionNumbers
+
+import jaxopt_rules as jr
+from benchmarks import _table
+from benchmarks._timing import Timed, calibrate, measure, median_ms
+
+
+def _state_bytes_per_device(state: Any) -> int:
+    """The most bytes of ``state`` any one device holds."""
+    per_device: dict[Any, int] = {}
+    for leaf in jax.tree.leaves(state):
+        for shard in getattr(leaf, "addressable_shards", ()):
+            per_device[shard.device] = per_device.get(shard.device, 0) + (
+                shard.data.size * shard.data.dtype.itemsize
+            )
+    return max(per_device.values())
+
+
+def _case(
+    name: str,
+    tx: optax.GradientTransformation,
+    shapes: dict[str, tuple[int, ...]],
+    specs: dict[str, P],
+) -> Callable[[jax.sharding.Mesh], tuple[int, Timed]]:
+    def build(mesh: jax.sharding.Mesh) -> tuple[int, Timed]:
+        rng = np.random.default_rng(0)
+        host = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
+        put = {n: NamedSharding(mesh, specs[n]) for n in shapes}
+        params = {n: jax.device_put(host[n], put[n]) for n in shapes}
+        grads = {n: jax.device_put(host[n] * 0.1, put[n]) for n in shapes}
+        state = jax.jit(tx.init)(params)
+        step = jax.jit(tx.update)
+        holder = [state]
+
+        def run() -> None:
+            _, holder[0] = step(grads, holder[0], params)
+
+        def sync() -> None:
+            jax.block_until_ready(holder[0])
+
+        timed = Timed(name, run, sync, steps=2)
+        calibrate(timed, 0.2, max_steps=20)
+        return _state_bytes_per_device(holder[0]), timed
+
+    build.__name__ = name
+    return build
+
+
+def cases(stack: int, size: int, blocks: int, block: int) -> list[Any]:
+    dims = MuonDimensionNumbers(reduction_axis=1, output_axis=2)
+    muon_stack = jr.muon(1e-2, muon_weight_dimension_numbers={"w": dims})
+    separate = {f"w{i}": (size, size) for i in range(stack)}
+    shampoo = jr.shampoo(
+        1e-2,
+        block_size=block,
+        start_preconditioning_step=1,
+        preconditioning_compute_steps=1,
+    )
+    side = blocks * block
+    return [
+        _case(
+            "muon stack",
+            muon_stack,
+            {"w": (stack, size, size)},
+            {"w": P(None, "x", None)},
+        ),
+        _case(
+            "muon separate",
+            jr.muon(1e-2),
+            separate,
+            {n: P("x", None) for n in separate},
+        ),
+        _case("shampoo", shampoo, {"w": (side, side)}, {"w": P("x", None)}),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--blocks", type=int, default=4, help="blocks per side")
+    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    for n in (1, 2, 4, 8):
+        mesh = jax.make_mesh(
+            (n,), ("x",), axis_types=(AxisType.Explicit,), devices=jax.devices()[:n]
+        )
+        with jax.set_mesh(mesh):
+            built = [
+                (c.__name__, *c(mesh))
+                for c in cases(args.stack, args.size, args.blocks, args.block)
+            ]
+            measure([timed for _, _, timed in built], args.rounds)
+        for name, state_bytes, timed in built:
+            rows.append(
+                [name, str(n), f"{state_bytes / 2**20:.2f}", f"{median_ms(timed):.1f}"]
+            )
+    print(
+        f"{args.stack} matrices {args.size}x{args.size} (muon); a "
+        f"{args.blocks * args.block}x{args.blocks * args.block} leaf in blocks of "
+        f"{args.block} (shampoo); {jax.devices()[0].platform}, median of "
+        f"{args.rounds} rounds"
+    )
+    _table.print_table(
+        ["layout", "devices", "state MiB/device", "step ms"],
+        rows,
+        "lrrr",
+        markdown=args.markdown,
+    )
+
+
+if __name__ == "__main__":
+    main()
