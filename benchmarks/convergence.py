@@ -468,11 +468,11 @@ RULE_KWARGS: dict[str, dict[str, Any]] = {
     "sgd": {"momentum": 0.9},
     # Examples clipped to norm 1, noise 0.5 of it (a moderate privacy budget).
     "dpsgd": {"l2_norm_clip": 1.0, "noise_multiplier": 0.5, "seed": 0, "momentum": 0.9},
-    # Each axis its own factor: with the default merging the CNN's (3, 3, 16,
-    # 32) kernel becomes a (144, 32) matrix, and the CNN's five-run sweep then
-    # stops with every XLA:CPU thread waiting (jaxlib 0.10.2; not reduced to
-    # a smaller program: one run, or the MLP, or blocks of 64, run).
-    "shampoo": {"merge_small_dims": False},
+    # Roots by the coupled Newton iteration (matrix products only): with
+    # eigh roots, the CNN's five-run sweep, whose (3, 3, 16, 32) kernel is one
+    # (144, 32) matrix, stops with every XLA:CPU thread waiting (jaxlib
+    # 0.10.2; one run, the MLP, or unmerged axes run).
+    "shampoo": {"root_method": "newton"},
 }
 # The argument that LEARNING_RATES sets, for rules without ``learning_rate``.
 RATE_ARGS: dict[str, str] = {"polyak_sgd": "max_learning_rate"}

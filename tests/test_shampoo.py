@@ -78,11 +78,17 @@ def test_merge_dims_drops_ones_and_merges_while_a_block_fits():
 
 
 @pytest.mark.parametrize("frequency", [1, 4])
-@pytest.mark.parametrize("graft", ["sgd", "adagrad", "none"])
-def test_ill_conditioned_and_degenerate_gradients_give_no_nan(frequency, graft):
+@pytest.mark.parametrize(
+    ("graft", "root_method"),
+    [("sgd", "eigh"), ("adagrad", "eigh"), ("none", "eigh"), ("sgd", "newton")],
+)
+def test_ill_conditioned_and_degenerate_gradients_give_no_nan(
+    frequency, graft, root_method
+):
     tx = jr.shampoo(
         1e-3,
         graft=graft,
+        root_method=root_method,
         block_size=4,
         start_preconditioning_step=1,
         preconditioning_compute_steps=frequency,
@@ -147,6 +153,8 @@ def test_bad_options_are_named():
         jr.shampoo(block_size=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="inverse_exponent"):
         jr.shampoo(inverse_exponent=0)
+    with pytest.raises(ValueError, match="root_method must be"):
+        jr.shampoo(root_method="svd")
 
 
 def test_under_explicit_sharding_each_device_decomposes_its_share_of_blocks():

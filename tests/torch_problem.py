@@ -112,6 +112,9 @@ def run_torch(
     import torch
 
     torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
+    # Optimizers that draw random numbers (ScalableShampoo's power
+    # iteration starts from torch.randn) draw the same ones on every run.
+    torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch_dtype)
     try:
