@@ -48,17 +48,7 @@ from optax.contrib import MuonDimensionNumbers
 import jaxopt_rules as jr
 from benchmarks import _table
 from benchmarks._timing import Timed, calibrate, measure, median_ms
-
-
-def _state_bytes_per_device(state: Any) -> int:
-    """The most bytes of ``state`` any one device holds."""
-    per_device: dict[Any, int] = {}
-    for leaf in jax.tree.leaves(state):
-        for shard in getattr(leaf, "addressable_shards", ()):
-            per_device[shard.device] = per_device.get(shard.device, 0) + (
-                shard.data.size * shard.data.dtype.itemsize
-            )
-    return max(per_device.values())
+from benchmarks.sharded_state import per_device_bytes
 
 
 def _case(
@@ -85,7 +75,7 @@ def _case(
 
         timed = Timed(name, run, sync, steps=2)
         calibrate(timed, 0.2, max_steps=20)
-        return _state_bytes_per_device(holder[0]), timed
+        return per_device_bytes(holder[0]), timed
 
     build.__name__ = name
     return build

@@ -204,22 +204,24 @@ def _check(hyper: Mapping[str, Any]) -> None:
         )
 
 
-def _inverse_roots(
-    stats: Array, previous: Array, exponent: int, valid: np.ndarray | None
-) -> Array:
+def _real_entries(rows: np.ndarray) -> np.ndarray:
+    """``(N, b, b)``: the entries of each factor whose row and column are real."""
+    return rows[:, :, None] & rows[:, None, :]
+
+
+def _inverse_roots(stats: Array, exponent: int, valid: np.ndarray | None) -> Array:
     """``S^(-1/exponent)`` of each symmetric factor of a stack, by ``eigh``.
 
     Eigenvalues are taken by magnitude (the reference's SVD: rounding can
     make those of a singular factor slightly negative) and floored at the
-    smallest normal number; a factor whose root is not finite keeps its
-    previous root (Google's fallback). ``valid`` marks each factor's real
-    rows (``None``: all real): the padded ones are set to a multiple of the
+    smallest normal number. ``valid`` marks each factor's real rows
+    (``None``: all real): the padded ones are set to a multiple of the
     identity far above the real part's eigenvalues, so that the
     decomposition keeps the two parts apart (near-equal eigenvalues would
     mix them, and the real rows' root with them).
     """
     if valid is not None:
-        both = valid[:, :, None] & valid[:, None, :]
+        both = _real_entries(valid)
         diagonal = np.eye(stats.shape[-1], dtype=bool)[None]
         trace = jnp.trace(jnp.where(both, stats, 0), axis1=-2, axis2=-1)
         far = 2 * trace + 1
@@ -228,11 +230,9 @@ def _inverse_roots(
         )
     values, vectors = jnp.linalg.eigh(stats)
     values = jnp.maximum(jnp.abs(values), jnp.finfo(stats.dtype).tiny)
-    root = (vectors * values[..., None, :] ** (-1.0 / exponent)) @ jnp.swapaxes(
+    return (vectors * values[..., None, :] ** (-1.0 / exponent)) @ jnp.swapaxes(
         vectors, -1, -2
     )
-    ok = jnp.all(jnp.isfinite(root), axis=(-2, -1), keepdims=True)
-    return jnp.where(ok, root, previous)
 
 
 def _newton_roots(
@@ -252,11 +252,7 @@ def _newton_roots(
     """
     p = exponent
     eye = jnp.eye(stats.shape[-1], dtype=stats.dtype)
-    if valid is None:
-        real = jnp.ones(stats.shape[:-1], bool)
-    else:
-        real = jnp.asarray(valid)
-    both = real[:, :, None] & real[:, None, :]
+    real = np.ones(stats.shape[:-1], bool) if valid is None else valid
 
     def one(g: Array, rows: Array, mask: Array) -> Array:
         g = jnp.where(mask, g, 0)
@@ -269,8 +265,7 @@ def _newton_roots(
 
         v = jax.lax.fori_loop(0, 100, power, start)
         top = jnp.maximum(v @ (g @ v), 1e-16)
-        real_eye = jnp.where(rows[:, None] & rows[None, :], eye, 0)
-        g = g + top * ridge * real_eye
+        g = g + top * ridge * jnp.where(mask, eye, 0)
         z = (1 + p) / (2 * jnp.linalg.norm(g))
         x = eye * z ** (1.0 / p)
         m = jnp.where(mask, g * z, eye)
@@ -300,13 +295,10 @@ def _newton_roots(
         carry = (jnp.asarray(0), x, m, error(m), jnp.asarray(False))
         return jax.lax.while_loop(cond, body, carry)[1]
 
-    roots = jax.vmap(one)(stats, real, both)
+    roots = jax.vmap(one)(stats, jnp.asarray(real), jnp.asarray(_real_entries(real)))
     # A factor with one real row is a number: its root exactly (as the
     # reference computes a 1 x 1 factor), ``(s (1 + ridge))^(-1/p)``.
-    if valid is None:
-        single = np.full(stats.shape[0], stats.shape[-1] == 1)
-    else:
-        single = valid.sum(axis=-1) == 1
+    single = real.sum(axis=-1) == 1
     if single.any():
         s0 = stats[:, 0, 0]
         exact = (s0 + ridge * jnp.maximum(s0, 1e-16)) ** (-1.0 / p)
@@ -314,6 +306,17 @@ def _newton_roots(
         exact_root = eye + (exact[:, None, None] - 1) * corner
         roots = jnp.where(jnp.asarray(single)[:, None, None], exact_root, roots)
     return roots
+
+
+def _keep_finite(roots: Array, previous: Array) -> Array:
+    """Each new root, or its previous one where the new one is not finite.
+
+    Google's fallback, for either method: a factor whose decomposition or
+    iteration failed (a NaN gradient, an overflow) keeps stepping with the
+    last good root.
+    """
+    ok = jnp.all(jnp.isfinite(roots), axis=(-2, -1), keepdims=True)
+    return jnp.where(ok, roots, previous)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -457,12 +460,13 @@ def shampoo(
     and a leaf of at most ``block_size`` elements is not preconditioned
     there but merged into one axis (graft alone here too). The roots are
     computed by ``eigh`` (``root_method='eigh'``: the reference's SVD, for
-    symmetric factors), eigenvalues taken by magnitude and a non-finite root
-    replaced by the previous one (Google's fallback), or by the coupled
+    symmetric factors), eigenvalues taken by magnitude, or by the coupled
     Newton iteration (``root_method='newton'``, the reference's and
     Google's default: matrix products only, ``matrix_eps`` times the
     largest eigenvalue added, stopped at an error of 1e-3; its power
-    iteration starts from a fixed vector where the reference's is random).
+    iteration starts from a fixed vector where the reference's is random);
+    with either, a non-finite root is replaced by the previous one
+    (Google's fallback).
     Its coupled learning rate
     (``decoupled_learning_rate=False``) and one-sided preconditioner types
     are not offered.
@@ -578,9 +582,12 @@ def shampoo(
         current = jax.lax.cond(
             t % preconditioning_compute_steps == 0,
             lambda: [
-                _newton_roots(f, exponent, matrix_eps, _valid_rows(lay, a))
-                if root_method == "newton"
-                else _inverse_roots(f, r, exponent, _valid_rows(lay, a))
+                _keep_finite(
+                    _newton_roots(f, exponent, matrix_eps, _valid_rows(lay, a))
+                    if root_method == "newton"
+                    else _inverse_roots(f, exponent, _valid_rows(lay, a)),
+                    r,
+                )
                 for a, (f, r) in enumerate(zip(fresh, old_roots, strict=True))
             ],
             lambda: old_roots,
