@@ -20,6 +20,7 @@ from jaxopt_rules._core import (
     split_then_per_leaf,
 )
 from jaxopt_rules.logging._emit import emitter
+from jaxopt_rules.rules._hessian_refresh import FloatingLeaves, estimate_then_step
 from jaxopt_rules.rules._spec import WEIGHT_DECAY_MASK, RuleSpec
 
 
@@ -94,42 +95,30 @@ def hutchinson_estimator_diag_hessian(
                 "as a function of the parameters: tx.update(grads, state, params, "
                 "obj_fn=lambda p: loss(p, batch))"
             )
-        leaves, treedef = jax.tree.flatten(params)
-        floating = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
+        split = FloatingLeaves(params)
+        leaves = jax.tree.leaves(params)
         key, keys = split_then_per_leaf(state.key, len(leaves))
-        lowest = lowest_float(
-            jnp.result_type(x) for x, f in zip(leaves, floating, strict=True) if f
-        )
+        lowest = lowest_float(jnp.result_type(x) for x in split.moving)
         # Signs drawn in float32 and cast to the lowest floating dtype, as in
         # optax; each leaf's tangent is the same signs in its own dtype.
         signs = [
             random_like(
                 k, jnp.zeros_like(x, jnp.float32), jax.random.rademacher
             ).astype(lowest)
+            for k, x, f in zip(keys, leaves, split.floating, strict=True)
             if f
-            else None
-            for k, x, f in zip(keys, leaves, floating, strict=True)
         ]
-        fixed = [None if f else x for x, f in zip(leaves, floating, strict=True)]
-        moving = [x for x, f in zip(leaves, floating, strict=True) if f]
         tangents = [
             s.astype(jnp.result_type(x))
-            for x, s in zip(leaves, signs, strict=True)
-            if s is not None
+            for x, s in zip(split.moving, signs, strict=True)
         ]
 
         def loss_of_floats(xs: list[Any]) -> Array:
-            it = iter(xs)
-            full = [next(it) if c is None else c for c in fixed]
-            return obj_fn(jax.tree.unflatten(treedef, full))
+            return obj_fn(split.rebuild(xs))
 
-        _, hvp = jax.jvp(jax.grad(loss_of_floats), (moving,), (tangents,))
-        it = iter(hvp)
-        estimate = [
-            jnp.zeros_like(x) if s is None else next(it) * s
-            for x, s in zip(leaves, signs, strict=True)
-        ]
-        return jax.tree.unflatten(treedef, estimate), HutchinsonState(key=key)
+        _, hvp = jax.jvp(jax.grad(loss_of_floats), (split.moving,), (tangents,))
+        estimate = split.spread([h * s for h, s in zip(hvp, signs, strict=True)])
+        return estimate, HutchinsonState(key=key)
 
     return optax.GradientTransformationExtraArgs(init, cast(Any, update))
 
@@ -335,62 +324,24 @@ def sophia(
         stochastic_rounding=stochastic_rounding,
         rounding_seed=rounding_seed,
     )
-    estimator = optax.with_extra_args_support(
+    estimator = (
         DEFAULT_ESTIMATOR if hessian_diagonal_fn is None else hessian_diagonal_fn
     )
     state_class: Any = SophiaRoundingState if stochastic_rounding else SophiaState
 
-    def init(params: Any) -> Any:
-        if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
-            return jax.eval_shape(init, params)  # abstract params: abstract state
-        inner: Any = moments.init(params)
-        return state_class(*inner, estimator.init(params))
-
-    def update(
-        updates: Any, state: Any, params: Any = None, **extra_args: Any
-    ) -> tuple[Any, Any]:
-        if params is None:
-            raise ValueError("sophia: update needs params (for the Hessian estimate)")
-        if not isinstance(state, state_class):
-            raise TypeError(
-                f"sophia: expected a {state_class.__name__} (from this "
-                f"transform's init), got {type(state).__name__}"
-            )
-        inner_class = type(jax.eval_shape(moments.init, params))
-        inner = inner_class(*state[:-1])
-        refresh = jnp.equal(state.count % update_interval, 0)
-
-        def estimate(hessian_state: Any) -> tuple[Any, Any]:
-            return estimator.update(updates, hessian_state, params, **extra_args)
-
-        shapes, _ = jax.eval_shape(estimate, state.hessian_fn_state)
-
-        def skip(hessian_state: Any) -> tuple[Any, Any]:
-            zeros = jax.tree.map(
-                lambda p, s: jnp.zeros_like(p, dtype=s.dtype), params, shapes
-            )
-            return zeros, hessian_state
-
-        hessian, hessian_state = jax.lax.cond(
-            refresh, estimate, skip, state.hessian_fn_state
+    def print_win_rate(new: Any, old: Any) -> None:
+        _print_win_rate(
+            new, old, b1, gamma, eps, clip_threshold, print_win_rate_every_n_steps
         )
-        new_updates, new_inner = moments.update(
-            updates, inner, params, hessian=hessian, refresh=refresh
-        )
-        if verbose:
-            _print_win_rate(
-                new_inner,
-                state,
-                b1,
-                gamma,
-                eps,
-                clip_threshold,
-                print_win_rate_every_n_steps,
-            )
-        new_fields: Any = new_inner
-        return new_updates, state_class(*new_fields, hessian_state)
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    return estimate_then_step(
+        "sophia",
+        moments,
+        estimator,
+        lambda count: jnp.equal(count % update_interval, 0),
+        state_class,
+        after=print_win_rate if verbose else None,
+    )
 
 
 def _print_win_rate(
