@@ -41,8 +41,9 @@ def main() -> None:
                 if dtype not in reference.tolerance:
                     cells.append("-")
                     continue
+                probe = torch_problem.probe_for(reference, ours, spec.factory)
                 run = torch_problem.run_jax(
-                    spec.factory, dict(ours), data, np.dtype(dtype).type
+                    spec.factory, dict(ours), data, np.dtype(dtype).type, probe=probe
                 )
                 key = f"{spec.name}/{index}/{dtype}"
                 theirs = {leaf: fixtures[f"{key}/{leaf}"] for leaf in data["init"]}

@@ -64,6 +64,9 @@ class Task:
     loss: Callable[[Any, Any], jax.Array]  # (params, batch) -> scalar
     eval_loss: Callable[[Any], jax.Array]  # params -> scalar (the reported loss)
     extra: Callable[[Any], dict[str, float]] = lambda params: {}
+    # (params, batch) -> the model's logits on the batch, for Hessian
+    # estimates that sample labels (Sophia-G's logits_fn); None: no classifier
+    logits: Callable[[Any, Any], jax.Array] | None = None
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -110,6 +113,7 @@ def _classifier(
         loss=loss,
         eval_loss=lambda params: loss(params, reported),
         extra=accuracy,
+        logits=lambda params, batch: logits(params, batch[0]),
         **schedule,
     )
 
@@ -296,6 +300,7 @@ def charlm_task() -> Task:
         ),
         loss=loss,
         eval_loss=lambda params: loss(params, held_batch),
+        logits=lambda params, batch: forward(params, batch[:, :-1]),
     )
 
 
@@ -559,7 +564,9 @@ def train(
     steps = steps or task.steps
     params = task.init(jax.random.key(seed))
     state = tx.init(params)
-    unknown = set(update_args) - {"value", "grad", "value_fn", "obj_fn"}
+    unknown = set(update_args) - {"value", "grad", "value_fn", "obj_fn", "logits_fn"}
+    if "logits_fn" in update_args and task.logits is None:
+        raise NotImplementedError(f"{label}: {task.name} has no logits to sample")
     if unknown:
         raise NotImplementedError(f"{label}: train cannot pass {sorted(unknown)}")
 
@@ -573,6 +580,10 @@ def train(
             extra["grad"] = grads
         for name in {"value_fn", "obj_fn"}.intersection(update_args):
             extra[name] = lambda p: task.loss(p, batch)
+        if "logits_fn" in update_args:  # Sophia-G's sampled labels
+            logits = task.logits
+            assert logits is not None
+            extra["logits_fn"] = lambda p: logits(p, batch)
         updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 

@@ -91,9 +91,16 @@ class Entry:
         return reached
 
 
+SAMPLED = ("logits_fn",)
+"""The update arguments the leaderboard passes: the model's logits on the
+step's batch, as a function of one run's parameters (Sophia-G's estimate)."""
+
+
 def eligible(spec: jr.RuleSpec) -> bool:
-    """Rules trained from the gradient alone, with a ``learning_rate``."""
-    if spec.update_args or jr.testing.takes_per_example(spec.factory):
+    """Rules trained from the gradient (and the logits), with a ``learning_rate``."""
+    if set(spec.update_args) - set(SAMPLED):
+        return False
+    if jr.testing.takes_per_example(spec.factory):
         return False
     return "learning_rate" in inspect.signature(spec.factory).parameters
 
@@ -108,14 +115,25 @@ def _stacked_batches(task: convergence.Task, steps: int) -> Any:
     return jax.tree.map(lambda *xs: np.stack(xs), *batches)
 
 
-def _program(task: convergence.Task, tx: optax.GradientTransformation, every: int):
+def _program(
+    task: convergence.Task,
+    tx: optax.GradientTransformation,
+    every: int,
+    update_args: Sequence[str] = (),
+):
     """A jitted training run of N vmapped runs: losses at every evaluation."""
     grad = jax.vmap(jax.grad(task.loss), in_axes=(0, None))
     evaluate = jax.vmap(task.eval_loss)
+    logits = task.logits
+    if "logits_fn" in update_args and logits is None:
+        raise ValueError(f"{task.name} has no logits for a rule that samples labels")
 
     def body(carry: Any, batch: Any) -> tuple[Any, None]:
         params, state = carry
-        updates, state = tx.update(grad(params, batch), state, params)
+        extra = {}
+        if "logits_fn" in update_args and logits is not None:
+            extra["logits_fn"] = lambda p: logits(p, batch)  # one run's params
+        updates, state = tx.update(grad(params, batch), state, params, **extra)
         return (optax.apply_updates(params, updates), state), None
 
     def chunk(carry: Any, batches: Any) -> tuple[Any, jax.Array]:
@@ -139,7 +157,7 @@ def _runs(task, spec, rates, seeds, batches, every) -> tuple[np.ndarray, float]:
     inits = [task.init(jax.random.key(s)) for s in seeds]
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *inits)
     state = tx.init(params)
-    run = _program(task, tx, every)
+    run = _program(task, tx, every, spec.update_args)
     compiled = run.lower(params, state, batches).compile()
     start = time.perf_counter()
     losses = np.asarray(jax.block_until_ready(compiled(params, state, batches)))
@@ -294,7 +312,10 @@ def main(argv: Sequence[str] | None = None) -> list[Entry]:
     skipped = [s.name for s in specs if not eligible(s)]
     specs = [s for s in specs if eligible(s)]
     if skipped:
-        print(f"skipped (update needs more than the gradient): {', '.join(skipped)}")
+        print(
+            "skipped (update needs more than the gradient and the logits): "
+            + ", ".join(skipped)
+        )
     entries: list[Entry] = []
     for name in args.tasks:
         task = convergence.TASKS[name]()

@@ -192,7 +192,7 @@ def jax_candidate(
     """
     params = as_jax(leaves)
     n = sum(x.size for x in leaves)
-    unknown = set(update_args) - {"value", "grad", "value_fn", "obj_fn"}
+    unknown = set(update_args) - {"value", "grad", "value_fn", "obj_fn", "logits_fn"}
     if unknown:
         raise NotImplementedError(f"{rule}: the benchmark cannot pass {unknown}")
     line_search = "value_fn" in update_args
@@ -201,8 +201,7 @@ def jax_candidate(
         for name in update_args
         if name == "value" and not line_search
     }
-    for name in {"value_fn", "obj_fn"}.intersection(update_args):
-        extra[name] = testing.example_loss
+    extra |= testing.loss_functions(update_args, testing.example_loss)
 
     def step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
         more: dict[str, Any] = {}

@@ -110,6 +110,7 @@ from jaxopt_rules.rules import (
     sm3 as sm3,
     soap as soap,
     sophia as sophia,
+    sophia_g as sophia_g,
     spam as spam,
     tiger as tiger,
     yogi as yogi,
@@ -124,6 +125,9 @@ from jaxopt_rules.rules._schedule_free import (
 )
 from jaxopt_rules.rules._sophia import (
     hutchinson_estimator_diag_hessian as hutchinson_estimator_diag_hessian,
+)
+from jaxopt_rules.rules._sophia_g import (
+    gauss_newton_bartlett_estimator as gauss_newton_bartlett_estimator,
 )
 from jaxopt_rules.wrappers import (
     FlatState as FlatState,
@@ -179,6 +183,7 @@ __all__ = [
     "from_optax",
     "fromage",
     "galore",
+    "gauss_newton_bartlett_estimator",
     "grams",
     "hutchinson_estimator_diag_hessian",
     "inject_hyperparams",
@@ -228,6 +233,7 @@ __all__ = [
     "sm3",
     "soap",
     "sophia",
+    "sophia_g",
     "spam",
     "sweep",
     "testing",

@@ -77,7 +77,8 @@ def main() -> None:
         cases[spec.name] = describe(reference)
         data = torch_problem.problem(SEED, torch_problem.shapes_for(reference))
         evaluates = hasattr(torch_problem.optimizer_class(reference.optimizer), "eval")
-        for index, (_, theirs) in enumerate(reference.cases):
+        for index, (ours, theirs) in enumerate(reference.cases):
+            probe = torch_problem.probe_for(reference, ours, spec.factory)
             for dtype in reference.tolerance:
                 key = case_key(spec.name, index, dtype)
                 for evaluate in (False, True) if evaluates else (False,):
@@ -87,6 +88,7 @@ def main() -> None:
                         data,
                         np.dtype(dtype),
                         evaluate,
+                        probe=probe,
                     )
                     for leaf, value in final.items():
                         arrays[f"{key}/{'eval/' if evaluate else ''}{leaf}"] = value

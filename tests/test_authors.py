@@ -62,7 +62,10 @@ def test_fixtures_cover_exactly_the_registered_cases():
 def test_trajectory_matches_the_authors_code(spec, index, dtype):
     ours_kwargs, _ = _reference(spec).cases[index]
     data = _problem(spec)
-    ours = tp.run_jax(spec.factory, dict(ours_kwargs), data, np.dtype(dtype).type)
+    probe = tp.probe_for(_reference(spec), ours_kwargs, spec.factory)
+    ours = tp.run_jax(
+        spec.factory, dict(ours_kwargs), data, np.dtype(dtype).type, probe=probe
+    )
     expected = _stored(spec, index, dtype)
     assert tp.relative_error(expected, data["init"]) > 1e-3  # the run moved
     assert tp.relative_error(ours, expected) <= _reference(spec).tolerance[dtype]
@@ -121,11 +124,16 @@ def test_fixtures_are_current_and_live_runs_agree(name):
     data = _problem(spec)
     other = _problem(spec, 7)
     for index, (ours_kwargs, theirs) in enumerate(reference.cases):
-        live = tp.run_torch(reference.optimizer, dict(theirs), data, np.float64)
+        probe = tp.probe_for(reference, ours_kwargs, spec.factory)
+        live = tp.run_torch(
+            reference.optimizer, dict(theirs), data, np.float64, probe=probe
+        )
         assert tp.relative_error(live, _stored(spec, index, "float64")) == 0.0
         theirs_other = tp.run_torch(
-            reference.optimizer, dict(theirs), other, np.float64
+            reference.optimizer, dict(theirs), other, np.float64, probe=probe
         )
-        ours_other = tp.run_jax(spec.factory, dict(ours_kwargs), other, np.float64)
+        ours_other = tp.run_jax(
+            spec.factory, dict(ours_kwargs), other, np.float64, probe=probe
+        )
         error = tp.relative_error(ours_other, theirs_other)
         assert error <= reference.tolerance["float64"], (index, error)

@@ -149,9 +149,10 @@ def _nnx_params_after(
         if "grad" in update_args:
             extra["grad"] = grads
         graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-        for name in {"value_fn", "obj_fn"}.intersection(update_args):
-            # the loss of the Param state nnx passes
-            extra[name] = lambda p: loss(nnx.merge(graphdef, p, rest))
+        # functions of the Param state nnx passes
+        extra |= testing.loss_functions(
+            update_args, lambda p: loss(nnx.merge(graphdef, p, rest))
+        )
         optimizer.update(model, grads, **extra)
 
     for _ in range(steps):
@@ -195,8 +196,9 @@ def _eqx_params_after(
         extra = {"value": value} if "value" in update_args else {}
         if "grad" in update_args:
             extra["grad"] = grads
-        for name in {"value_fn", "obj_fn"}.intersection(update_args):
-            extra[name] = lambda p: loss(eqx.combine(p, static))
+        extra |= testing.loss_functions(
+            update_args, lambda p: loss(eqx.combine(p, static))
+        )
         updates, opt_state = tx.update(grads, opt_state, params, **extra)
         return eqx.apply_updates(model, updates), opt_state
 

@@ -9,6 +9,7 @@ import pytest
 from helpers import build
 
 import jaxopt_rules as jr
+from jaxopt_rules import testing
 
 
 def _dtype_args(spec: jr.RuleSpec) -> list[str]:
@@ -129,6 +130,12 @@ _KNOWN_TEMPORARIES["sophia"] = (
     "parameter for this sum of sines, 18.0 with bfloat16 slots "
     "(optax.contrib.sophia: 16.0 and 18.0)"
 )
+_KNOWN_TEMPORARIES["sophia_g"] = (
+    "the Gauss-Newton-Bartlett estimate is a gradient (of the loss at labels "
+    "sampled from the model), which the step squares into the Hessian "
+    "average: one float32 copy of the parameters, 4.0 bytes per parameter "
+    "(the same with bfloat16 slots)"
+)
 _KNOWN_TEMPORARIES["dpsgd"] = (
     "per-example clipping and noise: XLA:CPU materialises the examples' "
     "multiplied sum (4 bytes per parameter) and the threefry random bits and "
@@ -240,10 +247,10 @@ def test_step_allocates_no_parameter_sized_temporary(spec, state):
     if state == "bfloat16-stochastic":
         kwargs["stochastic_rounding"] = True
     tx = build(spec.factory, **kwargs)
-    # The loss value, for rules that read it: a scalar input; the loss
-    # function (sophia's obj_fn), for rules that differentiate it: a sum of
-    # sines, part of the program.
-    functions = {n: _loss for n in spec.update_args if n in ("value_fn", "obj_fn")}
+    # The loss value, for rules that read it: a scalar input; functions of
+    # the parameters (sophia's obj_fn, sophia_g's logits_fn), for rules that
+    # differentiate them: of a sum of sines, part of the program.
+    functions = testing.loss_functions(spec.update_args, _loss)
     # The gradient (L-BFGS's line search reads it): the gradient input.
     extra = {
         n: jnp.zeros(()) for n in spec.update_args if n not in functions and n != "grad"

@@ -275,8 +275,8 @@ def trajectories(
             extra = wrapper.update_args(at)
             if "value" in rule_args:
                 extra = {**extra, "value": testing.example_loss(at)}
-            if "obj_fn" in rule_args:  # sophia: the loss as a function
-                extra = {**extra, "obj_fn": testing.example_loss}
+            # sophia's loss, sophia_g's logits: functions of the parameters
+            extra = {**extra, **testing.loss_functions(rule_args, testing.example_loss)}
             updates, new_state = tx.update(
                 testing.example_grads(at), state, params, **extra
             )
@@ -307,9 +307,10 @@ def test_every_wrapper_runs_quickly_with_a_registered_rule():
 @pytest.mark.parametrize(("wrapper", "spec"), _cases())
 def test_wrapper_follows_optax_trajectory(wrapper: Wrapper, spec: RuleSpec):
     needed = _update_args(spec)
-    if set(needed) - {"value", "obj_fn"}:
+    if set(needed) - {"value", "obj_fn", "logits_fn"}:
         pytest.skip(
-            f"{spec.name}'s update needs {needed}; this test passes value and obj_fn"
+            f"{spec.name}'s update needs {needed}; this test passes value, obj_fn "
+            "and logits_fn"
         )
     if needed and not wrapper.forwards_update_args:
         pytest.skip(

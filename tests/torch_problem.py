@@ -25,6 +25,29 @@ def shapes_for(spec: Any) -> dict[str, tuple[int, ...]]:
     return MATRIX_SHAPES if getattr(spec, "matrices_only", False) else SHAPES
 
 
+Probe = tuple[int, int]
+"""``(batch, every)``: the Hessian probe of a reference with ``probe_batch``."""
+
+
+def probe_for(reference: Any, ours: dict[str, Any], factory: Any) -> Probe | None:
+    """The probe a comparison with ``reference`` needs (``None``: none).
+
+    ``every`` is the rule's ``update_interval`` in ``ours`` (else its default).
+    """
+    batch = getattr(reference, "probe_batch", None)
+    if batch is None:
+        return None
+    import inspect
+
+    default = inspect.signature(factory).parameters["update_interval"].default
+    return batch, int(ours.get("update_interval", default))
+
+
+def probe_gradient(x: Any, c: Any, t: Any, sin: Any) -> Any:
+    """The second gradient fed to a Hessian estimate (Sophia-G's sampled labels')."""
+    return c * sin(2 * x + t)
+
+
 def problem(
     seed: int, shapes: dict[str, tuple[int, ...]] | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -44,11 +67,14 @@ def run_jax(
     data: dict[str, Any],
     dtype: Any,
     evaluate: Any = None,
+    probe: Probe | None = None,
 ) -> dict[str, np.ndarray]:
     """Final parameters after ``STEPS`` jitted steps of ``factory(**kwargs)``.
 
     With ``evaluate``, ``evaluate(state, params)`` instead: the parameters to
-    evaluate the model at (a schedule-free run's average).
+    evaluate the model at (a schedule-free run's average). With ``probe``
+    (``(batch, every)``), the rule's ``hessian_diagonal_fn`` returns
+    ``batch * probe_gradient**2`` (it is called on the steps that refresh).
     """
     import jax
     import jax.numpy as jnp
@@ -58,6 +84,22 @@ def run_jax(
         cast = {
             k: {n: jnp.asarray(v, dtype) for n, v in d.items()} for k, d in data.items()
         }
+        if probe is not None:
+
+            def estimate(updates: Any, state: Any, params: Any = None, **_: Any):
+                del updates
+                out = {
+                    n: probe_gradient(x, cast["c"][n], cast["t"][n], jnp.sin)
+                    for n, x in params.items()
+                }
+                return {n: probe[0] * g * g for n, g in out.items()}, state
+
+            kwargs = {
+                **kwargs,
+                "hessian_diagonal_fn": optax.GradientTransformationExtraArgs(
+                    lambda params: optax.EmptyState(), estimate
+                ),
+            }
         tx = factory(**kwargs)
 
         sign = -1.0 if kwargs.get("maximize") else 1.0
@@ -100,12 +142,17 @@ def run_torch(
     data: dict[str, Any],
     dtype: Any,
     evaluate: bool = False,
+    probe: Probe | None = None,
 ) -> dict[str, np.ndarray]:
     """Final parameters after ``STEPS`` steps of ``torch_class`` (see above).
 
     Optimizers with train and eval modes (the authors' ``schedulefree``) are
     put in train mode first; with ``evaluate``, in eval mode at the end, so
-    the parameters returned are their evaluation point.
+    the parameters returned are their evaluation point. With ``probe``
+    (``(batch, every)``), each step is ``step(bs=batch)`` and after every
+    ``every``-th the optimizer's ``update_hessian()`` reads
+    ``probe_gradient`` from ``.grad``, as the authors' Sophia-G loop does
+    with its sampled-label gradient.
     """
     import inspect
 
@@ -142,11 +189,19 @@ def run_torch(
         if hasattr(optimizer, "train"):
             optimizer.train()
         sign = -1.0 if kwargs.get("maximize") else 1.0
-        for _ in range(STEPS):
+        for step in range(STEPS):
             with torch.no_grad():
                 for n, x in params.items():
                     x.grad = sign * (c[n] * (x - t[n]) + 0.9 * torch.cos(3 * x))
-            optimizer.step()
+            if probe is None:
+                optimizer.step()
+                continue
+            optimizer.step(bs=probe[0])
+            if (step + 1) % probe[1] == 0:
+                with torch.no_grad():
+                    for n, x in params.items():
+                        x.grad = probe_gradient(x, c[n], t[n], torch.sin)
+                optimizer.update_hessian()
         if evaluate:
             optimizer.eval()
         return {n: x.detach().numpy().astype(np.float64) for n, x in params.items()}

@@ -71,6 +71,7 @@ from jaxopt_rules.rules._simplified_ademamix import (
 from jaxopt_rules.rules._sm3 import sm3 as sm3
 from jaxopt_rules.rules._soap import soap as soap
 from jaxopt_rules.rules._sophia import sophia as sophia
+from jaxopt_rules.rules._sophia_g import sophia_g as sophia_g
 from jaxopt_rules.rules._spam import spam as spam
 from jaxopt_rules.rules._spec import (
     AuthorsReference as AuthorsReference,

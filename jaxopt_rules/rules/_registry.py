@@ -63,6 +63,7 @@ from jaxopt_rules.rules import (
     _sm3,
     _soap,
     _sophia,
+    _sophia_g,
     _spam,
     _tiger,
     _yogi,
@@ -131,6 +132,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _soap.SPEC,
     _adam_mini.SPEC,
     _shampoo.SPEC,
+    _sophia_g.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparisons (optax's and the authors' code) over each entry, so a

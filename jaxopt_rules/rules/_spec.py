@@ -24,6 +24,15 @@ class AuthorsReference:
             steps, per dtype.
         matrices_only: the reference takes matrices only (Keller Jordan's
             Muon): the comparison problem's leaves are all 2-d.
+        probe_batch: the reference estimates the Hessian from a second
+            gradient handed to its ``update_hessian()`` (Sophia-G: in the
+            authors' loop, the gradient at labels sampled from the model),
+            and its ``step(bs=...)`` takes the batch size. The comparison
+            hands both sides the problem's probe gradient ``p``
+            (``tests/torch_problem.py``): the reference gets ``p`` before
+            ``update_hessian()`` after every ``update_interval``-th step and
+            ``bs=probe_batch``; the rule gets a ``hessian_diagonal_fn``
+            returning ``probe_batch * p**2``.
     """
 
     requirement: str
@@ -33,6 +42,7 @@ class AuthorsReference:
         default_factory=lambda: {"float64": 1e-10, "float32": 1e-5}
     )
     matrices_only: bool = False
+    probe_batch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -54,6 +54,7 @@ from jaxopt_rules.testing._update_args import (
     as_per_example as as_per_example,
     example_batch as example_batch,
     fed_plain_gradients as fed_plain_gradients,
+    loss_functions as loss_functions,
     takes_per_example as takes_per_example,
     with_update_args as with_update_args,
 )

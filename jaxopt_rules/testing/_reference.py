@@ -36,6 +36,7 @@ from jaxopt_rules.testing._update_args import (
     check_known,
     declared_update_args,
     fed_plain_gradients,
+    loss_functions,
     update_args as compute_update_args,
 )
 
@@ -394,8 +395,9 @@ def teacher_forced_errors(
     # training loop: compiled together, XLA may share or reorder their common
     # terms, which moves last bits where a formula cancels (MoMo's bound).
     # The loop is host-side and asynchronous; the errors are taken at the end.
-    # The loss function (value_fn, obj_fn) is part of each program, not an input.
-    loss_fns = {name: example_loss for name in FUNCTIONS.intersection(names)}
+    # Functions of the parameters (value_fn, obj_fn, logits_fn) are part of
+    # each program, not inputs.
+    loss_fns = loss_functions(names, example_loss)
     our_update = jax.jit(functools.partial(ours.update, **loss_fns))
     ref_update = jax.jit(functools.partial(ref.update, **loss_fns))
     apply = jax.jit(optax.apply_updates)

@@ -25,11 +25,32 @@ KNOWN: dict[str, str] = {
     "value_fn": "the loss function",
     "obj_fn": "the loss function (optax's name for it in Hessian estimators)",
     "grad": "the gradient of the loss at the parameters",
+    "logits_fn": (
+        "a classifier's logits as a function of the parameters (for Hessian "
+        "estimators that sample labels): the two-class logits (0, -loss)"
+    ),
 }
 """The update arguments the kit can compute, and what it passes for each."""
 
-FUNCTIONS: frozenset[str] = frozenset({"value_fn", "obj_fn"})
-"""Those of :data:`KNOWN` that are the loss function itself, not arrays."""
+FUNCTIONS: frozenset[str] = frozenset({"value_fn", "obj_fn", "logits_fn"})
+"""Those of :data:`KNOWN` that are functions of the parameters, not arrays."""
+
+
+def two_class_logits(loss: Loss) -> Callable[[Any], jax.Array]:
+    """The logits ``(0, -loss(params))`` of a model whose problem is ``loss``.
+
+    The kit's problems are losses, not classifiers; a rule whose Hessian
+    estimate samples labels from a model's logits (Sophia-G) is run on the
+    model that puts probability ``sigmoid(-loss)`` on its second class. Its
+    Gauss-Newton diagonal is ``p (1 - p) grad(loss)**2``: large where the
+    loss is steep, as a curvature estimate should be.
+    """
+
+    def logits(params: Any) -> jax.Array:
+        value = loss(params)
+        return jnp.stack([jnp.zeros_like(value), -value])
+
+    return logits
 
 
 def declared_update_args(factory: Callable[..., Any]) -> tuple[str, ...]:
@@ -54,14 +75,31 @@ def check_known(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def loss_functions(names: Sequence[str], loss: Loss) -> dict[str, Any]:
+    """Those of the ``update`` arguments ``names`` that are functions, for ``loss``.
+
+    ``value_fn`` and ``obj_fn`` are ``loss`` itself; ``logits_fn`` is
+    :func:`two_class_logits` of it. A training loop passes these as they are
+    (functions are not batched by ``vmap`` nor traced as inputs).
+
+    Example:
+        >>> from jaxopt_rules import testing
+        >>> sorted(testing.loss_functions(["value", "obj_fn"], testing.example_loss))
+        ['obj_fn']
+    """
+    return {
+        name: two_class_logits(loss) if name == "logits_fn" else loss
+        for name in names
+        if name in FUNCTIONS
+    }
+
+
 def update_args(names: Sequence[str], loss: Loss, params: Any) -> dict[str, Any]:
     """The keyword arguments ``names`` of ``update``, for ``loss`` at ``params``."""
-    computed: dict[str, Any] = {}
+    computed: dict[str, Any] = loss_functions(names, loss)
     for name in names:
         if name == "value":
             computed[name] = loss(params)
-        elif name in FUNCTIONS:
-            computed[name] = loss
         elif name == "grad":
             # Integer leaves (a step counter) get float0 gradients, as in
             # a training loop's jax.grad(loss, allow_int=True).
