@@ -1,6 +1,6 @@
 """A hyperparameter sweep as one transform: N runs of a rule, vmapped, one program."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import jax
@@ -25,19 +25,31 @@ def _check_lengths(name: str, values: Mapping[str, jax.Array]) -> None:
         )
 
 
-def _step_counts(state: Any) -> Any:
-    """Which leaves of a sweep's state are step counts (integer ``count`` fields)."""
+def _shared(state: Any, swept: Collection[str]) -> Any:
+    """Which leaves of a sweep's state are one value for all runs.
 
-    def is_count(path: Any, leaf: Any) -> bool:
+    The step counts (integer ``count`` fields) and the integer hyperparameters
+    that are not swept (a refresh interval): the runs step together and were
+    built with the same fixed values.
+    """
+
+    def is_shared(path: Any, leaf: Any) -> bool:
+        if not (
+            jnp.issubdtype(jnp.result_type(leaf), jnp.integer) and jnp.ndim(leaf) == 1
+        ):
+            return False
         last = path[-1] if path else None
+        if isinstance(last, jax.tree_util.GetAttrKey):
+            return last.name == "count"
+        above = path[-2] if len(path) > 1 else None
         return (
-            isinstance(last, jax.tree_util.GetAttrKey)
-            and getattr(last, "name", None) == "count"
-            and jnp.issubdtype(jnp.result_type(leaf), jnp.integer)
-            and jnp.ndim(leaf) == 1
+            isinstance(last, jax.tree_util.DictKey)
+            and isinstance(above, jax.tree_util.GetAttrKey)
+            and above.name == "hyperparams"
+            and last.key not in swept
         )
 
-    return jax.tree_util.tree_map_with_path(is_count, state)
+    return jax.tree_util.tree_map_with_path(is_shared, state)
 
 
 def sweep(
@@ -54,10 +66,11 @@ def sweep(
     it: a new grid of the same length reuses it (and the persistent
     compilation cache). Run ``i`` computes exactly what
     ``factory(**fixed, **{k: v[i]})`` computes on its own. The runs step
-    together: their step counts (the states' integer ``count`` fields) are
-    read from the first run, so a rule that branches on the count (a
-    preconditioner refreshed every k steps behind ``lax.cond``) branches
-    once for all runs instead of computing every branch in each.
+    together: their step counts (the states' integer ``count`` fields) and
+    the integer hyperparameters not swept (a refresh interval) are read from
+    the first run, so a rule that branches on the count (a preconditioner
+    refreshed every k steps behind ``lax.cond``) branches once for all runs
+    instead of computing every branch in each.
 
     Parameters, gradients, updates and states carry a leading axis of length
     N, one entry per run (stack the initial parameters, or broadcast one
@@ -122,11 +135,12 @@ def sweep(
         def one(u: Any, s: Any, p: Any, e: Mapping[str, Any]) -> tuple[Any, Any]:
             return injected.update(u, s, p, **e, **functions)
 
-        # The runs step together, so their step counts are one value: read
-        # unbatched, a branch on the count (a preconditioner refreshed every
-        # k steps behind lax.cond) stays a branch under vmap instead of a
-        # select that runs every branch. The new counts come back batched.
-        shared = _step_counts(state)
+        # The runs step together, so their step counts (and fixed integer
+        # hyperparameters, a refresh interval) are one value: read unbatched,
+        # a branch on the count (a preconditioner refreshed every k steps
+        # behind lax.cond) stays a branch under vmap instead of a select that
+        # runs every branch. The new counts come back batched.
+        shared = _shared(state, values)
         state = jax.tree.map(lambda x, c: x[0] if c else x, state, shared)
         axes = jax.tree.map(lambda c: None if c else 0, shared)
         return jax.vmap(one, in_axes=(0, axes, 0, 0))(updates, state, params, arrays)

@@ -74,8 +74,8 @@ def _compare_sweep_with_separate_runs(spec):
                 extra["value"] = jax.vmap(testing.example_loss)(params)
             if "grad" in spec.update_args:
                 extra["grad"] = grads
-            for name in {"value_fn", "obj_fn"}.intersection(spec.update_args):
-                extra[name] = testing.example_loss  # a function: not batched
+            # functions of the parameters: not batched
+            extra |= testing.loss_functions(spec.update_args, testing.example_loss)
             updates, state = tx.update(grads, state, params, **extra)
             params = jax.tree.map(lambda p, u: p + u, params, updates)
             out.append(updates)
@@ -144,3 +144,22 @@ def test_a_branch_on_the_step_count_stays_a_branch_in_every_run():
             u, solo_states[i] = jax.jit(t.update)(g, solo_states[i], singles[i])
             np.testing.assert_array_equal(updates["w"][i], u["w"])
     assert state.count.tolist() == [5, 5]
+
+
+def test_a_branch_on_a_fixed_integer_hyperparameter_stays_a_branch():
+    # Sophia-G refreshes its estimate when count % update_interval == 0; the
+    # interval is injected, so batched it would make the branch a select
+    # that runs the estimator at every step. A swept interval stays batched.
+    x = jnp.ones((5, 3))
+    logits = {"logits_fn": lambda p: x @ p["w"]}
+    params = {"w": jnp.zeros((2, 3, 4))}
+    for swept, branches in (
+        ({"learning_rate": [1e-3, 1e-2]}, True),
+        ({"update_interval": [2, 3]}, False),
+    ):
+        tx = jr.sweep(
+            jr.sophia_g, swept, **({} if branches else {"learning_rate": 0.1})
+        )
+        state = tx.init(params)
+        program = jax.make_jaxpr(lambda s, p, tx=tx: tx.update(p, s, p, **logits))
+        assert ("cond[" in str(program(state, params))) == branches, swept
