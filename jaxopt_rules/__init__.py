@@ -96,6 +96,7 @@ from jaxopt_rules.rules import (
     optimistic_gradient_descent as optimistic_gradient_descent,
     polyak_sgd as polyak_sgd,
     prodigy as prodigy,
+    psgd_kron as psgd_kron,
     radam as radam,
     rmsprop as rmsprop,
     rprop as rprop,
@@ -120,6 +121,9 @@ from jaxopt_rules.rules._ademamix import (
     ademamix_b3_scheduler as ademamix_b3_scheduler,
 )
 from jaxopt_rules.rules._lbfgs import scale_by_lbfgs as scale_by_lbfgs
+from jaxopt_rules.rules._psgd_kron import (
+    psgd_update_probability as psgd_update_probability,
+)
 from jaxopt_rules.rules._schedule_free import (
     schedule_free_eval_params as schedule_free_eval_params,
 )
@@ -210,6 +214,8 @@ __all__ = [
     "optimistic_gradient_descent",
     "polyak_sgd",
     "prodigy",
+    "psgd_kron",
+    "psgd_update_probability",
     "quantized",
     "quantized_state",
     "radam",

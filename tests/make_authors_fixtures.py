@@ -76,14 +76,14 @@ def main() -> None:
         versions[spec.name] = reference.requirement
         cases[spec.name] = describe(reference)
         data = torch_problem.problem(SEED, torch_problem.shapes_for(reference))
-        evaluates = hasattr(torch_problem.optimizer_class(reference.optimizer), "eval")
+        evaluates = torch_problem.evaluates(reference)
         for index, (ours, theirs) in enumerate(reference.cases):
             probe = torch_problem.probe_for(reference, ours, spec.factory)
             for dtype in reference.tolerance:
                 key = case_key(spec.name, index, dtype)
                 for evaluate in (False, True) if evaluates else (False,):
-                    final = torch_problem.run_torch(
-                        reference.optimizer,
+                    final = torch_problem.run_reference(
+                        reference,
                         dict(theirs),
                         data,
                         np.dtype(dtype),

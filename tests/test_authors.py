@@ -112,7 +112,8 @@ def test_the_authors_options_matter():
 
 def _installed(reference: jr.AuthorsReference) -> bool:
     module = reference.optimizer.partition(".")[0]
-    return all(importlib.util.find_spec(m) for m in ("torch", module))
+    needs = (module,) if reference.framework == "jax" else ("torch", module)
+    return all(importlib.util.find_spec(m) for m in needs)
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -125,12 +126,10 @@ def test_fixtures_are_current_and_live_runs_agree(name):
     other = _problem(spec, 7)
     for index, (ours_kwargs, theirs) in enumerate(reference.cases):
         probe = tp.probe_for(reference, ours_kwargs, spec.factory)
-        live = tp.run_torch(
-            reference.optimizer, dict(theirs), data, np.float64, probe=probe
-        )
+        live = tp.run_reference(reference, theirs, data, np.float64, probe=probe)
         assert tp.relative_error(live, _stored(spec, index, "float64")) == 0.0
-        theirs_other = tp.run_torch(
-            reference.optimizer, dict(theirs), other, np.float64, probe=probe
+        theirs_other = tp.run_reference(
+            reference, theirs, other, np.float64, probe=probe
         )
         ours_other = tp.run_jax(
             spec.factory, dict(ours_kwargs), other, np.float64, probe=probe

@@ -209,6 +209,57 @@ def run_torch(
         torch.set_default_dtype(previous)
 
 
+def _jax_reference(path: str) -> Any:
+    """The factory at a dotted path of an authors' JAX package.
+
+    psgd-jax 0.2.9 imports ``optax._src.clipping``, which optax 0.2.8 moved
+    to ``optax.transforms._clipping``; it uses nothing from it, so the moved
+    module is registered under the old name before the import.
+    """
+    import importlib
+    import sys
+
+    import optax._src
+    import optax.transforms._clipping as clipping
+
+    sys.modules.setdefault("optax._src.clipping", clipping)
+    optax._src.clipping = clipping  # pyright: ignore[reportAttributeAccessIssue]
+    module, _, attribute = path.rpartition(".")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def run_reference(
+    reference: Any,
+    theirs: dict[str, Any],
+    data: dict[str, Any],
+    dtype: Any,
+    evaluate: bool = False,
+    probe: Probe | None = None,
+) -> dict[str, np.ndarray]:
+    """Final parameters of the authors' code (``jr.AuthorsReference``) on ``data``.
+
+    A torch optimizer runs in :func:`run_torch`; an authors' JAX package's
+    factory (``framework="jax"``) in :func:`run_jax`, its printing silenced.
+    """
+    if getattr(reference, "framework", "torch") == "jax":
+        import contextlib
+        import io
+
+        factory = _jax_reference(reference.optimizer)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return run_jax(factory, dict(theirs), data, dtype)
+    return run_torch(
+        reference.optimizer, dict(theirs), data, dtype, evaluate, probe=probe
+    )
+
+
+def evaluates(reference: Any) -> bool:
+    """Whether the reference has an eval mode (the authors' schedule-free)."""
+    if getattr(reference, "framework", "torch") != "torch":
+        return False
+    return hasattr(optimizer_class(reference.optimizer), "eval")
+
+
 def relative_error(
     actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]
 ) -> float:

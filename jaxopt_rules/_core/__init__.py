@@ -28,6 +28,7 @@ from jaxopt_rules._core._leaves import (
 from jaxopt_rules._core._math import abs_sq as abs_sq
 from jaxopt_rules._core._random import (
     KeySplit as KeySplit,
+    initial_key as initial_key,
     random_like as random_like,
     split_then_per_leaf as split_then_per_leaf,
     split_with_leaves as split_with_leaves,

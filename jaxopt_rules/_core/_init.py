@@ -20,6 +20,7 @@ from jaxopt_rules._core._leaves import (
 )
 from jaxopt_rules._core._random import initial_key
 from jaxopt_rules._core._rounding import new_state_key
+from jaxopt_rules._core._sharding import sharded_like
 from jaxopt_rules._core._tree import fill_like, leaf_path
 
 
@@ -57,6 +58,12 @@ def _init_slot(
                 f"{definition.name}: the initial value of slot {slot!r} is complex "
                 f"at {leaf_path(params, i)}, but the slot holds squared "
                 "magnitudes and is real"
+            )
+        if tuple(shape) == tuple(p.shape):
+            # Shaped like the parameter (PSGD's diagonal factors of a
+            # vector): sharded like it, as a new buffer.
+            return fill_like(
+                p, sharded_like(jnp.broadcast_to(value, shape), p), storage
             )
         # A copy, always: an init that returns the parameter itself (a copy of
         # the initial weights) would otherwise share its buffer, and a step

@@ -75,7 +75,7 @@ FULL_PRECISION_SLOTS = frozenset(
         "init_params",  # optax.contrib.dog, dowg: the initial parameters
         "params0",  # optax.contrib.prodigy: the initial parameters
         "z",  # optax.contrib.schedule_free: the parameters are read from it
-        "factors",  # soap, shampoo: Kronecker factors, eigendecomposed
+        "factors",  # soap, shampoo: Kronecker factors; psgd_kron: its Q factors
         "eigenbases",  # soap: orthonormal bases the gradient is rotated by
         "roots",  # shampoo: the factors' inverse roots
     }

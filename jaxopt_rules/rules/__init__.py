@@ -50,6 +50,7 @@ from jaxopt_rules.rules._optimistic_gradient_descent import (
 )
 from jaxopt_rules.rules._polyak_sgd import polyak_sgd as polyak_sgd
 from jaxopt_rules.rules._prodigy import prodigy as prodigy
+from jaxopt_rules.rules._psgd_kron import psgd_kron as psgd_kron
 from jaxopt_rules.rules._radam import radam as radam
 from jaxopt_rules.rules._registry import REGISTRY as REGISTRY
 from jaxopt_rules.rules._rmsprop import rmsprop as rmsprop

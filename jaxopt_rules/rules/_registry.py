@@ -49,6 +49,7 @@ from jaxopt_rules.rules import (
     _optimistic_gradient_descent,
     _polyak_sgd,
     _prodigy,
+    _psgd_kron,
     _radam,
     _rmsprop,
     _rprop,
@@ -133,6 +134,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _adam_mini.SPEC,
     _shampoo.SPEC,
     _sophia_g.SPEC,
+    _psgd_kron.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparisons (optax's and the authors' code) over each entry, so a

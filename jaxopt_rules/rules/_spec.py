@@ -24,6 +24,9 @@ class AuthorsReference:
             steps, per dtype.
         matrices_only: the reference takes matrices only (Keller Jordan's
             Muon): the comparison problem's leaves are all 2-d.
+        framework: ``"torch"`` (``optimizer`` is a ``torch.optim.Optimizer``
+            class) or ``"jax"`` (``optimizer`` is a factory of an optax
+            transform, the authors' JAX package, run like the rule).
         probe_batch: the reference estimates the Hessian from a second
             gradient handed to its ``update_hessian()`` (Sophia-G: in the
             authors' loop, the gradient at labels sampled from the model),
@@ -42,6 +45,7 @@ class AuthorsReference:
         default_factory=lambda: {"float64": 1e-10, "float32": 1e-5}
     )
     matrices_only: bool = False
+    framework: str = "torch"
     probe_batch: int | None = None
 
 

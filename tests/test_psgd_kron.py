@@ -1,0 +1,107 @@
+"""``jr.psgd_kron``: its schedule, its factors, its norm bound and its safeguards.
+
+The registry's authors' test compares the rule with psgd-jax's ``kron`` over
+five option sets; here: the update-probability schedule is the formula (and
+psgd-jax's, when installed), the norm bound brackets the spectral norm, the
+factors refit exactly every ``1/p`` steps and stay upper triangular, a
+step's RMS is capped, ill-conditioned gradients give no NaN, and bad options
+are named.
+"""
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import step_through_ill_conditioned_gradients
+
+import jaxopt_rules as jr
+from jaxopt_rules.rules._psgd_kron import norm_lower_bound, triangular_axes
+
+
+def test_update_probability_schedule_is_the_formula():
+    schedule = jr.psgd_update_probability(0.9, 0.05, 0.01, 30)
+    n = np.arange(1, 500)
+    expected = np.clip(0.9 * np.exp(-0.01 * (n - 30)), 0.05, 0.9)
+    np.testing.assert_allclose(schedule(jnp.asarray(n)), expected, rtol=1e-6)
+    if importlib.util.find_spec("psgd_jax") is not None:
+        import torch_problem
+
+        precond_update_prob_schedule = torch_problem._jax_reference(
+            "psgd_jax.kron.precond_update_prob_schedule"
+        )  # (imported with the optax shim in place)
+
+        theirs = precond_update_prob_schedule(0.9, 0.05, 0.01, 30)
+        steps = jnp.asarray(n, jnp.int32)  # as the rules call it: count + 1
+        np.testing.assert_array_equal(schedule(steps), theirs(steps))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_norm_lower_bound_brackets_the_spectral_norm(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(7, 7)) * np.logspace(-3, 3, 7)
+    a = jnp.asarray(x @ x.T)
+    exact = np.linalg.norm(np.asarray(a), 2)
+    bound = float(norm_lower_bound(a))
+    assert exact / np.sqrt(2) <= bound <= exact * (1 + 1e-6)
+    assert float(norm_lower_bound(jnp.zeros((3, 3)))) == 0.0
+
+
+def test_axes_follow_the_options():
+    assert triangular_axes((4, 5), 8192, 2, None) == (True, True)
+    assert triangular_axes((4, 5), 4, 2, None) == (True, False)
+    assert triangular_axes((4, 5), 8192, 3, None) == (False, False)
+    assert triangular_axes((5, 5), 8192, 2, "one_diag") == (True, False)
+    assert triangular_axes((4, 5), 8192, 2, "all_diag") == (False, False)
+    assert triangular_axes((7,), 8192, 2, None) == (False,)
+
+
+def test_factors_refit_every_1_over_p_steps_and_stay_triangular():
+    tx = jr.psgd_kron(0.01, preconditioner_update_probability=0.25)
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.zeros((4, 3))}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    changed = []
+    for _ in range(12):
+        grads = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+        _, new = update(grads, state, params)
+        changed.append(not np.array_equal(new.factors["w"], state.factors["w"]))
+        state = new
+    assert changed == [False, False, False, True] * 3
+    q = np.asarray(state.factors["w"])
+    left, right = q[:16].reshape(4, 4), q[16:].reshape(3, 3)
+    assert not np.allclose(left, np.eye(4))  # it moved
+    np.testing.assert_array_equal(np.tril(left, -1), 0.0)
+    np.testing.assert_array_equal(np.tril(right, -1), 0.0)
+
+
+def test_a_step_has_rms_at_most_1_1_times_the_learning_rate():
+    tx = jr.psgd_kron(0.5, b1=0.0, preconditioner_init_scale=100.0)
+    params = {"w": jnp.zeros((4, 3))}
+    grads = {"w": jnp.ones((4, 3))}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    rms = float(jnp.sqrt(jnp.mean(updates["w"] ** 2)))
+    np.testing.assert_allclose(rms, 0.5 * 1.1, rtol=1e-5)  # capped, not 1e4
+
+
+@pytest.mark.parametrize("mode", [None, "one_diag"])
+def test_ill_conditioned_gradients_give_no_nan(mode):
+    tx = jr.psgd_kron(
+        1e-2, memory_save_mode=mode, preconditioner_update_probability=1.0
+    )
+    step_through_ill_conditioned_gradients(tx)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="memory_save_mode"):
+        jr.psgd_kron(0.1, memory_save_mode="diag")
+    with pytest.raises(ValueError, match="preconditioner_update_probability"):
+        jr.psgd_kron(0.1, preconditioner_update_probability=0.0)
+    with pytest.raises(ValueError, match="max_size_triangular"):
+        jr.psgd_kron(0.1, max_size_triangular=2.5)
+    tx = jr.psgd_kron(0.1)
+    params = {"w": jnp.zeros(3)}
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(params, tx.init(params))
