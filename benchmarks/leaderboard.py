@@ -31,12 +31,25 @@ import argparse
 import dataclasses
 import inspect
 import math
+import os
 import pathlib
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+
+# XLA:CPU's concurrency-optimized scheduler stops these programs (a scan of
+# vmapped runs whose step calls LAPACK: PSGD Kron's triangular solves,
+# SOAP's and Shampoo's eigendecompositions) with every thread waiting and
+# none busy (jaxlib 0.10.2); with the default scheduler they run. Set before
+# jax is imported, added to the caller's flags.
+if __name__ == "__main__" and "jax" not in sys.modules:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_enable_concurrency_optimized_scheduler=false"
+    )
 
 import jax
 import jax.numpy as jnp
