@@ -38,10 +38,10 @@ def _shared(state: Any, swept: Collection[str]) -> Any:
             jnp.issubdtype(jnp.result_type(leaf), jnp.integer) and jnp.ndim(leaf) == 1
         ):
             return False
-        last = path[-1] if path else None
+        last: Any = path[-1] if path else None
         if isinstance(last, jax.tree_util.GetAttrKey):
             return last.name == "count"
-        above = path[-2] if len(path) > 1 else None
+        above: Any = path[-2] if len(path) > 1 else None
         return (
             isinstance(last, jax.tree_util.DictKey)
             and isinstance(above, jax.tree_util.GetAttrKey)

@@ -26,6 +26,8 @@ COMPOSITES = {
     "sophia": "Hessian-vector product of the whole loss",
     "dpsgd": "its norm over every leaf of the tree",
     "lbfgs": "a recursion of inner products over the whole tree",
+    "sophia_g": "a gradient of the whole model's loss at labels sampled",
+    "psgd_kron": "one decision for the whole tree per step",
 }
 
 

@@ -213,7 +213,7 @@ def _refreshed(
     g: Array,
     v: Array,
     tri: tuple[bool, ...],
-    lr: Array,
+    lr: Scalar,
 ) -> list[Array]:
     """One step of the fit of ``P = Q^T Q`` to ``P E[h h^T] P = E[v v^T]``."""
     if not g.ndim:  # a scalar: one "diagonal" factor
@@ -330,19 +330,18 @@ def psgd_kron_leaf(
     # Every contraction runs over whole axes: under explicit sharding the
     # leaf and its factors are gathered, and the results sharded back.
     m = replicated(mu / (1 - b1**step))
-    packed = factors
-    factors = _unpack(replicated(packed), shape, tri)
+    qs = _unpack(replicated(factors), shape, tri)
 
-    def refit(factors: list[Array]) -> list[Array]:
-        factors = jax.lax.cond(balance, _balanced, lambda f: f, factors)
+    def refit(qs: list[Array]) -> list[Array]:
+        qs = jax.lax.cond(balance, _balanced, lambda f: f, qs)
         v = replicated(random_like(key, mu))
         g = m if momentum_into_precond_update else replicated(grad)
         damping = jnp.sqrt(jnp.finfo(jnp.float32).eps).astype(g.dtype)
         g = g + damping * jnp.mean(jnp.abs(g)) * v
-        return _refreshed(factors, g, v, tri, preconditioner_lr)
+        return _refreshed(qs, g, v, tri, preconditioner_lr)
 
-    factors = jax.lax.cond(refresh, refit, lambda f: f, factors)
-    direction = sharded_like(_preconditioned(factors, m), grad)
+    qs = jax.lax.cond(refresh, refit, lambda f: f, qs)
+    direction = sharded_like(_preconditioned(qs, m), grad)
     rms = jnp.sqrt(jnp.mean(direction * direction))
     direction = direction / jnp.maximum(1.0, rms / 1.1)
     if weight_decay_mask:
@@ -350,7 +349,7 @@ def psgd_kron_leaf(
     return (
         -learning_rate * direction,
         mu,
-        sharded_like(_pack(factors, not shape), packed),
+        sharded_like(_pack(qs, not shape), factors),
     )
 
 
@@ -431,6 +430,13 @@ def psgd_kron(
     largest magnitudes. The draws (the probe, the balance coin) come from
     ``fold_in(key(seed), count)`` split as psgd-jax splits it, so the default
     seed draws psgd-jax's numbers.
+
+    Why this is not one rule function: when the factors are refit and
+    when they are rebalanced is one decision for the whole tree per step (a
+    counter of steps and one coin, as in psgd-jax), and the probes' key is
+    derived from the step count; the per-leaf arithmetic is one rule
+    (``psgd_kron_leaf``, which handles slots, dtypes, masks and sharding),
+    and this function makes those decisions and hands them to it.
 
     Not offered: psgd-jax's ``scanned_layers`` (stack layers with
     :func:`jaxopt_rules.flat_leaves` or as separate leaves instead) and its

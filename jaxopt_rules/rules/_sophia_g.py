@@ -231,6 +231,12 @@ def sophia_g(
     the batch of the next one: here that is the estimate made at the start of
     that next update. There is no bias correction.
 
+    Why this is not one rule function: the estimate is a gradient of the
+    whole model's loss at labels sampled from its logits, made every
+    ``update_interval`` steps by any optax transform with state of its own.
+    The per-leaf arithmetic is one rule (``sophia_g_moments``); this function
+    runs the estimator and hands its result to it.
+
     Differences from ``jr.sophia`` (optax's Sophia-H): no bias correction of
     ``m``; ``rho h + eps`` where optax takes ``max(gamma h, eps)``; the
     estimate is read in the step it is made; the first estimate is made
