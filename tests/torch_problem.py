@@ -126,13 +126,18 @@ def run_jax(
 
 def optimizer_class(name: str) -> Any:
     """``torch.optim.<name>``, or the class at a dotted path (an authors' package)."""
-    import importlib
-
     import torch
 
     if "." not in name:
         return getattr(torch.optim, name)
-    module, _, attribute = name.rpartition(".")
+    return _attribute(name)
+
+
+def _attribute(path: str) -> Any:
+    """The object at a dotted path (``package.module.name``)."""
+    import importlib
+
+    module, _, attribute = path.rpartition(".")
     return getattr(importlib.import_module(module), attribute)
 
 
@@ -216,7 +221,6 @@ def _jax_reference(path: str) -> Any:
     to ``optax.transforms._clipping``; it uses nothing from it, so the moved
     module is registered under the old name before the import.
     """
-    import importlib
     import sys
 
     import optax._src
@@ -224,8 +228,7 @@ def _jax_reference(path: str) -> Any:
 
     sys.modules.setdefault("optax._src.clipping", clipping)
     optax._src.clipping = clipping  # pyright: ignore[reportAttributeAccessIssue]
-    module, _, attribute = path.rpartition(".")
-    return getattr(importlib.import_module(module), attribute)
+    return _attribute(path)
 
 
 def run_reference(

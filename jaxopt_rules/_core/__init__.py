@@ -4,6 +4,8 @@ from jaxopt_rules._core._catalog import CatalogSpec as CatalogSpec
 from jaxopt_rules._core._composite import (
     CompositeFactory as CompositeFactory,
     composite as composite,
+    init_with_last_field as init_with_last_field,
+    split_last_field as split_last_field,
 )
 from jaxopt_rules._core._config import RuleConfig as RuleConfig
 from jaxopt_rules._core._constraints import (

@@ -17,6 +17,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import optax
 
 from jaxopt_rules._core._definition import RuleDefinition
@@ -127,3 +128,50 @@ def composite(
         )
 
     return wrap
+
+
+def init_with_last_field(
+    inner_init: Callable[[Any], Any],
+    state_class: Any,
+    last: Callable[[Any], Any],
+) -> optax.TransformInitFn:
+    """A composite's ``init``: the inner transform's fields, then ``last(params)``.
+
+    Abstract parameters (``jax.ShapeDtypeStruct`` leaves) give an abstract
+    state, as a rule's ``init`` does.
+    """
+
+    def init(params: Any) -> Any:
+        if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
+            return jax.eval_shape(init, params)
+        fields: Any = inner_init(params)
+        return state_class(*fields, last(params))
+
+    return init
+
+
+def split_last_field(
+    name: str,
+    state: Any,
+    state_class: Any,
+    inner: Callable[[Any], Any] | type,
+    params: Any,
+) -> tuple[Any, Any]:
+    """The inner transform's state and the last field, from a composite's state.
+
+    ``inner`` is the inner state's class, or the inner transform's ``init``
+    (whose state class for ``params`` is then found by ``jax.eval_shape``).
+
+    Raises:
+        TypeError: ``state`` is not a ``state_class`` (from another
+            transform's ``init``), named.
+    """
+    if not isinstance(state, state_class):
+        raise TypeError(
+            f"{name}: expected a {state_class.__name__} (from this transform's "
+            f"init), got {type(state).__name__}"
+        )
+    inner_class = (
+        inner if isinstance(inner, type) else type(jax.eval_shape(inner, params))
+    )
+    return inner_class(*state[:-1]), state[-1]

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_rules._core import init_with_last_field, split_last_field
+
 
 Refresh = Callable[[jax.Array], jax.Array]
 """The update count (updates done so far) -> whether this update re-estimates."""
@@ -50,30 +52,22 @@ def estimate_then_step(
     """
     estimator = optax.with_extra_args_support(estimator)
 
-    def init(params: Any) -> Any:
-        if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
-            return jax.eval_shape(init, params)  # abstract params: abstract state
-        inner: Any = moments.init(params)
-        return state_class(*inner, estimator.init(params))
+    init = init_with_last_field(moments.init, state_class, estimator.init)
 
     def update(
         updates: Any, state: Any, params: Any = None, **extra_args: Any
     ) -> tuple[Any, Any]:
         if params is None:
             raise ValueError(f"{name}: update needs params (for the Hessian estimate)")
-        if not isinstance(state, state_class):
-            raise TypeError(
-                f"{name}: expected a {state_class.__name__} (from this "
-                f"transform's init), got {type(state).__name__}"
-            )
-        inner_class = type(jax.eval_shape(moments.init, params))
-        inner = inner_class(*state[:-1])
+        inner, estimator_state = split_last_field(
+            name, state, state_class, moments.init, params
+        )
         now = refresh(state.count)
 
         def estimate(hessian_state: Any) -> tuple[Any, Any]:
             return estimator.update(updates, hessian_state, params, **extra_args)
 
-        shapes, _ = jax.eval_shape(estimate, state.hessian_fn_state)
+        shapes, _ = jax.eval_shape(estimate, estimator_state)
 
         def skip(hessian_state: Any) -> tuple[Any, Any]:
             zeros = jax.tree.map(
@@ -81,9 +75,7 @@ def estimate_then_step(
             )
             return zeros, hessian_state
 
-        hessian, hessian_state = jax.lax.cond(
-            now, estimate, skip, state.hessian_fn_state
-        )
+        hessian, hessian_state = jax.lax.cond(now, estimate, skip, estimator_state)
         new_updates, new_inner = moments.update(
             updates, inner, params, hessian=hessian, refresh=now
         )

@@ -16,9 +16,11 @@ from jaxopt_rules._core import (
     checked_scalar_or_schedule,
     composite,
     fill_like,
+    init_with_last_field,
     real_dtype,
     replicated,
     rule,
+    split_last_field,
 )
 from jaxopt_rules.rules._spec import RuleSpec
 from jaxopt_rules.rules._tree_sums import inner
@@ -275,14 +277,14 @@ def _direction(
         else ScaleByLbfgsState
     )
 
-    def init(params: Any) -> Any:
-        if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
-            return jax.eval_shape(init, params)  # abstract params: abstract state
-        # The weights in the dtype of the inner products: the parameters'
-        # floating dtypes promoted (optax keeps the default float dtype,
-        # float64 under x64 whatever the parameters).
-        fields: Any = memory.init(params)
-        return state_class(*fields, jnp.zeros(memory_size, _inner_dtype(params)))
+    # The weights in the dtype of the inner products: the parameters'
+    # floating dtypes promoted (optax keeps the default float dtype, float64
+    # under x64 whatever the parameters).
+    init = init_with_last_field(
+        memory.init,
+        state_class,
+        lambda params: jnp.zeros(memory_size, _inner_dtype(params)),
+    )
 
     def update(
         updates: Any, state: Any, params: Any = None, **extra_args: Any
@@ -293,18 +295,11 @@ def _direction(
                 "lbfgs: update needs params (L-BFGS remembers differences of "
                 "parameters)"
             )
-        if not isinstance(state, state_class):
-            raise TypeError(
-                f"lbfgs: expected a {state_class.__name__} (from this transform's "
-                f"init), got {type(state).__name__}"
-            )
+        inner, _ = split_last_field("lbfgs", state, state_class, memory.init, params)
         count = state.count
         newest = (count - 1) % memory_size
-        inner_class = type(jax.eval_shape(memory.init, params))
         memory_state: Any
-        passed, memory_state = memory.update(
-            updates, inner_class(*state[:-1]), params, index=newest
-        )
+        passed, memory_state = memory.update(updates, inner, params, index=newest)
         # This step's pair, from the inputs: reading it back from the ring
         # buffers at a traced index makes XLA copy both buffers (80 bytes per
         # parameter at memory_size=10); these are the values written there.
@@ -545,21 +540,15 @@ def lbfgs(
     state_class: Any = LbfgsRoundingState if rounding else LbfgsState
     direction_class: Any = ScaleByLbfgsRoundingState if rounding else ScaleByLbfgsState
 
-    def init(params: Any) -> Any:
-        if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
-            return jax.eval_shape(init, params)  # abstract params: abstract state
-        fields: Any = direction.init(params)
-        return state_class(*fields, search.init(params))
+    init = init_with_last_field(direction.init, state_class, search.init)
 
     def update(
         updates: Any, state: Any, params: Any = None, **extra_args: Any
     ) -> tuple[Any, Any]:
-        if not isinstance(state, state_class):
-            raise TypeError(
-                f"lbfgs: expected a {state_class.__name__} (from this transform's "
-                f"init), got {type(state).__name__}"
-            )
-        d, inner = direction.update(updates, direction_class(*state[:-1]), params)
+        inner, search_state = split_last_field(
+            "lbfgs", state, state_class, direction_class, params
+        )
+        d, inner = direction.update(updates, inner, params)
         if step_size is None:
             scale: Any = -1.0
         else:
@@ -568,9 +557,7 @@ def lbfgs(
         d = jax.tree.map(
             lambda x: (jnp.asarray(scale, x.dtype) * x) if _floating(x) else x, d
         )
-        new_updates, search_state = search.update(
-            d, state.linesearch_state, params, **extra_args
-        )
+        new_updates, search_state = search.update(d, search_state, params, **extra_args)
         new_fields: Any = inner
         return new_updates, state_class(*new_fields, search_state)
 

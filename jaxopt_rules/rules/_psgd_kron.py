@@ -13,11 +13,13 @@ from jaxopt_rules._core import (
     Scalar,
     Slot,
     composite,
+    init_with_last_field,
     initial_key,
     random_like,
     replicated,
     rule,
     sharded_like,
+    split_last_field,
 )
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
@@ -514,32 +516,27 @@ def psgd_kron(
     base = initial_key(seed)
     state_class: Any = PsgdKronRoundingState if stochastic_rounding else PsgdKronState
 
-    def init(params: Any) -> Any:
-        if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
-            return jax.eval_shape(init, params)  # abstract params: abstract state
-        inner: Any = leaf.init(params)
-        return state_class(*inner, jnp.zeros([], jnp.int32))
+    init = init_with_last_field(
+        leaf.init, state_class, lambda params: jnp.zeros([], jnp.int32)
+    )
 
     def update(
         updates: Any, state: Any, params: Any = None, **extra_args: Any
     ) -> tuple[Any, Any]:
         del extra_args
-        if not isinstance(state, state_class):
-            raise TypeError(
-                f"psgd_kron: expected a {state_class.__name__} (from this "
-                f"transform's init), got {type(state).__name__}"
-            )
+        if params is None:
+            raise ValueError("psgd_kron: update needs params")
+        inner, counter = split_last_field(
+            "psgd_kron", state, state_class, leaf.init, params
+        )
         p = probability(state.count + 1) if callable(probability) else probability
-        counter = state.update_counter + 1
+        counter = counter + 1
         refresh = counter >= 1 / p
         counter = jnp.where(refresh, 0, counter)
         _, key = jax.random.split(jax.random.fold_in(base, state.count))
         coin = jax.random.split(key)[1]
         balance = jax.random.uniform(coin) < BALANCE_PROBABILITY
-        if params is None:
-            raise ValueError("psgd_kron: update needs params")
-        inner_class = type(jax.eval_shape(leaf.init, params))
-        inner = inner_class(*state[:-1])._replace(rng_key=key)
+        inner = inner._replace(rng_key=key)
         new_updates, new_inner = leaf.update(
             updates, inner, params, refresh=refresh, balance=balance
         )
