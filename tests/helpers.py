@@ -183,3 +183,56 @@ def step_through_ill_conditioned_gradients(tx: Any, steps: int = 12) -> None:
             if jnp.issubdtype(leaf.dtype, jnp.inexact):
                 assert np.all(np.isfinite(leaf)), k
     assert np.all(np.asarray(params["zero"]) == 0.0)  # no gradient, no step
+
+
+def check_layers_owned(tx: Any, slots: tuple[str, ...], steps: int = 3) -> None:
+    """A scanned ``(16, 32, 24)`` leaf on 8 devices: each device does its layers.
+
+    The leaf is sharded over its layers' rows (``P(None, 'x', None)``, as
+    FSDP shards it) on an explicit 8-device mesh. Asserts that ``steps``
+    jitted steps give the numbers of one device, that each per-layer slot
+    in ``slots`` (shape ``(16, ...)``) is stored by the layers' owners after
+    init and after the steps (``P('x', None)``: two layers' state per
+    device), that the parameter keeps its layout, and that the compiled step
+    moves the layers with all-to-alls and gathers no layer.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+    rng = np.random.default_rng(0)
+    host = {"w": rng.normal(size=(16, 32, 24)).astype(np.float32)}
+    grads = [
+        {"w": rng.normal(size=(16, 32, 24)).astype(np.float32)} for _ in range(steps)
+    ]
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
+
+    def run(put: Any) -> tuple[Any, Any, Any, Any]:
+        params = put(host)
+        state = jax.jit(tx.init)(params)
+        initial = state
+        step = jax.jit(tx.update)
+        for g in grads:
+            updates, state = step(put(g), state, params)
+            params = optax.apply_updates(params, updates)
+        return params, initial, state, step
+
+    single, *_ = run(lambda t: jax.tree.map(jnp.asarray, t))
+    with jax.set_mesh(mesh):
+        sharding = NamedSharding(mesh, PartitionSpec(None, "x", None))
+        sharded, initial, state, step = run(lambda t: jax.device_put(t, sharding))
+        laid_out = jax.device_put(host, sharding)
+        hlo = step.lower(laid_out, state, sharded).compile().as_text()
+    for slot in slots:
+        for when, s in (("init", initial), ("update", state)):
+            leaf = getattr(s, slot)["w"]
+            assert leaf.shape[0] == 16, (slot, leaf.shape)
+            assert leaf.sharding.spec[0] == "x", (slot, when, leaf.sharding)
+            shard = leaf.addressable_shards[0].data
+            assert shard.size * 8 == leaf.size, (slot, when, shard.shape)
+    assert sharded["w"].sharding.spec == PartitionSpec(None, "x", None)
+    assert "all-to-all" in hlo
+    assert "all-gather" not in hlo
+    np.testing.assert_allclose(sharded["w"], single["w"], rtol=1e-5, atol=1e-6)

@@ -1,11 +1,12 @@
 """``jr.psgd_kron``: its schedule, its factors, its norm bound and its safeguards.
 
 The registry's authors' test compares the rule with psgd-jax's ``kron`` over
-five option sets; here: the update-probability schedule is the formula (and
-psgd-jax's, when installed), the norm bound brackets the spectral norm, the
-factors refit exactly every ``1/p`` steps and stay upper triangular, a
-step's RMS is capped, ill-conditioned gradients give no NaN, and bad options
-are named.
+six option sets (scanned layers among them); here: the update-probability
+schedule is the formula (and psgd-jax's, when installed), the norm bound
+brackets the spectral norm, the factors refit exactly every ``1/p`` steps and
+stay upper triangular, a step's RMS is capped, ill-conditioned gradients give
+no NaN, scanned layers are fitted by the devices that own them, and bad
+options are named.
 """
 
 import importlib.util
@@ -105,3 +106,18 @@ def test_bad_options_are_named():
     params = {"w": jnp.zeros(3)}
     with pytest.raises(ValueError, match="needs params"):
         tx.update(params, tx.init(params))
+
+
+def test_scanned_layers_are_fitted_on_their_owners():
+    """Each device fits, applies and stores the factors of its own layers."""
+    from helpers import check_layers_owned
+
+    check_layers_owned(jr.psgd_kron(1e-2, scanned_layers=True), ("factors",))
+
+
+def test_a_scanned_scalar_is_named():
+    tx = jr.psgd_kron(0.1, scanned_layers={"w": True, "s": False})
+    tx.init({"w": jnp.zeros((2, 3)), "s": jnp.zeros(())})  # fine
+    tx = jr.psgd_kron(0.1, scanned_layers=True)
+    with pytest.raises(ValueError, match="scanned_layers marks a scalar"):
+        tx.init({"s": jnp.zeros(())})

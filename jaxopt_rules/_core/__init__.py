@@ -42,9 +42,11 @@ from jaxopt_rules._core._rounding import (
     stochastic_round_bf16 as stochastic_round_bf16,
 )
 from jaxopt_rules._core._sharding import (
+    each_matrix as each_matrix,
     replicated as replicated,
     sharded_like as sharded_like,
     spread as spread,
+    stacked_like as stacked_like,
     whole_matrices as whole_matrices,
 )
 from jaxopt_rules._core._state import (

@@ -96,7 +96,9 @@ class Slot:
             hyperparameter holding it, or a function of the parameter leaf
             (for instance ``lambda p: p`` to start from a copy of it); a
             function of two arguments also gets the hyperparameter mapping
-            (identity blocks sized by a static ``block_size``).
+            (identity blocks sized by a static ``block_size``), with the
+            leaf's own value of each ``per_leaf_is_leaf`` hyperparameter, as
+            ``shape`` sees it.
         dtype_arg: name of the factory argument that picks the slot's storage
             dtype (default ``"<slot>_dtype"``). With ``None`` passed to it, the
             slot is stored in the parameter's dtype. Slots given the same

@@ -46,10 +46,11 @@ def _init_slot(
         params,
         i,
     )
-    shape = slot_shape(option, p.shape, leaf_arguments(config, per_leaf, i))
+    arguments = leaf_arguments(config, per_leaf, i)
+    shape = slot_shape(option, p.shape, arguments)
     if callable(option.init):
         value = jnp.asarray(
-            option.init(p, config.arguments)
+            option.init(p, arguments)
             if takes_hyperparameters(option.init)
             else option.init(p)
         )

@@ -1,11 +1,12 @@
 """Sharding helpers for rule functions whose per-leaf work is not elementwise."""
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-from jax.sharding import AxisType, PartitionSpec
+from jax.core import Tracer
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jaxopt_rules._core._types import Array
 
@@ -78,14 +79,117 @@ def whole_matrices(x: Array, batch_axes: Sequence[int]) -> Array:
         A ``(16, 256, 256)`` stack sharded ``P(None, 'x', None)`` over 8
         devices becomes ``P('x', None, None)``: two whole matrices per device.
     """
-    spec = _explicit_spec(x)
+    target = _owner_spec(x, batch_axes)
+    if target is None:
+        return x
+    return jax.sharding.reshard(x, target)
+
+
+def stacked_like(x: Array, like: Array, batch_axes: Sequence[int]) -> Array:
+    """``x``, per-matrix state of the stack ``like``, laid out with its matrices.
+
+    ``x``'s leading axes are ``like``'s ``batch_axes`` (in order); its other
+    axes hold each matrix's state (a flat array of factors, say). They are
+    sharded as :func:`whole_matrices` shards ``like``'s batch axes, the rest
+    unsharded: the device that owns a matrix also stores its state, so the
+    state per device divides like the stack. Off a mesh and on automatic
+    axes, ``x`` is returned unchanged.
+
+    Args:
+        x: an array (or tracer) of shape ``[like.shape[a] for a in batch_axes]
+            + per-matrix shape``.
+        like: the stack of matrices (a parameter).
+        batch_axes: the axes of ``like`` that index the stack.
+
+    Returns:
+        ``x`` laid out with ``like``'s owners.
+
+    Example:
+        Factors ``(16, q)`` of a ``(16, 256, 256)`` stack sharded
+        ``P(None, 'x', None)`` over 8 devices are laid out ``P('x', None)``.
+    """
+    spec = _explicit_spec(like)
     if spec is None:
         return x
+    owners = _owner_spec(like, batch_axes) or spec
+    entries = list(owners) + [None] * (like.ndim - len(owners))
+    lead = [entries[a] for a in batch_axes]
+    target = PartitionSpec(*lead, *([None] * (x.ndim - len(lead))))
+    if jax.typeof(x).sharding.spec == target:
+        return x
+    # A concrete array's own mesh (an eager init outside jax.set_mesh).
+    sharding: Any = like.sharding if not isinstance(like, Tracer) else None
+    mesh = (sharding or jax.typeof(like).sharding).mesh
+    return jax.sharding.reshard(x, NamedSharding(mesh, target))
+
+
+def each_matrix(fn: Callable[..., Any], *stacks: Array, shared: Any = None) -> Any:
+    """``fn`` mapped over the leading axis of ``stacks``, each device on its own.
+
+    ``fn(shared, *operands)`` gets one matrix's operands (the stacks without
+    their leading axis) and ``shared``, a pytree of values every matrix
+    shares (a step count, hyperparameters). Under explicit sharding with
+    the stacks' leading axis sharded (as :func:`whole_matrices` and
+    :func:`stacked_like` lay out a stack and its per-matrix state), the map
+    runs under ``jax.shard_map`` over those mesh axes: each device maps
+    ``fn`` over its own matrices as local arrays, with no layouts in the
+    types (XLA:CPU's batched QR has no sharding rule, for one); the stacks'
+    other axes are gathered first and the arrays of ``shared`` replicated.
+    Off a mesh, on automatic axes or with the leading axis unsharded, a
+    plain ``jax.vmap``.
+
+    Args:
+        fn: ``fn(shared, *operands)``, returning arrays (or a tuple of them).
+        *stacks: arrays sharing their leading axis.
+        shared: a pytree passed whole to every call (arrays and Python
+            values).
+
+    Returns:
+        ``fn``'s outputs, each with the stacks' leading axis, laid out like
+        them.
+    """
+    leaves, treedef = jax.tree.flatten(shared)
+    arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]
+
+    def call(dynamic: Sequence[Any], *operands: Array) -> Any:
+        full = list(leaves)
+        for i, value in zip(arrays, dynamic, strict=True):
+            full[i] = value
+        return fn(jax.tree.unflatten(treedef, full), *operands)
+
+    mapped = jax.vmap(call, in_axes=(None, *([0] * len(stacks))))
+    dynamic = [leaves[i] for i in arrays]
+    spec = _explicit_spec(stacks[0])
+    entry = None if spec is None or not len(spec) else spec[0]
+    if entry is None:
+        return mapped(dynamic, *stacks)
+    lead = PartitionSpec(entry)
+    laid = [
+        x
+        if jax.typeof(x).sharding.spec == PartitionSpec(entry, *([None] * (x.ndim - 1)))
+        else jax.sharding.reshard(x, lead)
+        for x in stacks
+    ]
+    dynamic = [replicated(x) for x in dynamic]
+    mesh = jax.typeof(stacks[0]).sharding.mesh
+    return jax.shard_map(
+        mapped,
+        mesh=mesh,
+        in_specs=([PartitionSpec() for _ in dynamic], *(lead for _ in laid)),
+        out_specs=lead,
+    )(dynamic, *laid)
+
+
+def _owner_spec(x: Array, batch_axes: Sequence[int]) -> PartitionSpec | None:
+    """The spec :func:`whole_matrices` moves ``x`` to; ``None``: no move."""
+    spec = _explicit_spec(x)
+    if spec is None:
+        return None
     entries = list(spec) + [None] * (x.ndim - len(spec))
     names = [_axis_names(entry) for entry in entries]
     moving = [n for a in range(x.ndim) if a not in batch_axes for n in names[a]]
     if not moving:
-        return x
+        return None
     mesh_shape = jax.typeof(x).sharding.mesh.shape
     target: list[tuple[str, ...]] = [
         names[a] if a in batch_axes else () for a in range(x.ndim)
@@ -95,9 +199,7 @@ def whole_matrices(x: Array, batch_axes: Sequence[int]) -> Array:
         if x.shape[a] % math.prod(mesh_shape[n] for n in together) == 0:
             target[a] = together
             break
-    return jax.sharding.reshard(
-        x, PartitionSpec(*(t[0] if len(t) == 1 else (t or None) for t in target))
-    )
+    return PartitionSpec(*(t[0] if len(t) == 1 else (t or None) for t in target))
 
 
 def spread(x: Array, axis: int = 0) -> Array:

@@ -1,16 +1,40 @@
-"""Leaves seen as matrices: optax's dimension numbers (GaLore's and Muon's).
+"""Leaves seen as matrices: optax's dimension numbers, and scanned layers.
 
 Both of optax's ``GaLoreDimensionNumbers`` and ``MuonDimensionNumbers`` name
 a leaf's reduction axes (the matrix's rows) and output axes (its columns);
 the remaining axes are batch axes. They are given per leaf: one for every
 leaf, a tree of them (``None``: a leaf that is not a matrix), or a function
-of the params returning such a tree.
+of the params returning such a tree. ``scanned_layers`` (psgd-jax's option,
+SOAP's and PSGD Kron's) marks leaves whose first axis indexes layers, each
+preconditioned on its own; it is given per leaf likewise, as booleans.
 """
 
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
+
+
+def is_flag(x: Any) -> bool:
+    """A leaf's value of ``scanned_layers``: a bool (or ``None``: not scanned)."""
+    return x is None or isinstance(x, bool | np.bool_)
+
+
+def layer_shape(rule: str, shape: tuple[int, ...], scanned: Any) -> tuple[int, ...]:
+    """The shape one preconditioner sees: a scanned leaf's layer, else the leaf.
+
+    Raises:
+        ValueError: a scalar leaf is marked scanned.
+    """
+    if not scanned:
+        return tuple(shape)
+    if not shape:
+        raise ValueError(
+            f"{rule}: scanned_layers marks a scalar leaf; a scanned leaf's "
+            "first axis indexes its layers, so it needs at least one axis"
+        )
+    return tuple(shape[1:])
 
 
 def split_axes(

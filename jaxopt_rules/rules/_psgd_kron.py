@@ -20,7 +20,10 @@ from jaxopt_rules._core import (
     rule,
     sharded_like,
     split_last_field,
+    stacked_like,
+    whole_matrices,
 )
+from jaxopt_rules.rules._matrix_axes import is_flag, layer_shape
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
 
@@ -101,23 +104,39 @@ def _axes(shape: tuple[int, ...], hyper: Mapping[str, Any]) -> tuple[bool, ...]:
 
 
 def _q_shape(shape: tuple[int, ...], hyper: Mapping[str, Any]) -> tuple[int, ...]:
-    """Every factor of a leaf end to end (a scalar's one number: ``(1,)``)."""
-    tri = _axes(shape, hyper)
-    return (sum(d * d if t else d for d, t in zip(shape, tri, strict=True)) or 1,)
+    """Every factor of a leaf end to end (a scalar's one number: ``(1,)``).
+
+    A scanned leaf keeps one such row per layer: ``(layers, size)``.
+    """
+    scanned = hyper["scanned_layers"]
+    layer = layer_shape("psgd_kron", shape, scanned)
+    tri = _axes(layer, hyper)
+    size = sum(d * d if t else d for d, t in zip(layer, tri, strict=True)) or 1
+    return (shape[0], size) if scanned else (size,)
 
 
 def _q_init(param: Array, hyper: Mapping[str, Any]) -> Array:
-    """Each factor ``s I`` (a diagonal: ``s``), ``s`` the init scale's k-th root."""
+    """Each factor ``s I`` (a diagonal: ``s``), ``s`` the init scale's k-th root.
+
+    A scanned leaf's rows (one per layer) are stored by the layers' owners
+    under explicit sharding (:func:`~jaxopt_rules._core.stacked_like`).
+    """
     shape = tuple(jnp.shape(param))
+    scanned = hyper["scanned_layers"]
+    layer = layer_shape("psgd_kron", shape, scanned)
     scale = jnp.asarray(hyper["preconditioner_init_scale"])
-    if not shape:
-        return jnp.reshape(scale, (1,))
-    scale = scale ** (1 / len(shape))
-    pieces = [
-        (jnp.eye(d) if t else jnp.ones(d)).reshape(-1)
-        for d, t in zip(shape, _axes(shape, hyper), strict=True)
-    ]
-    return scale * jnp.concatenate(pieces)
+    if not layer:
+        one = jnp.reshape(scale, (1,))
+    else:
+        scale = scale ** (1 / len(layer))
+        pieces = [
+            (jnp.eye(d) if t else jnp.ones(d)).reshape(-1)
+            for d, t in zip(layer, _axes(layer, hyper), strict=True)
+        ]
+        one = scale * jnp.concatenate(pieces)
+    if not scanned:
+        return one
+    return stacked_like(jnp.broadcast_to(one, (shape[0], *one.shape)), param, (0,))
 
 
 def _unpack(q: Array, shape: tuple[int, ...], tri: tuple[bool, ...]) -> list[Array]:
@@ -274,7 +293,8 @@ def _check(hyper: Mapping[str, Any]) -> None:
         # (one flat array per leaf; "factors" keeps it out of 8-bit state)
         "factors": Slot(shape=_q_shape, init=_q_init, dtype_arg="precond_dtype"),
     },
-    per_leaf={"weight_decay_mask": True},
+    per_leaf={"weight_decay_mask": True, "scanned_layers": False},
+    per_leaf_is_leaf={"scanned_layers": is_flag},
     extra_args=("refresh", "balance"),
     static=(
         "max_size_triangular",
@@ -316,6 +336,7 @@ def psgd_kron_leaf(
     min_ndim_triangular: int = 2,
     memory_save_mode: str | None = None,
     momentum_into_precond_update: bool = True,
+    scanned_layers: Any = None,
 ) -> tuple[Array, Array, Array]:
     """PSGD Kron's per-leaf arithmetic, given whether this step refits the factors.
 
@@ -325,33 +346,56 @@ def psgd_kron_leaf(
     """
     del preconditioner_init_scale  # (read by the slot's init)
     shape = tuple(jnp.shape(grad))
+    scanned = bool(scanned_layers)
+    layer = layer_shape("psgd_kron", shape, scanned)
     tri = triangular_axes(
-        shape, max_size_triangular, min_ndim_triangular, memory_save_mode
+        layer, max_size_triangular, min_ndim_triangular, memory_save_mode
     )
     mu = b1 * mu + (1 - b1) * grad
-    # Every contraction runs over whole axes: under explicit sharding the
-    # leaf and its factors are gathered, and the results sharded back.
-    m = replicated(mu / (1 - b1**step))
-    qs = _unpack(replicated(factors), shape, tri)
+    # Every contraction runs over a layer's whole axes. Under explicit
+    # sharding a scanned leaf's layers are moved onto their owners (each
+    # device fits and applies the factors of its own layers, which it also
+    # stores); any other leaf and its factors are gathered. The results are
+    # sharded back like the parameter.
+    if scanned:
+
+        def whole(x: Array) -> Array:
+            return whole_matrices(x, (0,))
+
+        def each(fn: Callable[..., Any]) -> Callable[..., Any]:
+            return jax.vmap(fn)
+
+        qs = each(lambda q: _unpack(q, layer, tri))(stacked_like(factors, grad, (0,)))
+    else:
+        whole = replicated
+
+        def each(fn: Callable[..., Any]) -> Callable[..., Any]:
+            return fn
+
+        qs = _unpack(replicated(factors), layer, tri)
+    m = whole(mu / (1 - b1**step))
 
     def refit(qs: list[Array]) -> list[Array]:
-        qs = jax.lax.cond(balance, _balanced, lambda f: f, qs)
-        v = replicated(random_like(key, mu))
-        g = m if momentum_into_precond_update else replicated(grad)
+        qs = jax.lax.cond(balance, each(_balanced), lambda f: f, qs)
+        v = whole(random_like(key, mu))
+        g = m if momentum_into_precond_update else whole(grad)
         damping = jnp.sqrt(jnp.finfo(jnp.float32).eps).astype(g.dtype)
         g = g + damping * jnp.mean(jnp.abs(g)) * v
-        return _refreshed(qs, g, v, tri, preconditioner_lr)
+        return each(lambda q, g, v: _refreshed(q, g, v, tri, preconditioner_lr))(
+            qs, g, v
+        )
 
     qs = jax.lax.cond(refresh, refit, lambda f: f, qs)
-    direction = sharded_like(_preconditioned(qs, m), grad)
+    direction = sharded_like(each(_preconditioned)(qs, m), grad)
     rms = jnp.sqrt(jnp.mean(direction * direction))
     direction = direction / jnp.maximum(1.0, rms / 1.1)
     if weight_decay_mask:
         direction = direction + weight_decay * param
+    packed = each(lambda q: _pack(q, not layer))(qs)
     return (
         -learning_rate * direction,
         mu,
-        sharded_like(_pack(qs, not shape), factors),
+        stacked_like(packed, grad, (0,)) if scanned else sharded_like(packed, factors),
     )
 
 
@@ -398,6 +442,7 @@ def psgd_kron(
     preconditioner_lr: Scalar = 0.1,
     preconditioner_init_scale: Scalar = 1.0,
     *,
+    scanned_layers: Any | Callable[[optax.Params], Any] | None = None,
     mu_dtype: Any | None = None,
     precond_dtype: Any | None = None,
     seed: Any = 5318008,
@@ -440,9 +485,18 @@ def psgd_kron(
     (``psgd_kron_leaf``, which handles slots, dtypes, masks and sharding),
     and this function makes those decisions and hands them to it.
 
-    Not offered: psgd-jax's ``scanned_layers`` (stack layers with
-    :func:`jaxopt_rules.flat_leaves` or as separate leaves instead) and its
-    matmul precisions (this rule computes at the parameters' precision).
+    Scanned layers (``scanned_layers``, psgd-jax's option): a marked leaf's
+    first axis indexes a stack of layers (a model built with ``lax.scan``),
+    and each layer gets its own factors, fitted and applied as psgd-jax
+    vmaps them (the probe, the damping's mean and the RMS cap stay over the
+    whole leaf). Under explicit sharding each device fits and applies the
+    factors of the layers it owns and stores only those
+    (:func:`~jaxopt_rules._core.whole_matrices`): a leaf sharded over its
+    layers' rows is moved onto the layer axis by one all-to-all each way.
+    An unmarked leaf is gathered for its contractions (every device does
+    its work). Not offered: psgd-jax's ``lax_map_scanned_layers`` (a memory
+    option that gives the same numbers) and its matmul precisions (this
+    rule computes at the parameters' precision).
 
     Args:
         learning_rate: step size, a number or a schedule of the step count.
@@ -459,6 +513,9 @@ def psgd_kron(
             longest axis diagonal) or ``"all_diag"``.
         momentum_into_precond_update: fit the factors to the debiased
             momentum (``True``) or to the raw gradient.
+        scanned_layers: a pytree of booleans (a prefix of the params) or a
+            function of the params returning one: leaves whose first axis
+            indexes layers, each preconditioned on its own (``None``: none).
         preconditioner_lr: step size of the factors' fit (>= 0).
         preconditioner_init_scale: the preconditioner's initial scale: each
             factor starts as its ``k``-th root times the identity.
@@ -500,6 +557,7 @@ def psgd_kron(
         min_ndim_triangular=min_ndim_triangular,
         memory_save_mode=memory_save_mode,
         momentum_into_precond_update=momentum_into_precond_update,
+        scanned_layers=scanned_layers,
         mu_dtype=mu_dtype,
         precond_dtype=precond_dtype,
         seed=seed,
@@ -551,6 +609,11 @@ def _not_vectors(params: Any) -> Any:
     return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
 
 
+def _arrays(params: Any) -> Any:
+    """A ``scanned_layers`` tree: every leaf with an axis."""
+    return jax.tree.map(lambda x: jnp.ndim(x) >= 1, params)
+
+
 _DECAYING = psgd_update_probability(flat_start=20, decay=0.05)
 """A schedule whose decay starts within the comparison's 100 steps."""
 
@@ -567,32 +630,51 @@ SPEC = RuleSpec(
         # The reference's matmul precisions (TF32 for the factors' fit by
         # default) do not exist on CPU, where the comparison runs; it runs
         # at full precision. Its other arguments are this rule's.
-        cases=tuple(
-            (ours, {**ours, "precond_update_precision": None})
-            for ours in (
-                {"learning_rate": 1e-2},
+        cases=(
+            *(
+                (ours, {**ours, "precond_update_precision": None})
+                for ours in (
+                    {"learning_rate": 1e-2},
+                    {
+                        "learning_rate": 1e-2,
+                        "b1": 0.8,
+                        "weight_decay": 0.1,
+                        "weight_decay_mask": _not_vectors,
+                        "preconditioner_update_probability": 0.5,
+                        "preconditioner_lr": 0.2,
+                    },
+                    {
+                        "learning_rate": 1e-2,
+                        "memory_save_mode": "one_diag",
+                        "momentum_into_precond_update": False,
+                        "preconditioner_init_scale": 2.0,
+                        "preconditioner_update_probability": _DECAYING,
+                    },
+                    {"learning_rate": 1e-2, "memory_save_mode": "all_diag", "b1": 0.0},
+                    {
+                        "learning_rate": 1e-2,
+                        "max_size_triangular": 4,
+                        "min_ndim_triangular": 3,
+                    },
+                )
+            ),
+            # Scanned layers: the cube as 2 matrices (triangular factors),
+            # the matrix as 4 vectors (diagonal ones), the vector as 7
+            # scalars. psgd-jax takes a tree of booleans; the rule a
+            # function of the params (so the case runs on any tree).
+            (
                 {
                     "learning_rate": 1e-2,
-                    "b1": 0.8,
-                    "weight_decay": 0.1,
-                    "weight_decay_mask": _not_vectors,
+                    "scanned_layers": _arrays,
                     "preconditioner_update_probability": 0.5,
-                    "preconditioner_lr": 0.2,
                 },
                 {
                     "learning_rate": 1e-2,
-                    "memory_save_mode": "one_diag",
-                    "momentum_into_precond_update": False,
-                    "preconditioner_init_scale": 2.0,
-                    "preconditioner_update_probability": _DECAYING,
+                    "scanned_layers": {"vec": True, "mat": True, "cube": True},
+                    "preconditioner_update_probability": 0.5,
+                    "precond_update_precision": None,
                 },
-                {"learning_rate": 1e-2, "memory_save_mode": "all_diag", "b1": 0.0},
-                {
-                    "learning_rate": 1e-2,
-                    "max_size_triangular": 4,
-                    "min_ndim_triangular": 3,
-                },
-            )
+            ),
         ),
     ),
 )

@@ -11,10 +11,14 @@ from jaxopt_rules._core import (
     Array,
     Scalar,
     Slot,
+    each_matrix,
     replicated,
     rule,
     sharded_like,
+    stacked_like,
+    whole_matrices,
 )
+from jaxopt_rules.rules._matrix_axes import is_flag, layer_shape
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
 
@@ -52,10 +56,23 @@ def _matrices_shape(
     """A leaf's factors (or eigenbases), one ``d x d`` matrix per axis, end to end.
 
     A leaf with no preconditioned axis keeps a 0-d placeholder instead of an
-    empty array (orbax saves no zero-size arrays).
+    empty array (orbax saves no zero-size arrays). A scanned leaf keeps one
+    such row (or placeholder) per layer.
     """
-    size = sum(shape[i] ** 2 for i in _axes(shape, hyper))
-    return (size,) if size else ()
+    scanned = hyper["scanned_layers"]
+    layer = layer_shape("soap", shape, scanned)
+    size = sum(layer[i] ** 2 for i in _axes(layer, hyper))
+    one = (size,) if size else ()
+    return (shape[0], *one) if scanned else one
+
+
+def _matrices_init(param: Array, hyper: Mapping[str, Any]) -> Array:
+    """Zeros; a scanned leaf's rows stored by its layers' owners (explicit sharding)."""
+    shape = _matrices_shape(tuple(jnp.shape(param)), hyper)
+    zeros = jnp.zeros(shape, jnp.result_type(param))
+    if not hyper["scanned_layers"]:
+        return zeros
+    return stacked_like(zeros, param, (0,))
 
 
 def _split(flat: Array, shape: tuple[int, ...], axes: tuple[int, ...]) -> list[Any]:
@@ -128,9 +145,19 @@ def _power_step(factor: Array, basis: Array) -> tuple[Array, Array]:
     name="soap",
     slots={
         "nu": Slot(square=True),
-        "factors": Slot(shape=_matrices_shape, dtype_arg="preconditioner_dtype"),
-        "eigenbases": Slot(shape=_matrices_shape, dtype_arg="preconditioner_dtype"),
+        "factors": Slot(
+            shape=_matrices_shape,
+            init=_matrices_init,
+            dtype_arg="preconditioner_dtype",
+        ),
+        "eigenbases": Slot(
+            shape=_matrices_shape,
+            init=_matrices_init,
+            dtype_arg="preconditioner_dtype",
+        ),
     },
+    per_leaf={"scanned_layers": False},
+    per_leaf_is_leaf={"scanned_layers": is_flag},
     static=(
         "precondition_frequency",
         "max_precondition_dim",
@@ -169,6 +196,7 @@ def soap(
     precondition_1d: bool = False,
     correct_bias: bool = True,
     normalize_gradient: bool = False,
+    scanned_layers: Any = None,
 ) -> tuple[Array, Array, Array, Array, Array]:
     r"""SOAP: Adam in the eigenbases of Shampoo's preconditioner.
 
@@ -215,8 +243,20 @@ def soap(
     moments. Under ``quantized_state`` the moments are quantized and the
     factors and bases kept in full precision
     (:data:`~jaxopt_rules.quantized.FULL_PRECISION_SLOTS`), as the reference
-    keeps them. Under explicit sharding the whole-matrix work runs on the
-    leaf replicated and the results are sharded like the parameter again.
+    keeps them.
+
+    Scanned layers (``scanned_layers``, as psgd-jax names the option): a
+    marked leaf's first axis indexes a stack of layers (a model built with
+    ``lax.scan``), and each layer is preconditioned on its own, exactly as
+    if it were a separate leaf (its own factors, bases, second-moment
+    order and, with ``normalize_gradient``, RMS). Under explicit sharding
+    each device does the work of the layers it owns and stores their
+    factors and bases (:func:`~jaxopt_rules._core.whole_matrices`: a leaf
+    sharded over its layers' rows is moved onto the layer axis by one
+    all-to-all each way, so state and eigendecompositions per device divide
+    by the number of devices). An unmarked leaf runs replicated (every
+    device does its whole-matrix work), its results sharded like the
+    parameter again.
 
     Args:
         learning_rate: step size, a number or a schedule of the step count.
@@ -231,6 +271,9 @@ def soap(
         precondition_1d: precondition vectors too (static).
         correct_bias: Adam's bias corrections (static).
         normalize_gradient: divide the rotated-back step by its RMS (static).
+        scanned_layers: a pytree of booleans (a prefix of the params) or a
+            function of the params returning one: leaves whose first axis
+            indexes layers, each preconditioned on its own (``None``: none).
         mu_dtype: storage dtype of ``m`` (default: the parameter's).
         nu_dtype: storage dtype of ``v`` (likewise).
         preconditioner_dtype: storage dtype of the factors and eigenbases
@@ -262,15 +305,86 @@ def soap(
         (arXiv:2409.11321). Verified against ``pytorch_optimizer.SOAP``
         4.1.0.
     """
-    shape = tuple(grad.shape)
+    hyper = {
+        "b1": b1,
+        "b2": b2,
+        "shampoo_beta": shampoo_beta,
+        "eps": eps,
+        "learning_rate": learning_rate,
+        "weight_decay": weight_decay,
+        "precondition_frequency": precondition_frequency,
+        "max_precondition_dim": max_precondition_dim,
+        "precondition_1d": precondition_1d,
+        "correct_bias": correct_bias,
+        "normalize_gradient": normalize_gradient,
+    }
+    if not scanned_layers:
+        # The whole-matrix work on replicated operands (explicit sharding).
+        update, m, v, new_factors, new_bases = _soap_matrix(
+            replicated(grad),
+            replicated(mu),
+            replicated(nu),
+            factors,
+            eigenbases,
+            replicated(param),
+            step,
+            **hyper,
+        )
+    else:
+        # Each layer on its own; under explicit sharding on the device that
+        # owns it (and stores its factors and bases).
+
+        def one(shared: dict[str, Any], *operands: Array) -> tuple[Array, ...]:
+            return _soap_matrix(*operands, **shared)
+
+        whole = [whole_matrices(x, (0,)) for x in (grad, mu, nu)]
+        stacked = [stacked_like(x, grad, (0,)) for x in (factors, eigenbases)]
+        update, m, v, new_factors, new_bases = each_matrix(
+            one,
+            *whole,
+            *stacked,
+            whole_matrices(param, (0,)),
+            shared={**hyper, "step": step},
+        )
+        new_factors = stacked_like(new_factors, grad, (0,))
+        new_bases = stacked_like(new_bases, grad, (0,))
+    return (
+        sharded_like(update.astype(grad.dtype), grad),
+        sharded_like(m.astype(mu.dtype), mu),
+        sharded_like(v.astype(nu.dtype), nu),
+        new_factors,
+        new_bases,
+    )
+
+
+def _soap_matrix(
+    g: Array,
+    m_old: Array,
+    v_old: Array,
+    factors: Array,
+    eigenbases: Array,
+    param: Array,
+    step: Array,
+    *,
+    learning_rate: Scalar,
+    b1: Scalar,
+    b2: Scalar,
+    shampoo_beta: Scalar | None,
+    eps: Scalar,
+    weight_decay: Scalar,
+    precondition_frequency: int,
+    max_precondition_dim: int,
+    precondition_1d: bool,
+    correct_bias: bool,
+    normalize_gradient: bool,
+) -> tuple[Array, Array, Array, Array, Array]:
+    """SOAP's step of one matrix (a leaf, or a scanned leaf's layer), whole."""
+    shape = tuple(g.shape)
     axes = preconditioned_axes(shape, max_precondition_dim, precondition_1d)
     beta_s = b2 if shampoo_beta is None else shampoo_beta
     t = jnp.asarray(step)
     first = t == 1
     s = jnp.maximum(t - 1, 1)
-    # The whole-matrix work on replicated operands (explicit sharding).
-    g = replicated(grad)
-    m_old, v_old = replicated(mu), replicated(nu)
     bases = _split(eigenbases, shape, axes)
     # Adam in the rotated basis, with the bases of the previous steps.
     m = m_old + (1 - b1) * (g - m_old)
@@ -283,10 +397,10 @@ def soap(
     if correct_bias:
         size = size * jnp.sqrt(1 - b2**s) / (1 - b1**s)
     adam = size * direction
-    update = -adam - learning_rate * weight_decay * (replicated(param) - adam)
+    update = -adam - learning_rate * weight_decay * (param - adam)
     update = jnp.where(first, jnp.zeros_like(update), update)
-    m = jnp.where(first, m_old, m).astype(mu.dtype)
-    v = jnp.where(first, v_old, v).astype(nu.dtype)
+    m = jnp.where(first, m_old, m)
+    v = jnp.where(first, v_old, v)
     # The factors, then the bases: from eigh at the first step, by a power
     # iteration every precondition_frequency steps after it.
     stats = _split(factors, shape, axes)
@@ -319,13 +433,7 @@ def soap(
     new_bases, v = jax.lax.switch(
         branch, (from_eigh, by_power_step, keep), (eigenbases, v)
     )
-    return (
-        sharded_like(update.astype(grad.dtype), grad),
-        sharded_like(m, mu),
-        sharded_like(v.astype(nu.dtype), nu),
-        new_factors,
-        new_bases,
-    )
+    return update, m, v, new_factors, new_bases
 
 
 SPEC = RuleSpec(
