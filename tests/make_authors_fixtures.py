@@ -5,10 +5,13 @@ it, runs the authors' PyTorch optimizer (CPU) in float64 and float32 on the
 problem of ``torch_problem.py`` and stores the final parameters (and, for
 optimizers with an eval mode, the parameters in eval mode). The tests compare
 against these files, so they need neither torch nor the authors' packages.
-Needs torch 2.13.0 (CPU) and each ``requirement`` (the ``references``
-extra)::
+Needs torch 2.13.0 (CPU) and each ``requirement``: the ``references``
+extra, and timm without its dependencies (its torchvision requirement would
+bring a CUDA build of torch; the runner imports timm's optimizer modules
+without timm's ``__init__``)::
 
     pip install -e ".[references]"
+    pip install --no-deps timm==1.0.31
     python tests/make_authors_fixtures.py
 """
 

@@ -213,6 +213,13 @@ _KNOWN_TEMPORARIES["mars"] = (
     "reference (pytorch_optimizer.MARS) allocates its c_t. Measured with the "
     "previous gradient left unchanged too: the same 4.0"
 )
+_KNOWN_TEMPORARIES["cautious_adamw"] = (
+    "the mask's mean (the kept fraction) is needed before any element of the "
+    "step: XLA:CPU's reduction reads the mask from a materialised float32 "
+    "array, 4.0 bytes per parameter (the same counted in int32 or as "
+    "max(sign, 0): 4.0 and 8.0), as the reference (timm's AdamWLegacy with "
+    "caution) allocates its mask"
+)
 for _rule in ("prodigy", "momo"):
     _KNOWN_TEMPORARIES[f"{_rule}-bfloat16-stochastic"] = _KNOWN_TEMPORARIES[
         f"{_rule}-bfloat16"

@@ -139,3 +139,45 @@ def test_scanned_layers_are_preconditioned_on_their_owners():
 
     tx = jr.soap(1e-2, precondition_frequency=2, scanned_layers=True)
     check_layers_owned(tx, ("factors", "eigenbases"))
+
+
+def test_scanned_layers_under_shard_map_are_the_layers_of_one_device():
+    """Inside ``shard_map`` over the layer axis, each device steps its own layers.
+
+    A scanned layer's step reads nothing of the other layers, so the rule
+    run per device on its local layers (state included) gives the numbers
+    of the whole stack on one device.
+    """
+    from jax.sharding import PartitionSpec as P
+
+    tx = jr.soap(1e-2, precondition_frequency=2, scanned_layers=True)
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(16, 6, 5)), jnp.float32)}
+    grads = [_grads(k, {"w": (16, 6, 5)}) for k in range(4)]
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    single, state = params, tx.init(params)
+    for g in grads:
+        single, state = jax.jit(step)(single, state, g)
+
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
+    local_state = tx.init(params)
+    specs = jax.tree.map(
+        lambda x: P("x") if jnp.ndim(x) and x.shape[0] == 16 else P(), local_state
+    )
+    mapped = jax.jit(
+        jax.shard_map(
+            step,
+            mesh=mesh,
+            in_specs=(P("x"), specs, P("x")),
+            out_specs=(P("x"), specs),
+        )
+    )
+    sharded, state = params, local_state
+    for g in grads:
+        sharded, state = mapped(sharded, state, g)
+    assert float(jnp.max(jnp.abs(single["w"] - params["w"]))) > 1e-3
+    np.testing.assert_allclose(sharded["w"], single["w"], rtol=1e-5, atol=1e-6)

@@ -138,7 +138,37 @@ def _attribute(path: str) -> Any:
     import importlib
 
     module, _, attribute = path.rpartition(".")
+    if module.startswith("timm."):
+        _timm_without_its_init()
     return getattr(importlib.import_module(module), attribute)
+
+
+def _timm_without_its_init() -> None:
+    """Lets ``timm.optim.<module>`` import without running timm's ``__init__``.
+
+    timm's package imports torchvision, whose PyPI wheels beside the CPU
+    torch 2.13.0 do not load; its optimizers' modules need only torch. The
+    two packages are registered as empty packages at their folders (timm is
+    installed with ``pip install --no-deps timm==1.0.31``).
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+
+    found = importlib.util.find_spec("timm")
+    if found is None or found.submodule_search_locations is None:
+        raise ModuleNotFoundError("timm is not installed")
+    folder = next(iter(found.submodule_search_locations))
+    for name, path in (("timm", folder), ("timm.optim", f"{folder}/optim")):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [path]
+            package.__spec__ = importlib.machinery.ModuleSpec(
+                name, None, is_package=True
+            )
+            package.__spec__.submodule_search_locations = [path]
+            sys.modules[name] = package
 
 
 def run_torch(

@@ -18,6 +18,7 @@ from jaxopt_rules.rules._ademamix import ademamix as ademamix
 from jaxopt_rules.rules._adopt import adopt as adopt
 from jaxopt_rules.rules._amsgrad import amsgrad as amsgrad
 from jaxopt_rules.rules._came import came as came
+from jaxopt_rules.rules._cautious_adamw import cautious_adamw as cautious_adamw
 from jaxopt_rules.rules._cocob import cocob as cocob
 from jaxopt_rules.rules._dadapt_adamw import dadapt_adamw as dadapt_adamw
 from jaxopt_rules.rules._dog import dog as dog

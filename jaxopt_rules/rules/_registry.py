@@ -21,6 +21,7 @@ from jaxopt_rules.rules import (
     _adopt,
     _amsgrad,
     _came,
+    _cautious_adamw,
     _cocob,
     _dadapt_adamw,
     _dog,
@@ -135,6 +136,7 @@ REGISTRY: tuple[RuleSpec, ...] = (
     _shampoo.SPEC,
     _sophia_g.SPEC,
     _psgd_kron.SPEC,
+    _cautious_adamw.SPEC,
 )
 """Every rule of the catalog. The test suite runs the conformance kit and the
 reference comparisons (optax's and the authors' code) over each entry, so a
