@@ -163,7 +163,7 @@ def test_scanned_layers_under_shard_map_are_the_layers_of_one_device():
     for g in grads:
         single, state = jax.jit(step)(single, state, g)
 
-    mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Auto,))
     local_state = tx.init(params)
     specs = jax.tree.map(
         lambda x: P("x") if jnp.ndim(x) and x.shape[0] == 16 else P(), local_state
