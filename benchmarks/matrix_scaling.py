@@ -21,8 +21,8 @@ rounds) of:
 - ``soap stack`` / ``psgd_kron stack``: the ``(L, m, m)`` leaf as scanned
   layers (SOAP refreshing its bases by QR at every step, PSGD Kron fitting
   its factors at every step), and ``soap separate`` / ``psgd_kron
-  separate``: the ``L`` separate leaves (each gathered). These four run
-  on at most 4 virtual CPU devices (:data:`STACKS_WITH_LAPACK`).
+  separate``: the ``L`` separate leaves (each gathered). These and
+  Shampoo run on at most 4 virtual CPU devices (:data:`STACKS_WITH_LAPACK`).
 
 State bytes per device are read from the state's shards (the most any one
 device holds). On a CPU host the ``N`` devices are virtual and share the
@@ -92,7 +92,7 @@ def _case(
 
 
 STACKS_WITH_LAPACK = 4
-"""The most virtual CPU devices SOAP's and PSGD Kron's cases run on.
+"""The most virtual CPU devices Shampoo's, SOAP's and PSGD Kron's cases run on.
 
 On 8 virtual devices sharing 2 cores their steps stop in XLA:CPU's
 collectives (jaxlib 0.10.2: "Expected 8 threads to join the rendezvous, but
@@ -127,7 +127,13 @@ def cases(stack: int, size: int, blocks: int, block: int) -> list[Any]:
             separate,
             {n: P("x", None) for n in separate},
         ),
-        _case("shampoo", shampoo, {"w": (side, side)}, {"w": P("x", None)}),
+        _case(
+            "shampoo",
+            shampoo,
+            {"w": (side, side)},
+            {"w": P("x", None)},
+            max_devices=STACKS_WITH_LAPACK,
+        ),
         _case(
             "soap stack",
             jr.soap(1e-2, precondition_frequency=1, scanned_layers=True),

@@ -135,8 +135,9 @@ def test_under_explicit_sharding_each_device_decomposes_its_share_of_blocks():
     """A (16, 16) leaf in blocks of 4 on 8 devices: 2 of the 16 blocks each.
 
     The compiled program's eigendecompositions take 2 blocks per device (not
-    16), the moments stay sharded like the parameter, and the numbers are
-    those of one device.
+    16), each device stores its blocks' factors and roots (rows spread like
+    the blocks, after init and after the steps), the moments stay sharded
+    like the parameter, and the numbers are those of one device.
     """
     tx = jr.shampoo(
         1e-2,
@@ -151,18 +152,28 @@ def test_under_explicit_sharding_each_device_decomposes_its_share_of_blocks():
     def run(put):
         params = put(host)
         state = tx.init(params)
+        initial.append(state)
+        initial.append(jax.jit(tx.init)(params))
         step = jax.jit(tx.update)
         for g in grads:
             updates, state = step(put(g), state, params)
             params = optax.apply_updates(params, updates)
         return params, state, step
 
+    initial = []
     single, _, _ = run(lambda t: jax.tree.map(jnp.asarray, t))
+    initial.clear()
     mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
     with jax.set_mesh(mesh):
         sharding = NamedSharding(mesh, PartitionSpec("x", None))
         sharded, state, step = run(lambda t: jax.device_put(t, sharding))
-        hlo = step.lower(host, state, sharded).compile().as_text()
+        hlo = step.lower(jax.device_put(host, sharding), state, sharded)
+        hlo = hlo.compile().as_text()
+    for s in (*initial, state):
+        for rows in (s.factors["w"], s.roots["w"]):
+            assert rows.shape == (16, 2 * 16)  # a row per block: 2 factors of 4x4
+            assert rows.sharding.spec == PartitionSpec("x", None)
+            assert rows.addressable_shards[0].data.shape == (2, 32)
     eigh_calls = [line for line in hlo.splitlines() if "syevd" in line]
     assert eigh_calls
     assert all("f32[2,4,4]" in line for line in eigh_calls)

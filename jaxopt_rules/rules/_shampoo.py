@@ -121,9 +121,15 @@ def _layout(shape: tuple[int, ...], hyper: Mapping[str, Any]) -> Layout | None:
 
 
 def _factors_shape(shape: tuple[int, ...], hyper: Mapping[str, Any]) -> tuple[int, ...]:
-    """Every block's factors end to end; a 0-d placeholder for graft-only leaves."""
+    """One row per block, its factors end to end; a 0-d placeholder for graft-only.
+
+    Rows, so that under explicit sharding each block's factors are stored by
+    the device that works on the block (the rows spread like the blocks).
+    """
     lay = _layout(shape, hyper)
-    return (lay.size,) if lay is not None else ()
+    if lay is None:
+        return ()
+    return (lay.n_blocks, sum(b * b for b in lay.block))
 
 
 def _scaled_identities(scale_of: str) -> Any:
@@ -137,10 +143,10 @@ def _scaled_identities(scale_of: str) -> Any:
         if callable(scale):
             scale = scale(0)
         eyes = [
-            jnp.broadcast_to(jnp.eye(b), (lay.n_blocks, b, b)).reshape(-1)
+            jnp.broadcast_to(jnp.eye(b).reshape(-1), (lay.n_blocks, b * b))
             for b in lay.block
         ]
-        return jnp.asarray(scale) * jnp.concatenate(eyes)
+        return spread(jnp.asarray(scale) * jnp.concatenate(eyes, axis=1))
 
     return init
 
@@ -164,14 +170,18 @@ def from_blocks(blocks: Array, lay: Layout) -> Array:
     return x[tuple(slice(0, d) for d in lay.shape)]
 
 
-def _cut(flat: Array, lay: Layout) -> list[Array]:
-    """Per axis, the ``(N, b, b)`` stack of the blocks' factors in ``flat``."""
+def _cut(rows: Array, lay: Layout) -> list[Array]:
+    """Per axis, the ``(N, b, b)`` stack of the blocks' factors in ``rows``."""
     out, offset = [], 0
     for b in lay.block:
-        size = lay.n_blocks * b * b
-        out.append(flat[offset : offset + size].reshape(lay.n_blocks, b, b))
-        offset += size
+        out.append(rows[:, offset : offset + b * b].reshape(lay.n_blocks, b, b))
+        offset += b * b
     return out
+
+
+def _join(stacks: list[Array]) -> Array:
+    """The rows of per-axis ``(N, b, b)`` stacks (the inverse of :func:`_cut`)."""
+    return spread(jnp.concatenate([x.reshape(x.shape[0], -1) for x in stacks], axis=1))
 
 
 def _check(hyper: Mapping[str, Any]) -> None:
@@ -478,8 +488,9 @@ def shampoo(
     ``quantized_state`` the moments are quantized and the factors and roots
     kept in full precision. Under explicit sharding the blocks are spread
     over the devices (each computes the Gram matrices, roots and products of
-    its share) and the results gathered; the moments are sharded like the
-    parameter, the factors and roots replicated.
+    its share, and stores its blocks' factors and roots: one row per block,
+    the rows spread like the blocks) and the preconditioned step gathered;
+    the moments are sharded like the parameter.
 
     Args:
         learning_rate: step size, a number or a schedule of the step count.
@@ -529,7 +540,7 @@ def shampoo(
         >>> params = {"w": jnp.zeros((3, 4))}
         >>> state = tx.init(params)
         >>> state.factors["w"].shape  # 4 blocks of 2x2 (padded), 2 factors each
-        (32,)
+        (4, 8)
         >>> updates, _ = tx.update({"w": jnp.ones((3, 4))}, state, params)
         >>> # the graft's norm: 0.1 |g|, times 1 + b1 (Nesterov, first step)
         >>> round(float(jnp.linalg.norm(updates["w"])), 4)
@@ -571,8 +582,8 @@ def shampoo(
         # blocks (spread along the stack's axis), and the results are
         # gathered.
         blocks = spread(to_blocks(g.reshape(lay.shape).astype(work), lay))
-        stats = [spread(f) for f in _cut(replicated(factors).astype(work), lay)]
-        old_roots = [spread(r) for r in _cut(replicated(roots).astype(work), lay)]
+        stats = [spread(f) for f in _cut(spread(factors).astype(work), lay)]
+        old_roots = [spread(r) for r in _cut(spread(roots).astype(work), lay)]
         w2 = jnp.where(b2 == 1, 1.0, 1 - b2)
         fresh = [b2 * st + w2 * _gram(blocks, a) for a, st in enumerate(stats)]
         if statistics_compute_steps > 1:
@@ -594,8 +605,8 @@ def shampoo(
         )
         done = from_blocks(replicated(_precondition(blocks, current)), lay)
         s = done.reshape(grad.shape).astype(g.dtype)
-        new_factors = jnp.concatenate([replicated(f).reshape(-1) for f in fresh])
-        new_roots = jnp.concatenate([replicated(r).reshape(-1) for r in current])
+        new_factors = _join(fresh)
+        new_roots = _join(current)
     if graft != "none":
         s = s * (jnp.linalg.norm(h) / (jnp.linalg.norm(s) + 1e-16))
     if not decoupled_weight_decay:
