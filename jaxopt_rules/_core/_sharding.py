@@ -133,8 +133,9 @@ def each_matrix(fn: Callable[..., Any], *stacks: Array, shared: Any = None) -> A
     :func:`stacked_like` lay out a stack and its per-matrix state), the map
     runs under ``jax.shard_map`` over those mesh axes: each device maps
     ``fn`` over its own matrices as local arrays, with no layouts in the
-    types (XLA:CPU's batched QR has no sharding rule, for one); the stacks'
-    other axes are gathered first and the arrays of ``shared`` replicated.
+    types (jax 0.10's QR of a stack sharded over explicit axes fails, for
+    one); the stacks' other axes are gathered first and the arrays of
+    ``shared`` replicated.
     Off a mesh, on automatic axes or with the leading axis unsharded, a
     plain ``jax.vmap``.
 
