@@ -582,8 +582,10 @@ def shampoo(
         # blocks (spread along the stack's axis), and the results are
         # gathered.
         blocks = spread(to_blocks(g.reshape(lay.shape).astype(work), lay))
-        stats = [spread(f) for f in _cut(spread(factors).astype(work), lay)]
-        old_roots = [spread(r) for r in _cut(spread(roots).astype(work), lay)]
+        # (A block's factors and roots are stored by the block's device: its
+        # row of the slots, spread like the blocks.)
+        stats = _cut(spread(factors).astype(work), lay)
+        old_roots = _cut(spread(roots).astype(work), lay)
         w2 = jnp.where(b2 == 1, 1.0, 1 - b2)
         fresh = [b2 * st + w2 * _gram(blocks, a) for a, st in enumerate(stats)]
         if statistics_compute_steps > 1:
