@@ -180,13 +180,27 @@ def conv_task() -> Task:
         }
 
     def conv(x: jax.Array, layer: Any, stride: int) -> jax.Array:
-        y = jax.lax.conv_general_dilated(
-            x,
-            layer["w"],
-            window_strides=(stride, stride),
-            padding="SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        # A 'SAME' convolution as one matmul over the 3x3 patches: the numbers
+        # of lax.conv_general_dilated, and under jax.vmap over runs (each with
+        # its own kernel) 2.6x faster on XLA:CPU, whose grouped convolution
+        # in the kernel's gradient took most of the leaderboard's time.
+        kh, kw, c_in, c_out = layer["w"].shape
+        pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), "SAME")
+        padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+        h, w = (-(-n // stride) for n in x.shape[1:3])  # (ceil)
+        patches = jnp.concatenate(
+            [
+                padded[
+                    :,
+                    i : i + stride * (h - 1) + 1 : stride,
+                    j : j + stride * (w - 1) + 1 : stride,
+                ]
+                for i in range(kh)
+                for j in range(kw)
+            ],
+            axis=-1,
         )
+        y = patches @ layer["w"].reshape(kh * kw * c_in, c_out)
         return jax.nn.relu(y + layer["b"])
 
     def logits(params: Any, x: jax.Array) -> jax.Array:

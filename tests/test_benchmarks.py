@@ -284,3 +284,17 @@ def test_leaderboard_sweeps_then_reruns_the_best_rate_with_seeds(capsys):
     index = entry.rates.index(entry.best_rate)
     assert entry.curves[0, -1] == pytest.approx(entry.sweep_final[index], rel=1e-5)
     assert entry.state_bytes_per_param == pytest.approx(8.0, rel=1e-3)  # m and v
+
+
+def test_leaderboard_in_worker_processes_gives_the_same_entries(capsys):
+    leaderboard = load_benchmark("leaderboard")
+    args = ["--quick", "--rules", "adamw", "lion", "--steps", "50", "--no-plots"]
+    alone = {e.rule: e for e in leaderboard.main(args)}
+    shared = {e.rule: e for e in leaderboard.main([*args, "--jobs", "2"])}
+    assert "2 process(es)" in capsys.readouterr().out
+    assert shared.keys() == alone.keys() == {"adamw", "lion"}
+    for rule, entry in shared.items():
+        assert entry.rates == alone[rule].rates
+        assert entry.best_rate == alone[rule].best_rate
+        # One thread per process sums in another order than two threads.
+        np.testing.assert_allclose(entry.curves, alone[rule].curves, rtol=1e-4)
