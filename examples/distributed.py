@@ -5,11 +5,17 @@ What it shows:
 * real JAX multi-controller training: two OS processes, each with 4 CPU
   devices, join one 8-device job through ``jax.distributed.initialize`` (the
   coordinator listens on 127.0.0.1, CPU collectives go through gloo);
-* FSDP-style sharding: every parameter whose leading axis divides the mesh is
-  split along it over all 8 devices, the batch too, and ``jaxopt_rules.adamw``'s
-  state (``mu`` and ``nu``) is sharded exactly like the parameters, so each
-  device holds 1/8 of the parameters and 1/8 of the moments (the example checks
-  it and prints the per-device shard shapes);
+* FSDP-style sharding on an explicit mesh: every parameter whose leading axis
+  divides the mesh is split along it over all 8 devices, the batch too (the
+  model gathers each weight before it uses it), and the optimizer's moments
+  (``mu`` and ``nu``) are sharded exactly like the parameters, so each device
+  holds 1/8 of the parameters and 1/8 of the moments (the example checks it
+  and prints the per-device shard shapes);
+* a matrix rule's per-layer work spread over the processes' devices
+  (``--optimizer soap``): the model's 8 residual layers are one scanned stack,
+  ``jaxopt_rules.soap(scanned_layers=...)`` preconditions each layer on its
+  own, and each device refreshes and stores only its own layer's Kronecker
+  factors and eigenbases (printed: one layer's per device);
 * an orbax checkpoint written by both processes into one directory, restored
   into a job with another device count (one process with 2 devices), which
   continues training: the loss goes on from where it stopped.
@@ -22,8 +28,10 @@ real input pipeline would read only its own rows.
 Run the whole demo (it spawns the worker processes itself; 20-40 s on 2 CPU cores)::
 
     python examples/distributed.py --launch
+    python examples/distributed.py --launch --optimizer soap
 
-It prints the per-step losses of each phase. Options: ``--processes``,
+It prints the per-step losses of each phase. Options: ``--optimizer``
+(``adamw`` or ``soap``), ``--processes``,
 ``--devices`` (per process), ``--steps``; ``--resume-processes``,
 ``--resume-devices``, ``--resume-steps`` for the resumed run; ``--dir`` keeps
 the checkpoints there (``<dir>/step_<n>``, default: a temporary folder).
@@ -53,6 +61,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
+from optax.contrib import MuonDimensionNumbers
 
 import jaxopt_rules as jr
 
@@ -61,6 +70,8 @@ Params = dict[str, jax.Array]
 
 SIZES = (16, 64, 32, 4)
 """MLP layer widths: input, two hidden layers, output."""
+LAYERS = 8
+"""Residual layers of width ``SIZES[1]`` after the first, stored as one stack."""
 GLOBAL_BATCH = 64
 DATASET_ROWS = 512
 LEARNING_RATE = 3e-3
@@ -71,15 +82,41 @@ AXIS = "fsdp"
 # --- The model, the data and the optimizer: plain JAX, no sharding. --------
 
 
-def make_optimizer() -> optax.GradientTransformation:
-    """The drop-in optimizer: ``jaxopt_rules.adamw``, with two moment slots."""
-    return jr.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+OPTIMIZERS = ("adamw", "muon", "soap")
+
+
+def make_optimizer(name: str = "adamw") -> optax.GradientTransformation:
+    """``jaxopt_rules.adamw``, ``muon`` or ``soap``, the last two layer by layer.
+
+    Muon orthogonalises each layer of ``blocks`` on its own (a stack of
+    matrices: rows on axis 1, columns on axis 2) and each other weight
+    matrix (AdamW steps for the biases). SOAP preconditions each layer of
+    ``blocks`` on its own (its own Kronecker factors and eigenbases,
+    ``(LAYERS, ...)`` per slot), the other weights as whole matrices.
+    """
+    if name == "adamw":
+        return jr.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    if name == "muon":
+        stack = MuonDimensionNumbers(reduction_axis=1, output_axis=2)
+        kinds = {3: stack, 2: MuonDimensionNumbers(), 1: None}  # (None: AdamW)
+        matrices = lambda params: {key: kinds[p.ndim] for key, p in params.items()}
+        return jr.muon(
+            LEARNING_RATE,
+            weight_decay=WEIGHT_DECAY,
+            muon_weight_dimension_numbers=matrices,
+        )
+    if name == "soap":
+        scanned = lambda params: {key: key == "blocks" for key in params}
+        return jr.soap(LEARNING_RATE, weight_decay=WEIGHT_DECAY, scanned_layers=scanned)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
     """The MLP's parameters, as host (NumPy) float32 arrays.
 
-    Weights ``w<i>`` of shape ``(fan_in, fan_out)`` and biases ``b<i>``; the
+    Weights ``w<i>`` of shape ``(fan_in, fan_out)`` and biases ``b<i>``, and
+    ``blocks``: ``LAYERS`` residual layers' ``(width, width)`` weights in one
+    ``(LAYERS, width, width)`` array (a model built with ``lax.scan``). The
     last bias has 4 elements, fewer than the mesh has devices, so it stays
     replicated (see :func:`fsdp_spec`).
     """
@@ -91,6 +128,9 @@ def init_params(seed: int = 0) -> dict[str, np.ndarray]:
             np.float32
         )
         params[f"b{i}"] = np.zeros(fan_out, np.float32)
+    width = SIZES[1]
+    blocks = rng.standard_normal((LAYERS, width, width)) * 0.2 / np.sqrt(width)
+    params["blocks"] = blocks.astype(np.float32)
     return params
 
 
@@ -110,14 +150,33 @@ def batch(step: int) -> tuple[np.ndarray, np.ndarray]:
     return x[start : start + GLOBAL_BATCH], y[start : start + GLOBAL_BATCH]
 
 
+def gathered(w: jax.Array) -> jax.Array:
+    """The whole of ``w`` (FSDP's all-gather before use) where it is sharded."""
+    if any(entry is not None for entry in jax.typeof(w).sharding.spec):
+        return jax.sharding.reshard(w, PartitionSpec())
+    return w
+
+
 def loss_fn(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean squared error of the MLP (ReLU hidden layers) on one batch."""
+    """Mean squared error of the MLP (ReLU hidden layers) on one batch.
+
+    After the first layer, ``LAYERS`` residual layers ``h + relu(h @ W)``
+    scanned over ``blocks``. Each weight is gathered where it is used; its
+    gradient comes back sharded like it (a reduce-scatter).
+    """
+    params = {name: gathered(w) for name, w in params.items()}
+
+    def residual(h: jax.Array, w: jax.Array) -> tuple[jax.Array, None]:
+        return h + jax.nn.relu(h @ w), None
+
     h = x
     layers = len(SIZES) - 1
     for i in range(layers):
         h = h @ params[f"w{i}"] + params[f"b{i}"]
         if i < layers - 1:
             h = jax.nn.relu(h)
+        if i == 0:
+            h, _ = jax.lax.scan(residual, h, params["blocks"])
     return jnp.mean((h - y) ** 2)
 
 
@@ -148,7 +207,10 @@ def fsdp_shardings(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 
 
 def check_state_sharded_like_params(params: Params, opt_state: Any) -> None:
-    """Checks that both Adam moments of each parameter have its sharding.
+    """Checks that the moments of each parameter have its sharding.
+
+    Every parameter has a first moment ``mu`` of its shape; a second moment
+    ``nu`` where the rule keeps one (Muon keeps a scalar zero for a matrix).
 
     Raises:
         AssertionError: naming the first moment sharded otherwise.
@@ -156,11 +218,52 @@ def check_state_sharded_like_params(params: Params, opt_state: Any) -> None:
     for slot in ("mu", "nu"):
         for name, param in params.items():
             moment = getattr(opt_state, slot)[name]
-            if moment.sharding != param.sharding:
+            if slot == "nu" and moment.shape != param.shape:
+                continue
+            if not moment.sharding.is_equivalent_to(param.sharding, param.ndim):
                 raise AssertionError(
                     f"{slot}[{name!r}] is sharded as {moment.sharding}, "
                     f"its parameter as {param.sharding}"
                 )
+
+
+def state_shardings(tx: optax.GradientTransformation, param_sh: Any) -> Any:
+    """The optimizer state's shardings, as the rule lays its state out.
+
+    The moments are sharded like the parameters; a matrix rule's per-layer
+    state (SOAP's factors and eigenbases of ``blocks``) lies with the devices
+    that own its layers, its whole-matrix state replicated. Read off the
+    rule's ``init`` on abstract parameters, so a restored state has the
+    layout that training gives it.
+    """
+    abstract = jax.tree.map(
+        lambda leaf, sh: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sh),
+        init_params(),
+        param_sh,
+    )
+    mesh = jax.tree.leaves(param_sh)[0].mesh
+    with jax.set_mesh(mesh):
+        shapes = jax.eval_shape(tx.init, abstract)
+    spec = lambda s: PartitionSpec() if s.sharding is None else s.sharding.spec
+    return jax.tree.map(lambda s: NamedSharding(mesh, spec(s)), shapes)
+
+
+def check_state_laid_out(opt_state: Any, shardings: Any) -> None:
+    """Checks that every state leaf has the layout :func:`state_shardings` gives.
+
+    Raises:
+        AssertionError: naming the first leaf laid out otherwise.
+    """
+    for (path, leaf), want in zip(
+        jax.tree_util.tree_leaves_with_path(opt_state),
+        jax.tree.leaves(shardings),
+        strict=True,
+    ):
+        if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
+            raise AssertionError(
+                f"state{jax.tree_util.keystr(path)} is sharded as {leaf.sharding}, "
+                f"its rule lays it out as {want}"
+            )
 
 
 def shard_shapes(tree: Any) -> Any:
@@ -199,22 +302,24 @@ def worker(args: argparse.Namespace) -> None:
         heartbeat_timeout_seconds=30,
     )
     lead = jax.process_index() == 0
-    # Auto axes: XLA inserts the all-gathers of FSDP's sharded weights.
+    # Explicit axes: shardings are part of the arrays' types; the model
+    # gathers the weights it uses (``gathered``) and the matrix rules see
+    # which device owns which layer.
     mesh = jax.make_mesh(
-        (jax.device_count(),), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+        (jax.device_count(),), (AXIS,), axis_types=(jax.sharding.AxisType.Explicit,)
     )
-    tx = make_optimizer()
+    jax.sharding.set_mesh(mesh)
+    tx = make_optimizer(args.optimizer)
     host_params = init_params()
     param_sh = fsdp_shardings(host_params, mesh)
-    state_sh = fsdp_shardings(jax.eval_shape(tx.init, host_params), mesh)
+    state_sh = state_shardings(tx, param_sh)
     data_sh = NamedSharding(mesh, PartitionSpec(AXIS))
-    replicated = NamedSharding(mesh, PartitionSpec())
     checkpointer = ocp.StandardCheckpointer()
     directory = pathlib.Path(args.dir).absolute()
 
     if args.start == 0:
         params = jax.tree.map(global_array, host_params, param_sh)
-        opt_state = jax.jit(tx.init, out_shardings=state_sh)(params)
+        opt_state = jax.jit(tx.init)(params)
         restored = "fresh start"
     else:
         abstract = jax.tree.map(
@@ -226,11 +331,12 @@ def worker(args: argparse.Namespace) -> None:
         params, opt_state = tree["params"], tree["opt_state"]
         restored = f"restored {directory / f'step_{args.start}'}"
     check_state_sharded_like_params(params, opt_state)
+    check_state_laid_out(opt_state, state_sh)
 
     if lead:
         print(
             f"== {jax.process_count()} process(es) x {jax.local_device_count()} "
-            f"CPU devices = {jax.device_count()} devices; {restored}"
+            f"CPU devices = {jax.device_count()} devices; {args.optimizer}; {restored}"
         )
         shapes = shard_shapes({"params": params, "mu": opt_state.mu})
         for name, param in params.items():
@@ -238,12 +344,17 @@ def worker(args: argparse.Namespace) -> None:
                 f"   {name}: global {param.shape}, per device: param "
                 f"{shapes['params'][name]}, mu/nu {shapes['mu'][name]}"
             )
+        if args.optimizer == "soap":
+            factors = opt_state.factors["blocks"]
+            bases = opt_state.eigenbases["blocks"]
+            print(
+                f"   blocks' factors: global {factors.shape}, per device "
+                f"{shard_shapes(factors)}; eigenbases: global {bases.shape}, "
+                f"per device {shard_shapes(bases)}"
+            )
 
     step_fn = jax.jit(
-        lambda p, s, x, y: train_step(tx, p, s, x, y),
-        in_shardings=(param_sh, state_sh, data_sh, data_sh),
-        out_shardings=(param_sh, state_sh, replicated),
-        donate_argnums=(0, 1),
+        lambda p, s, x, y: train_step(tx, p, s, x, y), donate_argnums=(0, 1)
     )
     for step in range(args.start + 1, args.stop + 1):
         x, y = batch(step)
@@ -254,6 +365,7 @@ def worker(args: argparse.Namespace) -> None:
             print(f"step {step:4d}  loss {float(loss):.9g}", flush=True)
 
     check_state_sharded_like_params(params, opt_state)
+    check_state_laid_out(opt_state, state_sh)
     # Every process writes its own shards; orbax coordinates the processes.
     path = directory / f"step_{args.stop}"
     checkpointer.save(path, {"params": params, "opt_state": opt_state})
@@ -283,7 +395,13 @@ def forward_output(worker: subprocess.Popen[str]) -> None:
 
 
 def run_phase(
-    processes: int, devices: int, start: int, stop: int, directory: str, timeout: float
+    processes: int,
+    devices: int,
+    start: int,
+    stop: int,
+    directory: str,
+    timeout: float,
+    optimizer: str = "adamw",
 ) -> None:
     """Runs one job of ``processes`` worker processes; fails if any worker fails.
 
@@ -294,6 +412,7 @@ def run_phase(
         stop: the last step to train and checkpoint.
         directory: the checkpoint folder, shared by all processes.
         timeout: seconds the whole job may take.
+        optimizer: ``adamw`` or ``soap`` (see :func:`make_optimizer`).
 
     Raises:
         SystemExit: a worker exited with an error, or the job ran past
@@ -314,6 +433,7 @@ def run_phase(
                 f"--start={start}",
                 f"--stop={stop}",
                 f"--dir={directory}",
+                f"--optimizer={optimizer}",
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -352,7 +472,15 @@ def launch(args: argparse.Namespace) -> None:
     directory = args.dir or tempfile.mkdtemp(prefix="distributed_example_")
     try:
         total = args.steps + args.resume_steps
-        run_phase(args.processes, args.devices, 0, args.steps, directory, args.timeout)
+        run_phase(
+            args.processes,
+            args.devices,
+            0,
+            args.steps,
+            directory,
+            args.timeout,
+            args.optimizer,
+        )
         run_phase(
             args.resume_processes,
             args.resume_devices,
@@ -360,6 +488,7 @@ def launch(args: argparse.Namespace) -> None:
             total,
             directory,
             args.timeout,
+            args.optimizer,
         )
     finally:
         if args.dir is None:
@@ -374,6 +503,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--launch", action="store_true", help="run the whole demo")
     mode.add_argument("--worker", action="store_true", help="run one process")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument(
         "--devices", type=int, default=4, help="CPU devices per process"
