@@ -29,20 +29,31 @@ device holds). On a CPU host the ``N`` devices are virtual and share the
 host's cores, so the step times show the work each layout does in all (a
 gathered matrix is iterated ``N`` times), not a speed-up from more hardware.
 
+With ``--processes`` each device is a process of its own: ``N`` processes
+with one CPU device each join one job (``jax.distributed.initialize`` on
+localhost, collectives through gloo) and run every case on the ``N``
+devices, Shampoo's, SOAP's and PSGD Kron's on 8 too: each process has its
+own threads, so no device's collective waits on a thread another device's
+LAPACK work holds.
+
 Usage::
 
-    python -m benchmarks.matrix_scaling            # ~6 minutes on 2 cores
+    python -m benchmarks.matrix_scaling              # ~3 minutes on 2 cores
+    python -m benchmarks.matrix_scaling --processes  # one per device: ~11 minutes
     python -m benchmarks.matrix_scaling --markdown
 """
 
 import argparse
+import json
 import os
+import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
 
 
-if __name__ == "__main__" and "jax" not in sys.modules:
+if __name__ == "__main__" and "jax" not in sys.modules and "--worker" not in sys.argv:
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     )
@@ -50,6 +61,7 @@ if __name__ == "__main__" and "jax" not in sys.modules:
 import jax
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from optax.contrib import MuonDimensionNumbers
 
@@ -70,8 +82,12 @@ def _case(
         rng = np.random.default_rng(0)
         host = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
         put = {n: NamedSharding(mesh, specs[n]) for n in shapes}
-        params = {n: jax.device_put(host[n], put[n]) for n in shapes}
-        grads = {n: jax.device_put(host[n] * 0.1, put[n]) for n in shapes}
+        # (from the host array each process holds whole: also across processes)
+        place = lambda x, sh: jax.make_array_from_callback(
+            x.shape, sh, lambda index: x[index]
+        )
+        params = {n: place(host[n], put[n]) for n in shapes}
+        grads = {n: place(host[n] * 0.1, put[n]) for n in shapes}
         state = jax.jit(tx.init)(params)
         step = jax.jit(tx.update)
         holder = [state]
@@ -84,7 +100,14 @@ def _case(
 
         timed = Timed(name, run, sync, steps=2)
         calibrate(timed, 0.2, max_steps=20)
-        return per_device_bytes(holder[0]), timed
+        held = per_device_bytes(holder[0])
+        if jax.process_count() > 1:
+            # Every process steps as often as the first (each step is a
+            # collective); the state's most bytes on any device.
+            steps = multihost_utils.broadcast_one_to_all(np.int32(timed.steps))
+            timed.steps = int(steps)
+            held = int(np.max(multihost_utils.process_allgather(np.int64(held))))
+        return held, timed
 
     build.__name__ = name
     build.max_devices = max_devices  # pyright: ignore[reportFunctionMemberAccess]
@@ -100,7 +123,8 @@ only 1 of them arrived"; a device's program waits in an all-to-all or
 all-gather on one of the 2 threads of the pool the other devices' matrix
 work needs), for 64 x 64 layers and larger, with or without the
 concurrency-optimized scheduler or multi-threaded Eigen; the tests' 32 x 24
-layers run. Real devices do not share a thread pool."""
+layers run. Real devices do not share a thread pool, nor do processes:
+with ``--processes`` every case runs on 8."""
 
 
 def cases(stack: int, size: int, blocks: int, block: int) -> list[Any]:
@@ -165,6 +189,90 @@ def cases(stack: int, size: int, blocks: int, block: int) -> list[Any]:
     ]
 
 
+def _rows(n: int, args: argparse.Namespace, limit: bool) -> list[list[str]]:
+    """Each case's row on an explicit mesh of the first ``n`` devices."""
+    mesh = jax.make_mesh(
+        (n,), ("x",), axis_types=(AxisType.Explicit,), devices=jax.devices()[:n]
+    )
+    with jax.set_mesh(mesh):
+        built = [
+            (c.__name__, *c(mesh))
+            for c in cases(args.stack, args.size, args.blocks, args.block)
+            if not limit or n <= c.max_devices
+        ]
+        measure([timed for _, _, timed in built], args.rounds)
+    return [
+        [name, str(n), f"{state_bytes / 2**20:.2f}", f"{median_ms(timed):.1f}"]
+        for name, state_bytes, timed in built
+    ]
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """One process of a ``--processes`` job: one CPU device; the first prints."""
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", 1)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        initialization_timeout=120,
+    )
+    rows = _rows(jax.device_count(), args, limit=False)
+    if jax.process_index() == 0:
+        print("ROWS " + json.dumps(rows), flush=True)
+    jax.distributed.shutdown()
+
+
+def _job(n: int, args: argparse.Namespace, timeout: float = 1200) -> list[list[str]]:
+    """Runs the cases as ``n`` processes of one device each; the first's rows."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    shared = [
+        f"--{k}={getattr(args, k)}"
+        for k in ("stack", "size", "blocks", "block", "rounds")
+    ]
+    command = [sys.executable, "-m", "benchmarks.matrix_scaling", "--worker"]
+    # XLA:CPU's concurrency-optimized scheduler stops a one-device process's
+    # SOAP stack step with every thread waiting (as it stops the
+    # leaderboard's LAPACK sweeps, docs/performance.md); the default one runs.
+    flags = os.environ.get("XLA_FLAGS", "").replace(
+        "--xla_force_host_platform_device_count=8", ""
+    )
+    env = {
+        **os.environ,
+        "XLA_FLAGS": flags + " --xla_cpu_enable_concurrency_optimized_scheduler=false",
+    }
+    workers = [
+        subprocess.Popen(
+            [
+                *command,
+                *shared,
+                f"--coordinator=127.0.0.1:{port}",
+                f"--num-processes={n}",
+                f"--process-id={i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        for i in range(n)
+    ]
+    try:
+        out, _ = workers[0].communicate(timeout=timeout)
+        codes = [w.wait(timeout=60) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    lines = [line for line in out.splitlines() if line.startswith("ROWS ")]
+    if any(codes) or not lines:
+        raise SystemExit(f"the {n}-process job failed (exit statuses {codes})")
+    return json.loads(lines[0][len("ROWS ") :])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", type=int, default=16)
@@ -173,31 +281,39 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--processes", action="store_true", help="one process per device"
+    )
+    parser.add_argument(
+        "--counts", type=int, nargs="*", default=[1, 2, 4, 8], help="device counts"
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--coordinator", help=argparse.SUPPRESS)
+    parser.add_argument("--num-processes", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--process-id", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        _worker(args)
+        return
     rows = []
-    for n in (1, 2, 4, 8):
-        mesh = jax.make_mesh(
-            (n,), ("x",), axis_types=(AxisType.Explicit,), devices=jax.devices()[:n]
-        )
-        with jax.set_mesh(mesh):
-            built = [
-                (c.__name__, *c(mesh))
-                for c in cases(args.stack, args.size, args.blocks, args.block)
-                if n <= c.max_devices
-            ]
-            measure([timed for _, _, timed in built], args.rounds)
-        for name, state_bytes, timed in built:
-            rows.append(
-                [name, str(n), f"{state_bytes / 2**20:.2f}", f"{median_ms(timed):.1f}"]
-            )
+    for n in args.counts:
+        if args.processes:
+            rows += _job(n, args)
+        else:
+            rows += _rows(n, args, limit=True)
     print(
         f"{args.stack} matrices {args.size}x{args.size} (muon); a "
         f"{args.blocks * args.block}x{args.blocks * args.block} leaf in blocks of "
         f"{args.block} (shampoo); {jax.devices()[0].platform}, median of "
-        f"{args.rounds} rounds"
+        f"{args.rounds} rounds" + ("; one process per device" if args.processes else "")
     )
     _table.print_table(
-        ["layout", "devices", "state MiB/device", "step ms"],
+        [
+            "layout",
+            "processes" if args.processes else "devices",
+            "state MiB/device",
+            "step ms",
+        ],
         rows,
         "lrrr",
         markdown=args.markdown,

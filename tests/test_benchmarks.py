@@ -247,6 +247,45 @@ def test_torch_agreement_reads_the_verification_problem():
     assert problem.relative_error({"w": np.ones(2)}, {"w": np.ones(2)}) == 0
 
 
+def test_matrix_scaling_runs_one_process_per_device():
+    """Each device its own process: the matrix rules' state per device halves.
+
+    On 2 processes (one CPU device each, jax.distributed on localhost) the
+    scanned stacks and Shampoo's blocks keep half of their 1-process state
+    per device; the separate leaves keep their factors whole on each.
+    """
+    sizes = ["--stack", "4", "--size", "64", "--blocks", "4", "--block", "32"]
+    script = [sys.executable, "-m", "benchmarks.matrix_scaling", "--processes"]
+    result = subprocess.run(
+        [*script, "--counts", "1", "2", "--rounds", "1", *sizes],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = {}
+    for line in result.stdout.splitlines():
+        cells = line.rsplit(maxsplit=3)
+        if len(cells) == 4 and cells[1] in ("1", "2"):
+            table[cells[0], int(cells[1])] = float(cells[2])
+    layouts = {name for name, _ in table}
+    assert layouts == {
+        "muon stack",
+        "muon separate",
+        "shampoo",
+        "soap stack",
+        "soap separate",
+        "psgd_kron stack",
+        "psgd_kron separate",
+    }
+    for name in ("soap stack", "psgd_kron stack", "shampoo"):
+        assert table[name, 2] == pytest.approx(table[name, 1] / 2, rel=0.1), name
+    for name in ("soap separate", "psgd_kron separate"):
+        assert table[name, 2] > 0.6 * table[name, 1], name
+
+
 @pytest.mark.parametrize(
     "command",
     [["benchmarks/leaf_batching.py"], ["-m", "benchmarks.leaf_batching"]],
