@@ -5,6 +5,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from jaxopt_rules._core import Array, Scalar, Slot, rule
+from jaxopt_rules.rules._adam import adam_moments
 from jaxopt_rules.rules._spec import AuthorsReference, RuleSpec
 
 
@@ -91,8 +92,7 @@ def cautious_adamw(
         still do). Verified against ``timm`` 1.0.31's ``AdamWLegacy`` with
         ``caution=True``, which computes the authors' formula.
     """
-    mu = b1 * mu + (1 - b1) * grad
-    nu = b2 * nu + (1 - b2) * (grad * grad)
+    mu, nu = adam_moments(grad, mu, nu, b1=b1, b2=b2)
     # The mask is recomputed where it is used (its mean, then the step).
     kept = jnp.mean((mu * grad > 0).astype(grad.dtype))
     scale = 1 / jnp.maximum(kept, MIN_KEPT_FRACTION)
