@@ -6,12 +6,13 @@ problem of ``torch_problem.py`` and stores the final parameters (and, for
 optimizers with an eval mode, the parameters in eval mode). The tests compare
 against these files, so they need neither torch nor the authors' packages.
 Needs torch 2.13.0 (CPU) and each ``requirement``: the ``references``
-extra, and timm without its dependencies (its torchvision requirement would
-bring a CUDA build of torch; the runner imports timm's optimizer modules
-without timm's ``__init__``)::
+extra, and timm and kron-torch without their dependencies (timm's
+torchvision requirement, kron-torch's triton, would bring CUDA builds; the
+runner imports timm's optimizer modules without timm's ``__init__``, and
+kron-torch's optimizer needs neither triton nor opt-einsum)::
 
     pip install -e ".[references]"
-    pip install --no-deps timm==1.0.31
+    pip install --no-deps timm==1.0.31 kron-torch==0.3.3
     python tests/make_authors_fixtures.py
 """
 
@@ -35,8 +36,21 @@ FIXTURES = HERE / "fixtures"
 SEED = 0
 
 
-def case_key(spec_name: str, index: int, dtype: str) -> str:
-    return f"{spec_name}/{index}/{dtype}"
+def case_key(label: str, index: int, dtype: str) -> str:
+    return f"{label}/{index}/{dtype}"
+
+
+def references() -> list[tuple[str, jr.RuleSpec, jr.AuthorsReference]]:
+    """``(label, spec, reference)`` for every authors' code a rule is compared with.
+
+    The label is the rule's name for its ``authors``, and
+    ``<name>@<package>`` for each of its ``more_authors``.
+    """
+    return [
+        (label, spec, reference)
+        for spec in jr.REGISTRY
+        for label, reference in spec.authors_references
+    ]
 
 
 def _stable(value: object) -> object:
@@ -68,22 +82,18 @@ def main() -> None:
     meta: dict[str, object] = {"torch": torch.__version__, "seed": SEED}
     cases: dict[str, list[str]] = {}
     versions: dict[str, str] = {}
-    for spec in jr.REGISTRY:
-        reference = spec.authors
-        if reference is None:
-            continue
-        package = reference.requirement.partition("==")[0]
-        installed = importlib.metadata.version(package)
+    for label, spec, reference in references():
+        installed = importlib.metadata.version(reference.package)
         if installed != reference.requirement.partition("==")[2]:
-            raise SystemExit(f"{spec.name}: needs {reference.requirement}, {installed}")
-        versions[spec.name] = reference.requirement
-        cases[spec.name] = describe(reference)
+            raise SystemExit(f"{label}: needs {reference.requirement}, {installed}")
+        versions[label] = reference.requirement
+        cases[label] = describe(reference)
         data = torch_problem.problem(SEED, torch_problem.shapes_for(reference))
         evaluates = torch_problem.evaluates(reference)
         for index, (ours, theirs) in enumerate(reference.cases):
             probe = torch_problem.probe_for(reference, ours, spec.factory)
             for dtype in reference.tolerance:
-                key = case_key(spec.name, index, dtype)
+                key = case_key(label, index, dtype)
                 for evaluate in (False, True) if evaluates else (False,):
                     final = torch_problem.run_reference(
                         reference,
@@ -95,7 +105,7 @@ def main() -> None:
                     )
                     for leaf, value in final.items():
                         arrays[f"{key}/{'eval/' if evaluate else ''}{leaf}"] = value
-        print(f"{spec.name}: {len(reference.cases)} cases", file=sys.stderr)
+        print(f"{label}: {len(reference.cases)} cases", file=sys.stderr)
     meta.update(requirements=versions, cases=cases)
     FIXTURES.mkdir(exist_ok=True)
     np.savez_compressed(FIXTURES / "authors.npz", **arrays)

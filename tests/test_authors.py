@@ -1,11 +1,12 @@
 """Catalog rules against their authors' own code, over 100-step trajectories.
 
-Each rule with an ``authors`` reference (``RuleSpec.authors``) is run on the
-torch_compat problem with each case pair and compared with the authors'
-PyTorch optimizer's trajectory, stored in ``fixtures/authors.npz`` (written
-by ``make_authors_fixtures.py``), so no torch is needed. With torch and the
-authors' package importable, the fixtures are recomputed live and checked to
-be current, and the rule is compared with a live run on another problem.
+Each rule with an ``authors`` reference (``RuleSpec.authors``, and any
+``more_authors``) is run on the torch_compat problem with each case pair and
+compared with the authors' optimizer's trajectory, stored in
+``fixtures/authors.npz`` (written by ``make_authors_fixtures.py``), so no
+torch is needed. With torch and the authors' package importable, the
+fixtures are recomputed live and checked to be current, and the rule is
+compared with a live run on another problem.
 """
 
 import importlib.util
@@ -21,64 +22,62 @@ from tests import make_authors_fixtures as maker
 
 FIXTURES = np.load(maker.FIXTURES / "authors.npz")
 META = json.loads((maker.FIXTURES / "authors.json").read_text())
-SPECS = {spec.name: spec for spec in jr.REGISTRY if spec.authors is not None}
+REFERENCES = {label: (spec, ref) for label, spec, ref in maker.references()}
+"""Every authors' code compared with, by label (the rule's name, or
+``<name>@<package>`` for its ``more_authors``)."""
 CASES = [
-    pytest.param(spec, index, dtype, id=f"{spec.name}-{index}-{dtype}")
-    for spec in SPECS.values()
-    for index in range(len(spec.authors.cases))  # pyright: ignore[reportOptionalMemberAccess]
-    for dtype in spec.authors.tolerance  # pyright: ignore[reportOptionalMemberAccess]
+    pytest.param(label, index, dtype, id=f"{label}-{index}-{dtype}")
+    for label, (_, reference) in REFERENCES.items()
+    for index in range(len(reference.cases))
+    for dtype in reference.tolerance
 ]
 
 
-def _reference(spec: jr.RuleSpec) -> jr.AuthorsReference:
-    assert spec.authors is not None
-    return spec.authors
-
-
-def _stored(spec: jr.RuleSpec, index: int, dtype: str, evaluated: bool = False):
-    key = maker.case_key(spec.name, index, dtype)
+def _stored(label: str, index: int, dtype: str, evaluated: bool = False):
+    key = maker.case_key(label, index, dtype)
     prefix = f"{key}/eval/" if evaluated else f"{key}/"
-    return {leaf: FIXTURES[prefix + leaf] for leaf in _shapes(spec)}
+    return {leaf: FIXTURES[prefix + leaf] for leaf in _shapes(label)}
 
 
-def _shapes(spec: jr.RuleSpec) -> dict[str, tuple[int, ...]]:
-    return tp.shapes_for(_reference(spec))
+def _shapes(label: str) -> dict[str, tuple[int, ...]]:
+    return tp.shapes_for(REFERENCES[label][1])
 
 
-def _problem(spec: jr.RuleSpec, seed: int | None = None):
-    return tp.problem(META["seed"] if seed is None else seed, _shapes(spec))
+def _problem(label: str, seed: int | None = None):
+    return tp.problem(META["seed"] if seed is None else seed, _shapes(label))
 
 
 def test_fixtures_cover_exactly_the_registered_cases():
-    assert set(META["cases"]) == set(SPECS), (
+    assert set(META["cases"]) == set(REFERENCES), (
         "regenerate: python tests/make_authors_fixtures.py"
     )
-    for name, spec in SPECS.items():
-        assert META["cases"][name] == maker.describe(_reference(spec)), name
-        assert META["requirements"][name] == _reference(spec).requirement, name
+    for label, (_, reference) in REFERENCES.items():
+        assert META["cases"][label] == maker.describe(reference), label
+        assert META["requirements"][label] == reference.requirement, label
 
 
-@pytest.mark.parametrize(("spec", "index", "dtype"), CASES)
-def test_trajectory_matches_the_authors_code(spec, index, dtype):
-    ours_kwargs, _ = _reference(spec).cases[index]
-    data = _problem(spec)
-    probe = tp.probe_for(_reference(spec), ours_kwargs, spec.factory)
+@pytest.mark.parametrize(("label", "index", "dtype"), CASES)
+def test_trajectory_matches_the_authors_code(label, index, dtype):
+    spec, reference = REFERENCES[label]
+    ours_kwargs, _ = reference.cases[index]
+    data = _problem(label)
+    probe = tp.probe_for(reference, ours_kwargs, spec.factory)
     ours = tp.run_jax(
         spec.factory, dict(ours_kwargs), data, np.dtype(dtype).type, probe=probe
     )
-    expected = _stored(spec, index, dtype)
+    expected = _stored(label, index, dtype)
     assert tp.relative_error(expected, data["init"]) > 1e-3  # the run moved
-    assert tp.relative_error(ours, expected) <= _reference(spec).tolerance[dtype]
+    assert tp.relative_error(ours, expected) <= reference.tolerance[dtype]
 
 
-SCHEDULE_FREE = [n for n in SPECS if n.startswith("schedule_free")]
+SCHEDULE_FREE = [n for n in REFERENCES if n.startswith("schedule_free")]
 
 
 @pytest.mark.parametrize("name", SCHEDULE_FREE)
 @pytest.mark.parametrize("index", range(3))
 def test_eval_params_match_the_authors_eval_mode(name, index):
-    spec = SPECS[name]
-    ours_kwargs, _ = _reference(spec).cases[index]
+    spec, reference = REFERENCES[name]
+    ours_kwargs, _ = reference.cases[index]
     data = tp.problem(META["seed"])
     b1 = ours_kwargs.get("b1", 0.9)
     ours = tp.run_jax(
@@ -90,8 +89,8 @@ def test_eval_params_match_the_authors_eval_mode(name, index):
             state, params, b1=b1
         ),
     )
-    expected = _stored(spec, index, "float64", evaluated=True)
-    trained = _stored(spec, index, "float64")
+    expected = _stored(name, index, "float64", evaluated=True)
+    trained = _stored(name, index, "float64")
     assert tp.relative_error(expected, trained) > 1e-4  # x is not y
     assert tp.relative_error(ours, expected) <= 1e-10
 
@@ -101,13 +100,25 @@ def test_the_authors_options_matter():
     # the authors' numbers by far more than the tolerance: the options are
     # what reproduces them.
     data = tp.problem(META["seed"])
-    sf = SPECS["schedule_free_adamw"]
-    kwargs = {**_reference(sf).cases[1][0], "warmup_from_zero": True}
+    sf, reference = REFERENCES["schedule_free_adamw"]
+    kwargs = {**reference.cases[1][0], "warmup_from_zero": True}
     ours = tp.run_jax(sf.factory, kwargs, data, np.float64)
-    assert tp.relative_error(ours, _stored(sf, 1, "float64")) > 1e-4
-    prodigy = SPECS["prodigy"]
+    assert tp.relative_error(ours, _stored("schedule_free_adamw", 1, "float64")) > 1e-4
+    prodigy, _ = REFERENCES["prodigy"]
     ours = tp.run_jax(prodigy.factory, {}, data, np.float64)
-    assert tp.relative_error(ours, _stored(prodigy, 0, "float64")) > 1e-4
+    assert tp.relative_error(ours, _stored("prodigy", 0, "float64")) > 1e-4
+
+
+@pytest.mark.parametrize("option", ["merge_dims", "precondition_damped_momentum"])
+def test_kron_torchs_options_matter(option):
+    # Each of the two options that give kron-torch's numbers moves the run by
+    # far more than the comparison's tolerance when left out.
+    label = "psgd_kron@kron-torch"
+    spec, reference = REFERENCES[label]
+    kwargs = {**reference.cases[0][0], option: False}
+    ours = tp.run_jax(spec.factory, kwargs, _problem(label), np.float64)
+    error = tp.relative_error(ours, _stored(label, 0, "float64"))
+    assert error > 100 * reference.tolerance["float64"]
 
 
 def _installed(reference: jr.AuthorsReference) -> bool:
@@ -116,18 +127,17 @@ def _installed(reference: jr.AuthorsReference) -> bool:
     return all(importlib.util.find_spec(m) for m in needs)
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_fixtures_are_current_and_live_runs_agree(name):
-    spec = SPECS[name]
-    reference = _reference(spec)
+@pytest.mark.parametrize("label", sorted(REFERENCES))
+def test_fixtures_are_current_and_live_runs_agree(label):
+    spec, reference = REFERENCES[label]
     if not _installed(reference):
         pytest.skip(f"needs torch and {reference.requirement}")
-    data = _problem(spec)
-    other = _problem(spec, 7)
+    data = _problem(label)
+    other = _problem(label, 7)
     for index, (ours_kwargs, theirs) in enumerate(reference.cases):
         probe = tp.probe_for(reference, ours_kwargs, spec.factory)
         live = tp.run_reference(reference, theirs, data, np.float64, probe=probe)
-        assert tp.relative_error(live, _stored(spec, index, "float64")) == 0.0
+        assert tp.relative_error(live, _stored(label, index, "float64")) == 0.0
         theirs_other = tp.run_reference(
             reference, theirs, other, np.float64, probe=probe
         )

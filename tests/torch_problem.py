@@ -8,6 +8,10 @@ for each framework so both compute the same numbers. Each side runs
 ``-f``, a stable problem, instead of diverging on ``f``).
 """
 
+import contextlib
+import inspect
+import io
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -37,8 +41,6 @@ def probe_for(reference: Any, ours: dict[str, Any], factory: Any) -> Probe | Non
     batch = getattr(reference, "probe_batch", None)
     if batch is None:
         return None
-    import inspect
-
     default = inspect.signature(factory).parameters["update_interval"].default
     return batch, int(ours.get("update_interval", default))
 
@@ -134,13 +136,21 @@ def optimizer_class(name: str) -> Any:
 
 
 def _attribute(path: str) -> Any:
-    """The object at a dotted path (``package.module.name``)."""
+    """The object at a dotted path (``package.module.name``).
+
+    The import's deprecation warnings are the package's and torch's to fix
+    (kron-torch's ``torch.compile`` decorators import torch's inductor,
+    which warns): they are ignored.
+    """
     import importlib
+    import warnings
 
     module, _, attribute = path.rpartition(".")
     if module.startswith("timm."):
         _timm_without_its_init()
-    return getattr(importlib.import_module(module), attribute)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return getattr(importlib.import_module(module), attribute)
 
 
 def _timm_without_its_init() -> None:
@@ -178,6 +188,7 @@ def run_torch(
     dtype: Any,
     evaluate: bool = False,
     probe: Probe | None = None,
+    shares_draws: bool = False,
 ) -> dict[str, np.ndarray]:
     """Final parameters after ``STEPS`` steps of ``torch_class`` (see above).
 
@@ -187,10 +198,9 @@ def run_torch(
     (``(batch, every)``), each step is ``step(bs=batch)`` and after every
     ``every``-th the optimizer's ``update_hessian()`` reads
     ``probe_gradient`` from ``.grad``, as the authors' Sophia-G loop does
-    with its sampled-label gradient.
+    with its sampled-label gradient. With ``shares_draws``, the optimizer
+    draws the rule's random numbers (:data:`SHARED_DRAWS`).
     """
-    import inspect
-
     import torch
 
     torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
@@ -224,24 +234,109 @@ def run_torch(
         if hasattr(optimizer, "train"):
             optimizer.train()
         sign = -1.0 if kwargs.get("maximize") else 1.0
-        for step in range(STEPS):
-            with torch.no_grad():
-                for n, x in params.items():
-                    x.grad = sign * (c[n] * (x - t[n]) + 0.9 * torch.cos(3 * x))
-            if probe is None:
-                optimizer.step()
-                continue
-            optimizer.step(bs=probe[0])
-            if (step + 1) % probe[1] == 0:
+        draws = (
+            SHARED_DRAWS[torch_class](optimizer, list(params), data["init"], dtype)
+            if shares_draws
+            else contextlib.nullcontext(lambda step: None)
+        )
+        with draws as before_step:
+            for step in range(STEPS):
                 with torch.no_grad():
                     for n, x in params.items():
-                        x.grad = probe_gradient(x, c[n], t[n], torch.sin)
-                optimizer.update_hessian()
+                        x.grad = sign * (c[n] * (x - t[n]) + 0.9 * torch.cos(3 * x))
+                before_step(step)
+                if probe is None:
+                    optimizer.step()
+                    continue
+                optimizer.step(bs=probe[0])
+                if (step + 1) % probe[1] == 0:
+                    with torch.no_grad():
+                        for n, x in params.items():
+                            x.grad = probe_gradient(x, c[n], t[n], torch.sin)
+                    optimizer.update_hessian()
         if evaluate:
             optimizer.eval()
         return {n: x.detach().numpy().astype(np.float64) for n, x in params.items()}
     finally:
         torch.set_default_dtype(previous)
+
+
+@contextlib.contextmanager
+def _kron_torch_with_psgd_kron_draws(
+    optimizer: Any, names: list[str], init: dict[str, np.ndarray], dtype: Any
+) -> Iterator[Callable[[int], None]]:
+    """kron-torch's ``Kron``, handed ``jr.psgd_kron``'s draws (default seed).
+
+    kron-torch draws each leaf's probe with ``torch.randn_like`` in its
+    preconditioner fit and its balance coin from ``optimizer.rng``
+    (``random.Random(42)``, one draw a step). Here its module's ``torch``
+    is a stand-in whose ``randn_like`` returns the rule's probe of that leaf
+    at that step (in the order the optimizer visits the leaves, reshaped to
+    its merged shape), and ``rng.random()`` the rule's uniform coin draw:
+    both computed as the rule computes them, in the run's precision. Its
+    ``torch.compile`` decorators run eagerly (TorchDynamo off for the run).
+    """
+    import types
+
+    import jax
+    import torch
+    from kron_torch import kron
+
+    import jaxopt_rules as jr
+    from jaxopt_rules._core import initial_key
+    from jaxopt_rules.rules._psgd_kron import _split_for_probes, step_draws
+
+    seed = inspect.signature(jr.psgd_kron).parameters["seed"].default
+    order = sorted(names)  # the rule's leaves, in tree order
+    pending: list[np.ndarray] = []
+    coin = types.SimpleNamespace(value=1.0)
+
+    def before_step(step: int) -> None:
+        check()
+        with jax.enable_x64(dtype == np.float64):
+            key, uniform = step_draws(initial_key(seed), step)
+            _, keys = _split_for_probes(key, len(order))
+            probes = {
+                n: np.asarray(jax.random.normal(k, init[n].shape, dtype))
+                for n, k in zip(order, keys, strict=True)
+            }
+        pending[:] = [probes[n] for n in names]
+        coin.value = float(uniform)
+
+    def check() -> None:
+        # A step draws every leaf's probe (a refit) or none.
+        assert len(pending) in (0, len(names)), "the probes are out of step"
+
+    def randn_like(g: Any, **_: Any) -> Any:
+        probe = pending.pop(0)
+        assert probe.size == g.numel(), "the probes are out of step"
+        return torch.tensor(probe.reshape(tuple(g.shape)), dtype=g.dtype)
+
+    class StandIn:  # torch, but for randn_like
+        def __getattr__(self, name: str) -> Any:
+            return randn_like if name == "randn_like" else getattr(torch, name)
+
+    stand_in = StandIn()
+    optimizer.rng = types.SimpleNamespace(random=lambda: coin.value)
+    original = kron.torch
+    kron.torch = stand_in
+    try:  # (silencing its report of the state's size)
+        with (
+            torch._dynamo.config.patch(disable=True),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            yield before_step
+    finally:
+        kron.torch = original
+    check()
+
+
+SHARED_DRAWS: dict[str, Callable[..., Any]] = {
+    "kron_torch.kron.Kron": _kron_torch_with_psgd_kron_draws,
+}
+"""How a reference with ``shares_draws`` is handed the rule's draws, by its
+optimizer: a context manager of ``(optimizer, leaf names in its order,
+initial leaves, dtype)`` giving the hook called before each step."""
 
 
 def _jax_reference(path: str) -> Any:
@@ -275,14 +370,23 @@ def run_reference(
     factory (``framework="jax"``) in :func:`run_jax`, its printing silenced.
     """
     if getattr(reference, "framework", "torch") == "jax":
-        import contextlib
-        import io
-
         factory = _jax_reference(reference.optimizer)
         with contextlib.redirect_stdout(io.StringIO()):
             return run_jax(factory, dict(theirs), data, dtype)
+    theirs = dict(theirs)
+    if reference.dtype_args:
+        import torch
+
+        precision = torch.float64 if dtype == np.float64 else torch.float32
+        theirs.update(dict.fromkeys(reference.dtype_args, precision))
     return run_torch(
-        reference.optimizer, dict(theirs), data, dtype, evaluate, probe=probe
+        reference.optimizer,
+        theirs,
+        data,
+        dtype,
+        evaluate,
+        probe=probe,
+        shares_draws=reference.shares_draws,
     )
 
 

@@ -6,7 +6,7 @@ registry holds:
 
 * the rule, linked to its API entry (``jaxopt_rules.<name>``);
 * the reference it is verified against (``spec.reference``), and the
-  authors' code where it is another (``spec.authors``);
+  authors' code where it is another (``spec.authors``, ``more_authors``);
 * the paper: the first reference of the factory docstring's ``References:``
   section (authors and venue, with the title when short);
 * its state slots, with the condition of a slot that exists only with an
@@ -212,8 +212,7 @@ def catalog_rows(registry: Sequence[Any] | None = None) -> list[list[str]]:
     for spec in jr.REGISTRY if registry is None else registry:
         options = _options(spec.cases)
         references = [f"`{spec.reference}`"] if spec.is_drop_in else []
-        if spec.authors is not None:  # the authors' code
-            a = spec.authors
+        for _, a in spec.authors_references:  # the authors' code
             references.append(f"`{a.optimizer}` ({a.requirement})")
         reference = "; ".join(references)
         rows.append(

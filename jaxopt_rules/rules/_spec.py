@@ -36,6 +36,12 @@ class AuthorsReference:
             ``update_hessian()`` after every ``update_interval``-th step and
             ``bs=probe_batch``; the rule gets a ``hessian_diagonal_fn``
             returning ``probe_batch * p**2``.
+        shares_draws: the reference draws random numbers the rule draws too
+            (kron-torch's probes and balance coin); the comparison hands it
+            the rule's draws, with the rule's default seed
+            (``tests/torch_problem.py`` says how, per reference).
+        dtype_args: the reference's arguments set to the run's dtype
+            (kron-torch keeps its factors in float32 unless told).
     """
 
     requirement: str
@@ -47,6 +53,13 @@ class AuthorsReference:
     matrices_only: bool = False
     framework: str = "torch"
     probe_batch: int | None = None
+    shares_draws: bool = False
+    dtype_args: tuple[str, ...] = ()
+
+    @property
+    def package(self) -> str:
+        """The distribution the reference is in (``"schedulefree"``)."""
+        return self.requirement.partition("==")[0]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,16 +80,22 @@ class RuleSpec(CatalogSpec):
         authors: the authors' own implementation, where it is not the
             reference above (``None``: none to compare with). A rule needs a
             reference, the authors' code, or both.
+        more_authors: further implementations by the authors the rule is
+            verified against the same way (PSGD Kron: kron-torch beside
+            psgd-jax).
     """
 
     reference: str = ""
     reference_factory: Callable[..., optax.GradientTransformation] | None = None
     reference_cases: tuple[Mapping[str, Any], ...] = ()
     authors: AuthorsReference | None = None
+    more_authors: tuple[AuthorsReference, ...] = ()
 
     def __post_init__(self) -> None:
         if self.reference_factory is None and self.authors is None:
             raise ValueError(f"{self.name}: a rule needs a reference or authors=")
+        if self.more_authors and self.authors is None:
+            raise ValueError(f"{self.name}: more_authors= needs authors=")
         if (self.reference_factory is None) != (not self.reference_cases) or (
             self.reference_factory is None
         ) != (not self.reference):
@@ -96,8 +115,22 @@ class RuleSpec(CatalogSpec):
 
         The reference's, then the authors' (this rule's side of each pair).
         """
-        authors = () if self.authors is None else self.authors.cases
+        authors = [c for _, a in self.authors_references for c in a.cases]
         return (*self.reference_cases, *(ours for ours, _ in authors))
+
+    @property
+    def authors_references(self) -> tuple[tuple[str, AuthorsReference], ...]:
+        """Every authors' code the rule is compared with, each with its label.
+
+        ``authors`` labelled by the rule's name, then each of
+        ``more_authors`` by ``<name>@<package>`` (``psgd_kron@kron-torch``).
+        """
+        if self.authors is None:
+            return ()
+        return (
+            (self.name, self.authors),
+            *((f"{self.name}@{a.package}", a) for a in self.more_authors),
+        )
 
 
 WEIGHT_DECAY_MASK = {
