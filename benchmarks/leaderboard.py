@@ -1,11 +1,15 @@
 """Which rule should I use? Every catalog rule, tuned and rerun with seeds.
 
 For each task and each rule: a learning-rate sweep (five rates, a factor of
-10 either side of the rule's usual rate, on a log grid) run as one compiled
-program (``jr.sweep``: the rates are injected hyperparameters, the runs are
-``jax.vmap``-ed), the best rate chosen by final loss, then three seeds at
-that rate: seed 0's run is the sweep's own (every rate of the sweep starts
-from seed 0), seeds 1 and 2 run as one more program. Reported per rule:
+10 either side of the rule's usual rate, on a log grid, extended two rates
+at a time past an end that holds the best) run as one compiled program
+(``jr.sweep``: the rates are injected hyperparameters, the runs are
+``jax.vmap``-ed), the best rate chosen by final loss; for a rule with a
+``weight_decay``, a sweep of weight decays at that rate (``WEIGHT_DECAYS``
+besides the rule's own, which the rate sweep ran with), the best chosen the
+same way; then three seeds at the best setting: seed 0's run is the
+sweeps' own (every run of a sweep starts from seed 0), seeds 1 and 2 run
+as one more program. Reported per rule:
 steps to the task's target (the first evaluation at or below it; mean and
 standard deviation over the seeds that reach it), final loss (mean and
 standard deviation over seeds), the wall time of one run (the seeds
@@ -71,8 +75,14 @@ PLOTS = pathlib.Path(__file__).parent.parent / "docs" / "plots"
 """The leaderboard's plots live in the documentation site, which shows them."""
 GRID = (0.1, 10**-0.5, 1.0, 10**0.5, 10.0)
 """Multiples of a rule's usual learning rate that the sweep tries."""
-EXTENSIONS = 2
-"""Times the grid is extended (by 5 rates) past an end that holds the best rate."""
+EXTENSION = 2
+"""Rates (half a decade apart) the grid is extended by past an end that holds
+the best rate."""
+EXTENSIONS = 5
+"""Times the grid is extended at most (5 decades past either end)."""
+WEIGHT_DECAYS = (0.0, 0.1)
+"""Weight decays tried at the best rate (besides the rule's own, with which
+the rates were swept), for rules that have a ``weight_decay``."""
 SEEDS = (0, 1, 2)
 """Seeds of the runs at the best rate; the sweep's runs all start from the first."""
 STEPS = {"charlm": 200}
@@ -95,7 +105,12 @@ class Entry:
     target: float
     wall_s: float  # one run at the best rate, after compilation
     state_bytes_per_param: float
-    work_s: float = math.nan  # the whole evaluation: sweep, seeds, compilations
+    work_s: float = math.nan  # the whole evaluation: sweeps, seeds, compilations
+    # At the best rate, per weight decay tried (the rule's own first), the
+    # final loss of seed 0; empty for a rule without weight decay.
+    weight_decays: list[float] = dataclasses.field(default_factory=list)
+    weight_decay_final: list[float] = dataclasses.field(default_factory=list)
+    best_weight_decay: float | None = None
 
     @property
     def finals(self) -> list[float]:
@@ -175,10 +190,16 @@ def _program(
     return run
 
 
-def _runs(task, spec, rates, seeds, batches, every) -> tuple[np.ndarray, float]:
-    """Losses (runs, evaluations) of one run per (rate, seed), and the wall time."""
+def _runs(task, spec, swept, seeds, batches, every) -> tuple[np.ndarray, float]:
+    """Losses (runs, evaluations) of one run per value of ``swept`` and seed.
+
+    ``swept``: hyperparameter name -> one value per run (``jr.sweep``); the
+    rule's other arguments are the task's (``convergence.RULE_KWARGS``).
+    Also the wall time of the runs.
+    """
     fixed = dict(convergence.RULE_KWARGS.get(spec.name, {}))
-    tx = jr.sweep(spec.factory, {"learning_rate": list(rates)}, **fixed)
+    fixed = {k: v for k, v in fixed.items() if k not in swept}
+    tx = jr.sweep(spec.factory, {k: list(v) for k, v in swept.items()}, **fixed)
     inits = [task.init(jax.random.key(s)) for s in seeds]
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *inits)
     state = tx.init(params)
@@ -189,6 +210,20 @@ def _runs(task, spec, rates, seeds, batches, every) -> tuple[np.ndarray, float]:
     return losses.T, time.perf_counter() - start
 
 
+def own_weight_decay(spec: jr.RuleSpec, task: str) -> float | None:
+    """The weight decay a rule's rates are swept with (``None``: it has none).
+
+    The task's setting (``convergence.RULE_KWARGS``), else the factory's
+    default; a default of ``None`` (no decay) counts as 0.
+    """
+    parameters = inspect.signature(spec.factory).parameters
+    if "weight_decay" not in parameters:
+        return None
+    fixed = convergence.RULE_KWARGS.get(spec.name, {})
+    value = fixed.get("weight_decay", parameters["weight_decay"].default)
+    return 0.0 if value is None else float(value)
+
+
 def _state_bytes(task: convergence.Task, spec: jr.RuleSpec, rate: float) -> float:
     params = task.init(jax.random.key(0))
     fixed = dict(convergence.RULE_KWARGS.get(spec.name, {}))
@@ -197,33 +232,57 @@ def _state_bytes(task: convergence.Task, spec: jr.RuleSpec, rate: float) -> floa
     return jr.tree_bytes(state) / n
 
 
+def _best(finals: Sequence[float]) -> int:
+    """The index of the lowest final loss (a diverged run's NaN loses)."""
+    return int(np.argmin([f if math.isfinite(f) else math.inf for f in finals]))
+
+
 def evaluate_rule(task, spec, batches, steps, every) -> Entry:
-    """The sweep, the choice of rate, and the seeded runs of one rule."""
+    """The sweeps, the choice of rate and weight decay, and the seeded runs."""
     base = usual_rate(spec.name, task.name)
     rates: list[float] = []
     finals: list[float] = []
     first_seed: dict[float, np.ndarray] = {}  # the sweep's curves, all seed 0
     grid = [base * m for m in GRID]
     for _ in range(1 + EXTENSIONS):
-        sweep, _ = _runs(task, spec, grid, [SEEDS[0]] * len(grid), batches, every)
+        swept = {"learning_rate": grid}
+        sweep, _ = _runs(task, spec, swept, [SEEDS[0]] * len(grid), batches, every)
         first_seed.update(zip(grid, sweep, strict=True))
         rates += grid
         finals += [float(x) if math.isfinite(x) else math.nan for x in sweep[:, -1]]
         order = sorted(range(len(rates)), key=lambda i: rates[i])
         rates, finals = [rates[i] for i in order], [finals[i] for i in order]
-        ranked = [f if math.isfinite(f) else math.inf for f in finals]
-        at = int(np.argmin(ranked))
-        if 0 < at < len(rates) - 1 or not math.isfinite(ranked[at]):
+        at = _best(finals)
+        if 0 < at < len(rates) - 1 or not math.isfinite(finals[at]):
             break
-        # The best rate is at an end of the grid: try 5 more beyond it.
-        step = GRID[-1] / GRID[0]
-        shift = step * 10**0.5  # (the next five rates, a half-decade apart)
-        grid = [g * (shift if at else 1 / shift) for g in grid]
-    ranked = [f if math.isfinite(f) else math.inf for f in finals]
-    best = rates[int(np.argmin(ranked))]
-    # Seed 0 at the best rate is the sweep's run; the other seeds run now.
-    others, wall = _runs(task, spec, [best] * len(SEEDS[1:]), SEEDS[1:], batches, every)
-    curves = np.concatenate([first_seed[best][None], others])
+        # The best rate is at an end of the grid: try rates beyond it.
+        factor = 10**0.5 if at else 10**-0.5
+        grid = [rates[at] * factor ** (k + 1) for k in range(EXTENSION)]
+    best = rates[_best(finals)]
+    first = first_seed[best]
+    # The weight decays at the best rate: the rule's own (the rate sweep's
+    # run), then the others, seed 0 each.
+    own = own_weight_decay(spec, task.name)
+    decays: list[float] = []
+    decay_finals: list[float] = []
+    best_decay = own
+    if own is not None:
+        others = [w for w in WEIGHT_DECAYS if w != own]
+        swept = {"learning_rate": [best] * len(others), "weight_decay": others}
+        runs, _ = _runs(task, spec, swept, [SEEDS[0]] * len(others), batches, every)
+        decays = [own, *others]
+        curves = [first, *runs]
+        decay_finals = [
+            float(c[-1]) if math.isfinite(c[-1]) else math.nan for c in curves
+        ]
+        at = _best(decay_finals)
+        best_decay, first = decays[at], curves[at]
+    # Seed 0 at the best setting is a sweep's run; the other seeds run now.
+    n = len(SEEDS[1:])
+    swept = {"learning_rate": [best] * n}
+    if best_decay != own:
+        swept["weight_decay"] = [best_decay] * n
+    others_runs, wall = _runs(task, spec, swept, SEEDS[1:], batches, every)
     return Entry(
         rule=spec.name,
         task=task.name,
@@ -231,10 +290,13 @@ def evaluate_rule(task, spec, batches, steps, every) -> Entry:
         sweep_final=finals,
         best_rate=best,
         eval_steps=list(range(0, steps + 1, every)),
-        curves=curves,
+        curves=np.concatenate([first[None], others_runs]),
         target=task.target,
-        wall_s=wall / len(SEEDS[1:]),
+        wall_s=wall / n,
         state_bytes_per_param=_state_bytes(task, spec, best),
+        weight_decays=decays,
+        weight_decay_final=decay_finals,
+        best_weight_decay=best_decay,
     )
 
 
@@ -249,6 +311,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 COLUMNS = (
     "rule",
     "best lr",
+    "wd",
     "final loss",
     "vs adamw",
     "steps to target",
@@ -272,6 +335,7 @@ def rows(entries: list[Entry]) -> list[tuple[str, ...]]:
             (
                 e.rule,
                 f"{e.best_rate:.3g}",
+                "-" if e.best_weight_decay is None else f"{e.best_weight_decay:g}",
                 f"{final:.4f} ± {final_sd:.4f}",
                 f"{final - ref_final:+.4f}",
                 "-" if math.isnan(steps) else f"{steps:.0f} ± {steps_sd:.0f}",
@@ -403,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> list[Entry]:
         found[entry.task].append(entry)
         print(
             f"  {entry.task}/{entry.rule}: lr {entry.best_rate:.3g}, "
+            f"wd {entry.best_weight_decay}, "
             f"final {_mean_std(entry.finals)[0]:.4f} ({entry.work_s:.0f} s)",
             file=sys.stderr,
             flush=True,
@@ -415,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> list[Entry]:
         work = sum(e.work_s for e in task_entries)
         print(f"\n== {name} ({steps} steps, {work:.0f} s of work)")
         _table.print_table(
-            COLUMNS, rows(task_entries), "lrrrrrrrr", markdown=args.markdown
+            COLUMNS, rows(task_entries), "lrrrrrrrrr", markdown=args.markdown
         )
         if not args.no_plots:
             for path in save_plots(task_entries):

@@ -306,23 +306,38 @@ def test_a_script_runs_from_the_repo_root(command):
 
 def test_leaderboard_sweeps_then_reruns_the_best_rate_with_seeds(capsys):
     leaderboard = load_benchmark("leaderboard")
-    args = ["--quick", "--rules", "adamw", "--steps", "50", "--no-plots"]
-    (entry,) = leaderboard.main(args)
+    args = ["--quick", "--rules", "adamw", "sgd", "--steps", "50", "--no-plots"]
+    entries = {e.rule: e for e in leaderboard.main(args)}
     assert "adamw" in capsys.readouterr().out
-    # Five rates, and five more past an end of the grid that holds the best.
-    assert len(entry.rates) == len(entry.sweep_final)
-    assert len(entry.rates) in (5, 10, 15)
-    assert entry.rates == sorted(entry.rates)
-    finite = [f if math.isfinite(f) else math.inf for f in entry.sweep_final]
-    assert entry.best_rate == entry.rates[int(np.argmin(finite))]
-    assert entry.curves.shape == (len(leaderboard.SEEDS), len(entry.eval_steps))
-    # Every seed learns, from different starts.
-    assert (entry.curves[:, -1] < entry.curves[:, 0]).all()
-    assert len(set(entry.curves[:, 0].tolist())) == len(leaderboard.SEEDS)
-    # Seed 0 at the best rate is the sweep's run at that rate (both seed 0).
-    index = entry.rates.index(entry.best_rate)
-    assert entry.curves[0, -1] == pytest.approx(entry.sweep_final[index], rel=1e-5)
-    assert entry.state_bytes_per_param == pytest.approx(8.0, rel=1e-3)  # m and v
+    for entry in entries.values():
+        # Five rates, and two more past an end of the grid that holds the best.
+        assert len(entry.rates) == len(entry.sweep_final)
+        assert len(entry.rates) in range(5, 5 + 2 * leaderboard.EXTENSIONS + 1, 2)
+        assert entry.rates == sorted(entry.rates)
+        finite = [f if math.isfinite(f) else math.inf for f in entry.sweep_final]
+        assert entry.best_rate == entry.rates[int(np.argmin(finite))]
+        assert entry.curves.shape == (len(leaderboard.SEEDS), len(entry.eval_steps))
+        # Every seed learns, from different starts.
+        assert (entry.curves[:, -1] < entry.curves[:, 0]).all()
+        assert len(set(entry.curves[:, 0].tolist())) == len(leaderboard.SEEDS)
+    # SGD has no weight decay: seed 0 at the best rate is the sweep's run at
+    # that rate (both seed 0).
+    sgd = entries["sgd"]
+    assert sgd.best_weight_decay is None
+    assert sgd.weight_decays == []
+    index = sgd.rates.index(sgd.best_rate)
+    assert sgd.curves[0, -1] == pytest.approx(sgd.sweep_final[index], rel=1e-5)
+    # AdamW's weight decays at the best rate: its own (the rate sweep's run),
+    # then 0 and 0.1; seed 0 of the best is that decay's run.
+    adamw = entries["adamw"]
+    assert adamw.weight_decays == [1e-4, 0.0, 0.1]
+    index = adamw.rates.index(adamw.best_rate)
+    assert adamw.weight_decay_final[0] == adamw.sweep_final[index]
+    at = int(np.argmin(adamw.weight_decay_final))
+    assert adamw.best_weight_decay == adamw.weight_decays[at]
+    assert adamw.curves[0, -1] == pytest.approx(adamw.weight_decay_final[at], rel=1e-5)
+    assert len(set(adamw.weight_decay_final)) == 3  # the decay changes the run
+    assert adamw.state_bytes_per_param == pytest.approx(8.0, rel=1e-3)  # m and v
 
 
 def test_leaderboard_in_worker_processes_gives_the_same_entries(capsys):
@@ -335,5 +350,6 @@ def test_leaderboard_in_worker_processes_gives_the_same_entries(capsys):
     for rule, entry in shared.items():
         assert entry.rates == alone[rule].rates
         assert entry.best_rate == alone[rule].best_rate
+        assert entry.best_weight_decay == alone[rule].best_weight_decay
         # One thread per process sums in another order than two threads.
         np.testing.assert_allclose(entry.curves, alone[rule].curves, rtol=1e-4)
