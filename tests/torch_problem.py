@@ -279,11 +279,12 @@ def _kron_torch_with_psgd_kron_draws(
     import types
 
     import jax
+    import jax.numpy as jnp
     import torch
     from kron_torch import kron
 
     import jaxopt_rules as jr
-    from jaxopt_rules._core import initial_key
+    from jaxopt_rules._core import initial_key, random_like
     from jaxopt_rules.rules._psgd_kron import _split_for_probes, step_draws
 
     seed = inspect.signature(jr.psgd_kron).parameters["seed"].default
@@ -296,8 +297,8 @@ def _kron_torch_with_psgd_kron_draws(
         with jax.enable_x64(dtype == np.float64):
             key, uniform = step_draws(initial_key(seed), step)
             _, keys = _split_for_probes(key, len(order))
-            probes = {
-                n: np.asarray(jax.random.normal(k, init[n].shape, dtype))
+            probes = {  # (drawn like the rule's: shaped and typed like the leaf)
+                n: np.asarray(random_like(k, jnp.zeros(init[n].shape, dtype)))
                 for n, k in zip(order, keys, strict=True)
             }
         pending[:] = [probes[n] for n in names]
